@@ -1,0 +1,152 @@
+"""Model configuration and the named presets.
+
+`ModelConfig` holds the shape of a Llama-style decoder with the field's standard names. It
+round-trips through JSON (the `config.json` of a model folder) and YAML (the `configs/` folder).
+`ModelConfig.num_parameters()` counts weights from the shape alone, so the planner and the README
+can talk about a 13B model without building one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+
+@dataclass
+class ModelConfig:
+    """Shape of a `HavocModel`.
+
+    Fields use Llama / Hugging Face names: `d_model` is the hidden size, `num_kv_heads` the number
+    of key/value heads for grouped-query attention (Ainslie et al. 2023, "GQA"), `head_dim` the
+    per-head width (defaults to d_model // n_heads), `ffn_hidden_size` the SwiGLU inner width
+    (Shazeer 2020), `rope_theta` the RoPE base (Su et al. 2021). Special ids default to the order
+    of `tokenizer.SPECIAL_TOKENS` (<|bos|>=0, <|eos|>=1, <|pad|>=2) and are overwritten from the
+    tokenizer when a model is built for one.
+
+    Raises:
+        ValueError: on a field that cannot describe a model (n_heads not divisible by
+            num_kv_heads, non-positive sizes, dropout outside [0, 1)). The message names the field.
+    """
+
+    vocab_size: int = 4096
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: Optional[int] = None
+    ffn_hidden_size: int = 352
+    max_seq_len: int = 512
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    dropout: float = 0.0
+    tie_embeddings: bool = True
+    initializer_range: float = 0.02
+    bos_id: int = 0
+    eos_id: int = 1
+    pad_id: int = 2
+
+    def __post_init__(self) -> None:
+        if self.head_dim is None:
+            if self.d_model % self.n_heads != 0:
+                raise ValueError(
+                    f"ModelConfig: d_model={self.d_model} is not divisible by n_heads={self.n_heads};"
+                    " set head_dim explicitly")
+            self.head_dim = self.d_model // self.n_heads
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "num_kv_heads", "head_dim",
+                     "ffn_hidden_size", "max_seq_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"ModelConfig.{name} must be a positive int, got {value!r}")
+        if self.n_heads % self.num_kv_heads != 0:
+            raise ValueError(
+                f"ModelConfig: n_heads={self.n_heads} is not divisible by num_kv_heads="
+                f"{self.num_kv_heads} (grouped-query attention shares each KV head among "
+                "n_heads // num_kv_heads query heads)")
+        if self.head_dim % 2 != 0:
+            raise ValueError(f"ModelConfig.head_dim={self.head_dim} must be even for RoPE")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
+        for name in ("bos_id", "eos_id", "pad_id"):
+            if not 0 <= getattr(self, name) < self.vocab_size:
+                raise ValueError(f"ModelConfig.{name}={getattr(self, name)} is outside the vocab "
+                                 f"(vocab_size={self.vocab_size})")
+
+    # --- counting -----------------------------------------------------------------------------
+    def num_parameters(self, include_embeddings: bool = True) -> int:
+        """Number of weights of the model this config builds (exact, bias-free Llama layout).
+
+        Per layer: q/o projections 2·d·(h·hd), k/v projections 2·d·(kv·hd), SwiGLU 3·d·ffn, two
+        RMSNorm weights 2·d. Plus the final norm d, the embedding V·d and, when untied, an LM head V·d.
+        """
+        d, hd = self.d_model, self.head_dim
+        attn = 2 * d * self.n_heads * hd + 2 * d * self.num_kv_heads * hd
+        per_layer = attn + 3 * d * self.ffn_hidden_size + 2 * d
+        n = self.n_layers * per_layer + d
+        if include_embeddings:
+            n += self.vocab_size * d * (1 if self.tie_embeddings else 2)
+        return n
+
+    # --- serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "ModelConfig":
+        """Build from a dict; unknown keys are an error naming them and `source`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown ModelConfig field(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+    def save_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load_json(cls, path: str | Path) -> "ModelConfig":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from e
+        return cls.from_dict(data, source=str(path))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text_or_path: str | Path) -> "ModelConfig":
+        p = Path(text_or_path) if not str(text_or_path).lstrip().startswith("{") else None
+        if p is not None and p.suffix in (".yaml", ".yml") and p.exists():
+            return cls.from_dict(yaml.safe_load(p.read_text()) or {}, source=str(p))
+        return cls.from_dict(yaml.safe_load(str(text_or_path)) or {}, source="yaml")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "ModelConfig":
+        """A copy of `PRESETS[name]` with `overrides` applied (e.g. vocab_size from a tokenizer)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return dataclasses.replace(PRESETS[name], **overrides)
+
+
+# Presets. `tiny` is for CPU smoke runs; `7b` is the HAVOC-7B spec; `13b` follows Llama-2-13B
+# with 8 KV heads; `1b` and `3b-verifier` sit between, with 64- and 128-wide heads.
+PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(vocab_size=4096, d_model=128, n_layers=4, n_heads=4, num_kv_heads=2,
+                        ffn_hidden_size=352, max_seq_len=512),
+    "50m": ModelConfig(vocab_size=32000, d_model=512, n_layers=12, n_heads=8, num_kv_heads=4,
+                       ffn_hidden_size=1408, max_seq_len=1024),
+    "1b": ModelConfig(vocab_size=70000, d_model=2048, n_layers=20, n_heads=32, num_kv_heads=8,
+                      ffn_hidden_size=5632, max_seq_len=2048),
+    "3b-verifier": ModelConfig(vocab_size=70000, d_model=3072, n_layers=26, n_heads=24,
+                               num_kv_heads=8, head_dim=128, ffn_hidden_size=8192,
+                               max_seq_len=4096),
+    "7b": ModelConfig(vocab_size=70000, d_model=4096, n_layers=32, n_heads=32, num_kv_heads=8,
+                      head_dim=128, ffn_hidden_size=11008, max_seq_len=4096),
+    "13b": ModelConfig(vocab_size=70000, d_model=5120, n_layers=40, n_heads=40, num_kv_heads=8,
+                       head_dim=128, ffn_hidden_size=13824, max_seq_len=4096),
+}

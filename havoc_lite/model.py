@@ -1,0 +1,307 @@
+"""HavocModel: a Llama-style decoder-only transformer.
+
+Pre-norm blocks of RMSNorm (Zhang & Sennrich 2019) -> grouped-query attention with rotary position
+embeddings (Su et al. 2021; Ainslie et al. 2023) -> residual, RMSNorm -> SwiGLU MLP (Shazeer 2020)
+-> residual; a final RMSNorm and an LM head tied to the token embedding. Parameter names and the
+rotary convention (rotate-half, not interleaved) follow Hugging Face `LlamaForCausalLM`, so
+`export.py` maps weights one to one.
+
+Shapes: B batch, T new tokens, L cache length, H query heads, KV key/value heads, hd head_dim,
+d d_model, V vocab_size.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from .config import ModelConfig
+
+IGNORE_INDEX = -100
+
+
+
+def _sdpa_supports_gqa() -> bool:
+    """torch >= 2.5 broadcasts KV heads inside SDPA (`enable_gqa`); older builds need an expand."""
+    try:
+        z = torch.zeros(1, 2, 1, 2)
+        F.scaled_dot_product_attention(z, z[:, :1], z[:, :1], enable_gqa=True)
+        return True
+    except (TypeError, RuntimeError):
+        return False
+
+
+_SDPA_HAS_GQA = _sdpa_supports_gqa()
+
+
+class RMSNorm(nn.Module):
+    """y = x / sqrt(mean(x²) + eps) · weight, computed in float32 (as HF LlamaRMSNorm). x: [..., d]."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def rope_cache(max_seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin tables [max_seq_len, head_dim] for rotate-half RoPE (Su et al. 2021, HF layout)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    t = torch.arange(max_seq_len, dtype=torch.float32)
+    freqs = torch.outer(t, inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [B, heads, T, hd] by cos/sin [B, 1, T, hd] (or broadcastable)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Grouped-query self-attention through `F.scaled_dot_product_attention`.
+
+    Without a cache it is plain causal attention over the T given tokens. With a cache (`k_cache`,
+    `v_cache` of shape [B, KV, L, hd], preallocated by the engine) the new keys/values are written
+    at each row's own `positions` and every query attends to the cache slots at or before its
+    position, so rows of a batch may sit at different lengths.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.num_kv_heads, self.head_dim = cfg.n_heads, cfg.num_kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.num_kv_heads * cfg.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.num_kv_heads * cfg.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+        self.dropout = cfg.dropout
+
+    def forward(self, x, cos, sin, positions=None, k_cache=None, v_cache=None):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+
+        mask, is_causal = None, True
+        if k_cache is not None:
+            # Scatter the new K/V into each row's slots, then attend over the filled prefix.
+            rows = torch.arange(B, device=x.device)[:, None].expand(B, T)
+            k_cache[rows, :, positions] = k.transpose(1, 2).to(k_cache.dtype)
+            v_cache[rows, :, positions] = v.transpose(1, 2).to(v_cache.dtype)
+            L = int(positions.max()) + 1
+            k, v = k_cache[:, :, :L].to(q.dtype), v_cache[:, :, :L].to(q.dtype)
+            slots = torch.arange(L, device=x.device)
+            mask = (slots[None, None, :] <= positions[:, :, None])[:, None]  # [B, 1, T, L]
+            is_causal = False
+
+        rep = self.n_heads // self.num_kv_heads
+        extra = {}
+        if rep > 1:
+            if _SDPA_HAS_GQA:
+                extra["enable_gqa"] = True
+            else:
+                k = k.repeat_interleave(rep, dim=1)
+                v = v.repeat_interleave(rep, dim=1)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal and T > 1,
+            dropout_p=self.dropout if self.training else 0.0, **extra)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate(x)) * up(x)) (Shazeer 2020, "GLU Variants Improve Transformer")."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.d_model, cfg.ffn_hidden_size, bias=False)
+        self.up_proj = nn.Linear(cfg.d_model, cfg.ffn_hidden_size, bias=False)
+        self.down_proj = nn.Linear(cfg.ffn_hidden_size, cfg.d_model, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    """x + attn(norm(x)), then h + mlp(norm(h)); dropout on both residual branches in training."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.input_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.post_attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mlp = SwiGLU(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, cos, sin, positions=None, k_cache=None, v_cache=None):
+        x = x + self.drop(self.attn(self.input_norm(x), cos, sin, positions, k_cache, v_cache))
+        return x + self.drop(self.mlp(self.post_attn_norm(x)))
+
+
+class HavocModel(nn.Module):
+    """Decoder-only LM. `forward(input_ids [B, T]) -> logits [B, T, V]` (float32 logits).
+
+    Set `model.gradient_checkpointing = True` to recompute each block in the backward pass
+    (activation memory drops from O(layers) to O(1) blocks at ~1/3 more compute).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        self.drop = nn.Dropout(cfg.dropout)
+        self.gradient_checkpointing = False
+        cos, sin = rope_cache(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """GPT-NeoX / GPT-2 init: N(0, 0.02) everywhere, residual output projections (o_proj,
+        down_proj) scaled by 1/sqrt(2·n_layers) so the residual stream's variance does not grow
+        with depth (Radford et al. 2019, §2.3); norms start at 1."""
+        std = self.config.initializer_range
+        for name, p in self.named_parameters():
+            if p.dim() == 1:
+                nn.init.ones_(p)
+            elif name.endswith(("o_proj.weight", "down_proj.weight")):
+                nn.init.normal_(p, 0.0, std / math.sqrt(2 * self.config.n_layers))
+            else:
+                nn.init.normal_(p, 0.0, std)
+
+    # --- forward ------------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, positions: Optional[torch.Tensor] = None,
+                kv_cache=None) -> torch.Tensor:
+        """Logits for every input position.
+
+        Args:
+            input_ids: LongTensor [B, T] of token ids in [0, vocab_size).
+            positions: LongTensor [B, T] of absolute positions (default 0..T-1 for every row). With
+                a cache, the slots the new tokens are written to.
+            kv_cache: an object with `k` and `v` tensors [n_layers, B, KV, L, hd] (see
+                `engine.KVCache`); None for a plain full-sequence forward.
+
+        Returns:
+            float32 logits [B, T, vocab_size].
+
+        Raises:
+            ValueError: ids outside the vocab, positions beyond `max_seq_len`, or a cache without
+                positions.
+        """
+        cfg = self.config
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be [B, T], got shape {tuple(input_ids.shape)}")
+        B, T = input_ids.shape
+        if not torch.compiler.is_compiling():
+            if input_ids.numel() and bool(((input_ids < 0) | (input_ids >= cfg.vocab_size)).any()):
+                bad = input_ids[(input_ids < 0) | (input_ids >= cfg.vocab_size)][0].item()
+                raise ValueError(f"token id {bad} is outside the vocabulary [0, {cfg.vocab_size})")
+        if positions is None:
+            if kv_cache is not None:
+                raise ValueError("a kv_cache forward needs explicit positions [B, T]")
+            if T > cfg.max_seq_len:
+                raise ValueError(f"sequence of {T} tokens is longer than max_seq_len={cfg.max_seq_len}")
+            cos, sin = self.rope_cos[:T][None, None], self.rope_sin[:T][None, None]
+        else:
+            if not torch.compiler.is_compiling() and int(positions.max()) >= cfg.max_seq_len:
+                raise ValueError(f"position {int(positions.max())} is beyond max_seq_len={cfg.max_seq_len}")
+            cos, sin = self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]
+
+        x = self.drop(self.embed_tokens(input_ids))
+        for i, layer in enumerate(self.layers):
+            kc = kv_cache.k[i] if kv_cache is not None else None
+            vc = kv_cache.v[i] if kv_cache is not None else None
+            if self.gradient_checkpointing and self.training:
+                x = checkpoint(layer, x, cos, sin, positions, kc, vc, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, positions, kc, vc)
+        return self.lm_head(self.norm(x)).float()
+
+    def loss(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy, Hugging Face convention: `labels` [B, T] are aligned with
+        `input_ids` and shifted here (position t predicts labels[t+1]); -100 is ignored."""
+        logits = self(input_ids)
+        return lm_loss(logits[:, :-1], labels[:, 1:])
+
+    # --- save / load --------------------------------------------------------------------------
+    def save_pretrained(self, out_dir: str | Path) -> None:
+        """Write `model.safetensors` + `config.json` into `out_dir` (created). The tied LM head is
+        stored once (as `embed_tokens.weight`)."""
+        from safetensors.torch import save_file
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        if self.config.tie_embeddings:
+            state.pop("lm_head.weight", None)
+        save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+        self.config.save_json(out_dir / "config.json")
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, device: str | torch.device = "cpu",
+                        dtype: Optional[torch.dtype] = None) -> "HavocModel":
+        """Load a folder written by `save_pretrained` (no pickle involved).
+
+        Raises:
+            FileNotFoundError: the folder lacks model.safetensors or config.json.
+            ValueError: the weights do not match the config (missing/unexpected/mis-shaped names).
+        """
+        from safetensors.torch import load_file
+        model_dir = Path(model_dir)
+        for name in ("config.json", "model.safetensors"):
+            if not (model_dir / name).is_file():
+                raise FileNotFoundError(f"{model_dir / name} not found (expected a folder written by "
+                                        "HavocModel.save_pretrained)")
+        cfg = ModelConfig.load_json(model_dir / "config.json")
+        with torch.device("meta"):
+            model = cls(cfg)
+        state = load_file(str(model_dir / "model.safetensors"))
+        expected = {k: v for k, v in model.state_dict().items()}
+        if cfg.tie_embeddings:
+            expected.pop("lm_head.weight", None)
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ValueError(f"{model_dir / 'model.safetensors'}: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+        for k, v in state.items():
+            if tuple(v.shape) != tuple(expected[k].shape):
+                raise ValueError(f"{model_dir / 'model.safetensors'}: {k} has shape {tuple(v.shape)},"
+                                 f" config.json implies {tuple(expected[k].shape)}")
+        model.load_state_dict(state, strict=False, assign=True)
+        if cfg.tie_embeddings:
+            model.lm_head.weight = model.embed_tokens.weight
+        cos, sin = rope_cache(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta)
+        model.rope_cos, model.rope_sin = cos, sin
+        return model.to(device=device, dtype=dtype) if dtype else model.to(device)
+
+    def num_parameters(self) -> int:
+        """Unique parameters (the tied head counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of logits [B, T, V] against aligned targets [B, T]; -100 is ignored.
+
+    A batch whose targets are all ignored gives 0, not NaN (sum / max(count, 1), no host sync).
+    """
+    flat = targets.reshape(-1)
+    total = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), flat,
+                            ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (flat != IGNORE_INDEX).sum().clamp(min=1)
