@@ -1,0 +1,181 @@
+"""A persistent worker process for tools that may hang or blow up (sympy, scipy).
+
+Why a subprocess and not `multiprocessing`: spawn/forkserver re-import the user's `__main__`
+(unguarded notebook or script code would run again), and fork after torch has started threads can
+deadlock. `python -m havoc_lite.tools.worker` is a clean interpreter that works the same in Colab,
+a script or pytest.
+
+Protocol: one JSON object per line. The parent writes `{"fn": "module:qualname", "args": {...}}`;
+the worker answers `{"status": "success"|"error", "payload": ...}`. At start the worker imports
+the modules named on its command line (so a call's time limit does not pay for `import sympy`)
+and prints `{"ready": true}`. On a timeout or crash the parent kills the process; the next call
+starts a fresh one.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+STARTUP_TIMEOUT_S = 120.0      # first start imports scipy + sympy; a cold Colab disk is slow
+MEMORY_LIMIT_BYTES = 4 << 30   # address-space cap of the worker (Linux/macOS), so a runaway
+                               # expansion fails with MemoryError instead of OOM-killing Colab
+
+
+class WorkerPool:
+    """One lazily started worker process; `call` is thread-safe (calls are serialised)."""
+
+    def __init__(self):
+        self._proc: Optional[subprocess.Popen] = None
+        self._lines: Optional[queue.Queue] = None
+        self._lock = threading.Lock()
+        self.preload: set[str] = set()
+        self.starts = 0            # how many processes were started (tests and benchmarks read it)
+
+    @staticmethod
+    def ref(fn: Callable[..., Any]) -> str:
+        """`module:qualname` of a module-level function. Raises ValueError otherwise."""
+        mod, qual = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+        if not mod or not qual or "<" in qual or "." in qual or mod == "__main__":
+            raise ValueError(f"isolated tool function {fn!r} must be a module-level function "
+                             "of an importable module (not a lambda, closure or __main__)")
+        return f"{mod}:{qual}"
+
+    def call(self, fn: Callable[..., Any], args: dict, timeout: float) -> tuple[str, Any]:
+        """Run fn(**args) in the worker. Returns (status, payload); never raises."""
+        try:
+            ref = self.ref(fn)
+            request = json.dumps({"fn": ref, "args": args}) + "\n"
+        except (ValueError, TypeError) as e:
+            return "error", str(e)
+        with self._lock:
+            self.preload.add(ref.split(":")[0])
+            try:
+                if not self._alive():
+                    err = self._start()
+                    if err:
+                        return "error", err
+                self._proc.stdin.write(request)
+                self._proc.stdin.flush()
+                line = self._lines.get(timeout=timeout)
+            except queue.Empty:
+                self._kill()
+                return "error", f"timed out after {timeout:g} s"
+            except (OSError, ValueError) as e:
+                self._kill()
+                return "error", f"tool worker failed: {e}"
+            if line is None:            # EOF: the worker died (memory, segfault)
+                self._kill()
+                return "error", "tool worker crashed (out of memory?)"
+            try:
+                msg = json.loads(line)
+                return msg["status"], msg["payload"]
+            except (ValueError, KeyError):
+                self._kill()
+                return "error", "tool worker sent an unreadable reply"
+
+    def close(self) -> None:
+        with self._lock:
+            self._kill()
+
+    def __del__(self):
+        try:
+            self._kill()
+        except Exception:
+            pass
+
+    # internals ------------------------------------------------------------------------------------
+    def _alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _start(self) -> Optional[str]:
+        root = str(Path(__file__).resolve().parents[2])       # folder holding havoc_lite/
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = "1"
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "havoc_lite.tools.worker", *sorted(self.preload)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True, encoding="utf-8", bufsize=1, env=env)
+        self.starts += 1
+        self._lines = queue.Queue()
+        threading.Thread(target=_pump, args=(self._proc.stdout, self._lines), daemon=True).start()
+        try:
+            line = self._lines.get(timeout=STARTUP_TIMEOUT_S)
+        except queue.Empty:
+            line = None
+        if line is None or not line.startswith('{"ready"'):
+            self._kill()
+            return "tool worker failed to start"
+        return None
+
+    def _kill(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+            for f in (proc.stdin, proc.stdout):
+                try:
+                    f.close()
+                except OSError:
+                    pass
+
+
+def _pump(stream, lines: queue.Queue) -> None:
+    """Move the worker's reply lines into a queue (so the parent can wait with a timeout)."""
+    try:
+        for line in stream:
+            lines.put(line)
+    except (OSError, ValueError):
+        pass
+    lines.put(None)
+
+
+def _serve(preload: list[str]) -> None:
+    import warnings
+    warnings.simplefilter("ignore")
+    try:
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
+    except (ImportError, ValueError, OSError):
+        pass                       # Windows, or a hard limit already lower: keep what we have
+    out = sys.stdout
+    sys.stdout = sys.stderr        # a print() in a tool must not corrupt the protocol
+    from havoc_lite.tools.registry import run_tool_fn
+    for mod in preload:
+        try:
+            importlib.import_module(mod)
+        except Exception:
+            pass
+    out.write('{"ready": true}\n')
+    out.flush()
+    cache: dict[str, Callable] = {}
+    for line in sys.stdin:
+        try:
+            req = json.loads(line)
+            ref = req["fn"]
+            if ref not in cache:
+                mod, name = ref.split(":")
+                cache[ref] = getattr(importlib.import_module(mod), name)
+            status, payload = run_tool_fn(cache[ref], req["args"])
+        except Exception as e:
+            status, payload = "error", f"tool worker: {type(e).__name__}: {e}"
+        try:
+            reply = json.dumps({"status": status, "payload": payload}, ensure_ascii=False,
+                               allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as e:
+            reply = json.dumps({"status": "error",
+                                "payload": f"tool returned a value that is not JSON: {e}"})
+        out.write(reply + "\n")
+        out.flush()
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1:])
