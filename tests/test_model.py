@@ -1,0 +1,179 @@
+"""HavocModel: shapes, causality, KV-cache equivalence, GQA, loss, save/load, presets, learning."""
+import pytest
+import torch
+
+from havoc_lite.config import PRESETS, ModelConfig
+from havoc_lite.engine import KVCache
+from havoc_lite.model import HavocModel, lm_loss
+
+
+def small_cfg(**kw):
+    base = dict(vocab_size=97, d_model=64, n_layers=2, n_heads=4, num_kv_heads=2,
+                ffn_hidden_size=96, max_seq_len=64)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+def build(seed=0, **kw):
+    torch.manual_seed(seed)
+    return HavocModel(small_cfg(**kw)).eval()
+
+
+def test_forward_shapes_and_dtype():
+    m = build()
+    x = torch.randint(0, 97, (3, 11))
+    logits = m(x)
+    assert logits.shape == (3, 11, 97)
+    assert logits.dtype == torch.float32
+    assert torch.isfinite(logits).all()
+
+
+def test_causality_future_tokens_never_change_earlier_logits():
+    m = build()
+    x = torch.randint(0, 97, (2, 20))
+    base = m(x)
+    for t in (0, 7, 19):
+        y = x.clone()
+        y[:, t] = (y[:, t] + 1) % 97
+        out = m(y)
+        torch.testing.assert_close(out[:, :t], base[:, :t], rtol=0, atol=0)
+        assert not torch.allclose(out[:, t], base[:, t])
+
+
+@pytest.mark.parametrize("kv", [1, 2, 4])
+def test_kv_cache_decode_equals_full_forward_unequal_prompts(kv):
+    """Prefill right-padded prompts of unequal length, then decode one token a step; the logits
+    at every real position equal a plain forward of each row's own sequence (1e-5)."""
+    m = build(num_kv_heads=kv)
+    torch.manual_seed(1)
+    lengths, total = [3, 9, 5], 20
+    seqs = [torch.randint(0, 97, (total,)) for _ in lengths]
+    full = [m(s[None])[0] for s in seqs]
+    cache = KVCache(m.config, len(lengths), total, dtype=torch.float32)
+    P = max(lengths)
+    ids = torch.stack([torch.cat([s[:n], torch.full((P - n,), 2)]) for s, n in zip(seqs, lengths)])
+    pos = torch.stack([torch.clamp(torch.arange(P) + 0, max=total - 1) for _ in lengths])
+    # padded slots sit beyond each row's prompt (overwritten later)
+    logits = m(ids, positions=pos, kv_cache=cache)
+    for b, n in enumerate(lengths):
+        torch.testing.assert_close(logits[b, :n], full[b][:n], rtol=0, atol=1e-5)
+    cur = list(lengths)
+    while min(cur) < total:
+        live = [b for b in range(len(lengths)) if cur[b] < total]
+        tok = torch.stack([seqs[b][min(cur[b], total - 1)] for b in range(len(lengths))])[:, None]
+        p = torch.tensor([[min(c, total - 1)] for c in cur])
+        out = m(tok, positions=p, kv_cache=cache)
+        for b in live:
+            torch.testing.assert_close(out[b, 0], full[b][cur[b]], rtol=0, atol=1e-5)
+            cur[b] += 1
+
+
+def test_lm_loss_ignores_minus_100():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 11)
+    targets = torch.randint(0, 11, (2, 5))
+    targets[0, 1] = targets[1, 4] = -100
+    keep = targets != -100
+    expected = torch.nn.functional.cross_entropy(logits[keep], targets[keep])
+    torch.testing.assert_close(lm_loss(logits, targets), expected)
+    # changing the logits at an ignored position changes nothing
+    logits2 = logits.clone()
+    logits2[0, 1] += 100.0
+    torch.testing.assert_close(lm_loss(logits2, targets), expected)
+    assert lm_loss(logits, torch.full((2, 5), -100)).item() == 0.0
+
+
+def test_model_loss_is_hf_shifted():
+    m = build()
+    x = torch.randint(0, 97, (2, 12))
+    labels = x.clone()
+    labels[:, :4] = -100
+    logits = m(x)
+    ref = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 97), labels[:, 1:].reshape(-1),
+                                            ignore_index=-100)
+    torch.testing.assert_close(m.loss(x, labels), ref)
+
+
+@pytest.mark.parametrize("kv", [1, 2, 4])
+def test_gqa_matches_explicit_head_repeat(kv):
+    """GQA equals multi-head attention whose K/V heads are the shared heads repeated."""
+    m = build(num_kv_heads=kv)
+    x = torch.randint(0, 97, (2, 10))
+    mha = build(num_kv_heads=4)
+    state = m.state_dict()
+    rep, hd = 4 // kv, m.config.head_dim
+    for i in range(m.config.n_layers):
+        for name in ("k_proj", "v_proj"):
+            w = state[f"layers.{i}.attn.{name}.weight"].view(kv, hd, -1)
+            state[f"layers.{i}.attn.{name}.weight"] = w.repeat_interleave(rep, 0).reshape(4 * hd, -1)
+    mha.load_state_dict(state)
+    torch.testing.assert_close(m(x), mha(x), rtol=0, atol=1e-5)
+    assert sum(p.numel() for p in m.parameters()) == m.config.num_parameters()
+
+
+def test_save_load_round_trip_bit_exact(tmp_path):
+    for tie in (True, False):
+        m = build(tie_embeddings=tie)
+        m.save_pretrained(tmp_path / str(tie))
+        m2 = HavocModel.from_pretrained(tmp_path / str(tie)).eval()
+        assert m2.config == m.config
+        for (k, a), (k2, b) in zip(m.state_dict().items(), m2.state_dict().items()):
+            assert k == k2 and torch.equal(a, b), k
+        x = torch.randint(0, 97, (2, 9))
+        assert torch.equal(m(x), m2(x))
+        assert (m2.lm_head.weight is m2.embed_tokens.weight) == tie
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_parameter_count_of_every_preset(name):
+    cfg = ModelConfig.from_preset(name)
+    with torch.device("meta"):
+        m = HavocModel(cfg)
+    assert m.num_parameters() == cfg.num_parameters()
+    assert sum(p.numel() for p in m.parameters()) == cfg.num_parameters()
+
+
+def test_parameter_count_matches_published_llama2():
+    """Llama-2-7B / 13B shapes (MHA, 32k vocab, untied head) give Meta's published counts
+    (6,738,415,616 and 13,015,864,320: HF model cards / `num_parameters()` of the checkpoints)."""
+    llama7 = ModelConfig(vocab_size=32000, d_model=4096, n_layers=32, n_heads=32, num_kv_heads=32,
+                         ffn_hidden_size=11008, tie_embeddings=False)
+    llama13 = ModelConfig(vocab_size=32000, d_model=5120, n_layers=40, n_heads=40, num_kv_heads=40,
+                          ffn_hidden_size=13824, tie_embeddings=False)
+    assert llama7.num_parameters() == 6_738_415_616
+    assert llama13.num_parameters() == 13_015_864_320
+
+
+def test_bad_inputs_raise_value_error():
+    m = build()
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        m(torch.tensor([[1, 2, 97]]))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        m(torch.tensor([[-1, 2]]))
+    with pytest.raises(ValueError, match="max_seq_len"):
+        m(torch.zeros(1, 65, dtype=torch.long))
+    with pytest.raises(ValueError, match="max_seq_len"):
+        cache = KVCache(m.config, 1, 64)
+        m(torch.zeros(1, 1, dtype=torch.long), positions=torch.tensor([[64]]), kv_cache=cache)
+    with pytest.raises(ValueError, match="num_kv_heads"):
+        small_cfg(n_heads=4, num_kv_heads=3)
+    with pytest.raises(ValueError, match="positions"):
+        m(torch.zeros(1, 1, dtype=torch.long), kv_cache=KVCache(m.config, 1, 8))
+
+
+def test_tiny_model_overfits_four_sequences():
+    """A tiny model memorises 4 fixed random sequences: loss < 0.1 within 300 AdamW steps."""
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_preset("tiny", vocab_size=64, max_seq_len=32)
+    m = HavocModel(cfg)
+    data = torch.randint(3, 64, (4, 32))
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3, weight_decay=0.0)
+    loss = None
+    for step in range(300):
+        loss = m.loss(data, data)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if loss.item() < 0.1:
+            break
+    assert loss.item() < 0.1, f"loss {loss.item():.3f} after {step + 1} steps"
