@@ -13,6 +13,7 @@ starts a fresh one.
 """
 from __future__ import annotations
 
+import atexit
 import importlib
 import json
 import os
@@ -20,6 +21,7 @@ import queue
 import subprocess
 import sys
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -37,6 +39,7 @@ class WorkerPool:
         self._lock = threading.Lock()
         self.preload: set[str] = set()
         self.starts = 0            # how many processes were started (tests and benchmarks read it)
+        _POOLS.add(self)
 
     @staticmethod
     def ref(fn: Callable[..., Any]) -> str:
@@ -84,11 +87,6 @@ class WorkerPool:
         with self._lock:
             self._kill()
 
-    def __del__(self):
-        try:
-            self._kill()
-        except Exception:
-            pass
 
     # internals ------------------------------------------------------------------------------------
     def _alive(self) -> bool:
@@ -121,11 +119,21 @@ class WorkerPool:
         if proc is not None:
             proc.kill()
             proc.wait()
-            for f in (proc.stdin, proc.stdout):
-                try:
-                    f.close()
-                except OSError:
-                    pass
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+            # stdout is left to the pump thread, which sees EOF and ends; closing it here races
+            # with that thread's read (fatal at interpreter shutdown)
+
+
+_POOLS: "weakref.WeakSet[WorkerPool]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for pool in list(_POOLS):
+        pool.close()
 
 
 def _pump(stream, lines: queue.Queue) -> None:
