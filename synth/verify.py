@@ -1,0 +1,272 @@
+"""Check a tool trace against the real tools, whoever wrote it (Claude, a template, a converter).
+
+A trace is the DESIGN.md tool-trace record:
+`{"id", "question", "reasoning": [{"step", "content", "tool_call"?: {"name", "args"},
+"tool_result"?}], "tool_result", "answer"}`.
+
+`verify_trace` runs every `tool_call` through a `havoc_lite.tools.ToolRegistry` and returns a
+cleaned trace whose tool results are the real ones, or a rejection reason:
+
+- `malformed`            a field is missing or has the wrong type, or a tool name is unknown
+- `no_tool_call`         the trace calls no tool (only when `require_tool=True`)
+- `tool_error`           a call fails when we run it (the model would learn a broken call)
+- `intermediate_mismatch` a non-final step states a result whose numbers are not the real
+                          ones: later steps were reasoned from a wrong value, so it cannot be fixed
+- `answer_mismatch`      the final answer disagrees with the real last tool result
+
+"Disagrees" is defined on numbers (`answer_agrees`): the answer states at least one number and none
+of them matches a number of the last tool result, where a stated number `a` written with `d`
+decimals matches a real value `v` when `|a - v| <= max(rel_tol * |v|, 0.5 * 10**-d)`, i.e. `a` is
+`v` to relative tolerance or `v` rounded to the precision the answer wrote ("p = 0.035" for
+0.03466; "19" for 19.0). "34.7%" also matches 0.347. An answer with no number is not contradicted
+by numbers and passes (open-ended answers, e.g. retrieval), and so does a last result with none.
+A final stated result that is wrong is simply replaced by the real one ("corrected").
+
+`question_key` is the normalised hash used to drop near-duplicate questions (case, spacing,
+punctuation and Unicode forms folded away; numbers kept, since they make a different problem).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+REJECT_REASONS = ("malformed", "no_tool_call", "tool_error", "intermediate_mismatch",
+                  "answer_mismatch", "duplicate")
+
+# A number in free text: optional sign (not after a letter/digit/bracket, so "3-4" is 3 and 4),
+# thousands groups or plain digits, decimals, exponent, optional percent sign.
+_NUM_RE = re.compile(
+    r"(?<![\w.)\]])(-?)((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?|\.(\d+))(?:[eE]([-+]?\d+))?(\s?%)?")
+
+
+@dataclass(frozen=True)
+class Number:
+    """A number read from text: its value, the half-unit of its last written digit, percent flag."""
+    value: float
+    half_ulp: float
+    percent: bool = False
+
+
+def extract_numbers(text: str) -> list[Number]:
+    """All numbers written in `text`, in order, with the precision they were written to.
+
+    "1,234.50" -> 1234.5 (half_ulp 0.005); "3.4e-05" -> 3.4e-05 (half_ulp 5e-07); "35%" -> 35
+    with percent=True. Words ("twelve") are not read.
+    """
+    out = []
+    for m in _NUM_RE.finditer(text):
+        sign, body, dec, lead_dec, exp, pct = m.groups()
+        decimals = len(dec or lead_dec or "")
+        e = int(exp) if exp else 0
+        try:
+            value = float(sign + body.replace(",", "") + (f"e{e}" if exp else ""))
+        except ValueError:
+            continue
+        if math.isfinite(value):
+            out.append(Number(value, 0.5 * 10.0 ** (e - decimals), bool(pct)))
+    return out
+
+
+def result_values(result: Any) -> list[float]:
+    """Every number inside a tool result: ints/floats anywhere in nested dicts/lists, and numbers
+    written inside strings (a symbolic result "2*x + 3", a passage). Booleans are not numbers."""
+    out: list[float] = []
+    if isinstance(result, bool) or result is None:
+        return out
+    if isinstance(result, (int, float)):
+        if math.isfinite(result):
+            out.append(float(result))
+    elif isinstance(result, str):
+        out.extend(n.value for n in extract_numbers(result))
+    elif isinstance(result, dict):
+        for v in result.values():
+            out.extend(result_values(v))
+    elif isinstance(result, (list, tuple)):
+        for v in result:
+            out.extend(result_values(v))
+    return out
+
+
+def number_matches(a: Number, v: float, rel_tol: float = 1e-6) -> bool:
+    """True when the written number `a` is `v` (relative tolerance) or `v` rounded to the precision
+    `a` was written with; a percent also tries a/100. A written 0 only matches a real 0 (within
+    rel/abs tolerance), so "0" never passes for 0.3."""
+    for value, half in ((a.value, a.half_ulp), (a.value / 100.0, a.half_ulp / 100.0)) if a.percent \
+            else ((a.value, a.half_ulp),):
+        if math.isclose(value, v, rel_tol=rel_tol, abs_tol=1e-12):
+            return True
+        if value != 0 and abs(value - v) <= half * (1 + 1e-9):
+            return True
+    return False
+
+
+def answer_agrees(answer: str, result: Any, rel_tol: float = 1e-6) -> bool:
+    """Whether a final answer is consistent with the last tool result (see module docstring)."""
+    stated = extract_numbers(str(answer))
+    real = result_values(result)
+    if not stated or not real:
+        return True
+    return any(number_matches(a, v, rel_tol) for a in stated for v in real)
+
+
+def _stated_disagrees(stated: Any, real: Any, rel_tol: float) -> bool:
+    """A stated tool result is wrong when one of its numbers matches no real number."""
+    if isinstance(stated, dict) and "result" in stated:
+        stated = stated["result"]
+    if isinstance(real, dict) and "result" in real:
+        real = real["result"]
+    real_vals = result_values(real)
+    stated_nums = extract_numbers(json.dumps(stated)) if not isinstance(stated, str) else extract_numbers(stated)
+    if not stated_nums:
+        return False
+    if not real_vals:
+        return True
+    return any(not any(number_matches(a, v, rel_tol) for v in real_vals) for a in stated_nums)
+
+
+def question_key(question: str) -> str:
+    """Normalised hash of a question for near-duplicate removal (sha1 hex of the folded text)."""
+    s = unicodedata.normalize("NFKC", question).casefold()
+    s = re.sub(r"[^\w\s.]", " ", s)          # punctuation is not what makes a problem new
+    s = re.sub(r"(?<!\d)\.|\.(?!\d)", " ", s)  # ... but keep decimal points
+    s = " ".join(s.split())
+    return hashlib.sha1(s.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class Verdict:
+    """Outcome of `verify_trace`: `ok`, the cleaned `trace` (None when rejected), the rejection
+    `reason` (one of REJECT_REASONS) and a human `detail`; `corrected` counts stated tool results
+    that were replaced because they were wrong."""
+    ok: bool
+    trace: Optional[dict] = None
+    reason: Optional[str] = None
+    detail: str = ""
+    corrected: int = 0
+
+
+def _reject(reason: str, detail: str) -> Verdict:
+    return Verdict(False, None, reason, detail)
+
+
+def _execute(registry, name: str, args: dict):
+    try:
+        return registry.execute(name, args)
+    except Exception as e:  # the registry promises not to raise; a trace must not crash a run anyway
+        from havoc_lite.tools import ToolResult
+        return ToolResult(status="error", error=f"{type(e).__name__}: {e}")
+
+
+def verify_trace(trace: Any, registry, *, require_tool: bool = True, rel_tol: float = 1e-6,
+                 allowed_tools: Optional[Iterable[str]] = None) -> Verdict:
+    """Validate `trace`, run its tool calls with `registry`, and return a `Verdict`.
+
+    Args:
+        trace: a dict in the tool-trace format (extra keys such as id/topic/source are kept).
+        registry: a `havoc_lite.tools.ToolRegistry` (`.names`, `.execute(name, args) -> ToolResult`).
+        require_tool: reject traces without any tool call.
+        rel_tol: relative tolerance for number agreement.
+        allowed_tools: restrict calls to these tool names (default: every registered tool).
+
+    Returns a Verdict; never raises on bad input (a malformed trace is a rejection, not an error).
+    The kept trace has `step` renumbered 1..n, each call's `tool_result` set to the real
+    `ToolResult.to_dict()`, and the top-level `tool_result` set to the last call's real result.
+    """
+    if not isinstance(trace, dict):
+        return _reject("malformed", f"trace is {type(trace).__name__}, not an object")
+    question, answer, steps = trace.get("question"), trace.get("answer"), trace.get("reasoning")
+    if not isinstance(question, str) or not question.strip():
+        return _reject("malformed", "field 'question' missing or empty")
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        answer = str(answer)
+    if not isinstance(answer, str) or not answer.strip():
+        return _reject("malformed", "field 'answer' missing or empty")
+    if not isinstance(steps, list) or not steps:
+        return _reject("malformed", "field 'reasoning' must be a non-empty list of steps")
+    names = set(allowed_tools) if allowed_tools is not None else set(registry.names)
+
+    clean_steps, last_result, corrected, calls = [], None, 0, 0
+    n_calls = sum(1 for s in steps if isinstance(s, dict) and s.get("tool_call") is not None)
+    for i, step in enumerate(steps):
+        where = f"reasoning[{i}]"
+        if not isinstance(step, dict):
+            return _reject("malformed", f"{where} is not an object")
+        content = step.get("content")
+        if not isinstance(content, str):
+            return _reject("malformed", f"{where}.content must be a string")
+        out = {"step": i + 1, "content": content.strip()}
+        call = step.get("tool_call")
+        if call is not None:
+            if not isinstance(call, dict) or not isinstance(call.get("name"), str) \
+                    or not isinstance(call.get("args"), dict):
+                return _reject("malformed", f"{where}.tool_call needs 'name' (string) and 'args' (object)")
+            if call["name"] not in names:
+                return _reject("malformed", f"{where}.tool_call names unknown tool {call['name']!r}")
+            calls += 1
+            res = _execute(registry, call["name"], call["args"])
+            if res.status != "success":
+                return _reject("tool_error", f"{where} {call['name']}: {res.error}")
+            real = res.to_dict()
+            stated = step.get("tool_result")
+            if stated is not None and _stated_disagrees(stated, real, rel_tol):
+                if calls < n_calls:
+                    return _reject("intermediate_mismatch",
+                                   f"{where} stated {json.dumps(stated)[:200]} but the tool returned "
+                                   f"{json.dumps(real)[:200]}")
+                corrected += 1
+            out["tool_call"] = {"name": call["name"], "args": call["args"]}
+            out["tool_result"] = real
+            last_result = real
+        clean_steps.append(out)
+    if calls == 0 and require_tool:
+        return _reject("no_tool_call", "the trace calls no tool")
+    if last_result is not None and not answer_agrees(answer, last_result.get("result"), rel_tol):
+        return _reject("answer_mismatch",
+                       f"answer {answer!r} vs last tool result {json.dumps(last_result.get('result'))[:200]}")
+    clean = {k: v for k, v in trace.items() if k not in ("question", "reasoning", "tool_result", "answer")}
+    clean.update(question=question.strip(), reasoning=clean_steps, tool_result=last_result,
+                 answer=answer.strip())
+    return Verdict(True, clean, None, "", corrected)
+
+
+class Deduper:
+    """Remembers `question_key`s; `.seen(question)` is True for a repeat (and records new ones)."""
+
+    def __init__(self, questions: Iterable[str] = ()):
+        self.keys: set[str] = {question_key(q) for q in questions}
+
+    def seen(self, question: str) -> bool:
+        k = question_key(question)
+        if k in self.keys:
+            return True
+        self.keys.add(k)
+        return False
+
+
+@dataclass
+class Report:
+    """Counts of kept and rejected traces per reason, plus corrections; `.to_dict()` for JSON."""
+    kept: int = 0
+    corrected: int = 0
+    rejected: dict = field(default_factory=lambda: {r: 0 for r in REJECT_REASONS})
+    examples: dict = field(default_factory=dict)
+
+    def add(self, verdict: Verdict, example_id: str = "") -> None:
+        if verdict.ok:
+            self.kept += 1
+            self.corrected += verdict.corrected
+        else:
+            self.rejected[verdict.reason] = self.rejected.get(verdict.reason, 0) + 1
+            ex = self.examples.setdefault(verdict.reason, [])
+            if len(ex) < 5:
+                ex.append({"id": example_id, "detail": verdict.detail[:300]})
+
+    def to_dict(self) -> dict:
+        return {"kept": self.kept, "rejected_total": sum(self.rejected.values()),
+                "rejected": dict(self.rejected), "corrected_tool_results": self.corrected,
+                "reject_examples": self.examples}
