@@ -1,0 +1,56 @@
+"""run_eval with canned samples: pass@k / maj@k aggregation, JSONL records, errors."""
+import json
+
+import pytest
+
+from havoc_lite.eval import GSM8KVerifier, Sample, pass_at_k, run_eval
+from havoc_lite.eval.runner import measure_latency
+
+
+def test_run_eval_aggregates_pass_and_maj(tmp_path):
+    items = [{"id": "a", "prompt": "qa", "gold": "4"}, {"id": "b", "prompt": "qb", "gold": "7"}]
+    # per prompt, the answers of samples 0..3 in order
+    canned = {"qa": ["4", "5", "5", "4"], "qb": ["1", "7", "2", "3"]}
+    seen = {"qa": 0, "qb": 0}
+
+    def generate_fn(prompts, seed):
+        out = []
+        for p in prompts:
+            a = canned[p][seen[p]]
+            seen[p] += 1
+            calls = [{"name": "calculator", "status": "success" if a != "5" else "error"}]
+            out.append(Sample(text=f"<answer>{a}</answer>", tool_calls=calls, num_tokens=3, elapsed_s=0.5))
+        return out
+
+    path = tmp_path / "r.jsonl"
+    s = run_eval(items, GSM8KVerifier(), generate_fn, samples=4, k=(1, 2, 4), batch_size=3,
+                 output_jsonl=path, progress=False)
+    m = s["metrics"]["strict"]
+    assert m["accuracy"] == pytest.approx(3 / 8)
+    assert m["pass@2"] == pytest.approx((pass_at_k(4, 2, 2) + pass_at_k(4, 1, 2)) / 2)
+    assert m["pass@4"] == 1.0
+    # maj@4: "a" ties 4 vs 5 -> first seen "4" (right); "b" all distinct -> "1" (wrong)
+    assert m["maj@4"] == 0.5 and m["maj@1"] == 0.5
+    assert s["metrics"]["tools"]["success_rate"] == pytest.approx(6 / 8)
+    assert s["metrics"]["latency"]["p50_s"] == 0.5 and s["metrics"]["total_tokens"] == 24
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(recs) == 8 and {r["id"] for r in recs} == {"a", "b"}
+    assert s["per_example"] == [{"id": "a", "n": 4, "passed": 2}, {"id": "b", "n": 4, "passed": 1}]
+
+
+def test_run_eval_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="k"):
+        run_eval([{"prompt": "x", "gold": "1"}], GSM8KVerifier(), None, samples=2, k=(5,))
+    with pytest.raises(ValueError, match="item 0"):
+        run_eval([{"gold": "1"}], GSM8KVerifier(), None)
+
+
+def test_measure_latency_counts_single_queries():
+    calls = []
+
+    def generate_fn(prompts, seed):
+        calls.append(len(prompts))
+        return [Sample(text="1", num_tokens=10)]
+
+    r = measure_latency(generate_fn, ["a", "b", "c"], repeats=2)
+    assert calls == [1] * 6 and r["n"] == 6 and r["p50_s"] >= 0
