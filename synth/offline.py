@@ -1,0 +1,280 @@
+"""Offline trace generators: templated problems whose answers the real tools compute (no API key).
+
+`generate_offline(topic, n, seed, split)` returns `n` verified tool traces, reproducible for a seed.
+Every number in a trace comes from running the tool: a template builds a question and the tool
+calls, the registry runs them (a later step may use an earlier step's real result), and the trace
+goes through `synth.verify.verify_trace` like any Claude trace.
+
+Train/test split is by a hash of the normalised question (`verify.question_key`): a question is
+in "test" when its hash falls in the lowest `test_fraction` of the range, so the two splits can
+never share a question, whatever the seeds.
+
+Topics: arithmetic (calculator; short regular word problems, 1-3 steps, for the ~1M-param smoke
+model), stats_tests (python_math), algebra_calculus (symbolic_math), doe (dsl_executor),
+retrieval (rag over the bundled corpus). A topic whose tool is missing from the registry raises.
+
+CLI: `python -m synth.offline --topic arithmetic --num-examples 2000 --seed 0 --output data/x.jsonl`
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal, Optional
+
+from .verify import Deduper, question_key, verify_trace
+
+
+class _Run:
+    """Runs tool calls for a template and records them as reasoning steps."""
+
+    def __init__(self, registry):
+        self.registry, self.steps = registry, []
+
+    def __call__(self, content: str, tool: str, args: dict):
+        res = self.registry.execute(tool, args)
+        if res.status != "success":
+            raise _Skip(f"{tool} {args}: {res.error}")
+        self.steps.append({"step": len(self.steps) + 1, "content": content,
+                           "tool_call": {"name": tool, "args": args}, "tool_result": res.to_dict()})
+        return res.result
+
+
+class _Skip(Exception):
+    """A drawn problem is not usable (e.g. a degenerate sample); draw another."""
+
+
+def _fmt(x) -> str:
+    """A tool number as an answer string: ints as ints, floats as the tool rounded them."""
+    if isinstance(x, float) and x.is_integer():
+        return str(int(x))
+    return str(x)
+
+
+# --- arithmetic (calculator) ----------------------------------------------------------------------
+NAMES = ["Tom", "Anna", "Ben", "Lily", "Sam", "Mia", "Leo", "Emma", "Max", "Zoe", "Jack", "Ava",
+         "Noah", "Ella", "Omar", "Sara", "Ravi", "Nina", "Luis", "Kate"]
+ITEMS = ["apples", "pencils", "stickers", "cookies", "marbles", "books", "cards", "eggs",
+         "balloons", "shells", "stamps", "oranges", "toys", "candies", "coins"]
+
+
+def _arithmetic(rng: random.Random, run: _Run) -> tuple[str, str]:
+    name, other = rng.sample(NAMES, 2)
+    item = rng.choice(ITEMS)
+    a, b, c = rng.randint(2, 60), rng.randint(2, 40), rng.randint(2, 12)
+    kind = rng.randrange(9)
+    if kind == 0:
+        q = f"{name} has {a} {item} and buys {b} more. How many {item} does {name} have?"
+        r = run(f"Add the {b} new {item} to the {a}.", "calculator", {"expression": f"{a}+{b}"})
+    elif kind == 1:
+        a, b = max(a, b) + c, min(a, b)
+        q = f"{name} has {a} {item} and gives {b} to {other}. How many {item} does {name} have left?"
+        r = run(f"Take the {b} given away from the {a}.", "calculator", {"expression": f"{a}-{b}"})
+    elif kind == 2:
+        q = f"{name} buys {c} bags with {b} {item} in each bag. How many {item} does {name} have?"
+        r = run(f"Multiply {c} bags by {b} {item} each.", "calculator", {"expression": f"{c}*{b}"})
+    elif kind == 3:
+        q = f"{name} shares {b * c} {item} equally among {c} friends. How many {item} does each friend get?"
+        r = run(f"Divide the {b * c} {item} by {c} friends.", "calculator", {"expression": f"{b * c}/{c}"})
+    elif kind == 4:
+        q = f"One of {name}'s {item} costs {c} dollars. How many dollars do {b} {item} cost?"
+        r = run(f"Multiply {b} {item} by {c} dollars each.", "calculator", {"expression": f"{b}*{c}"})
+    elif kind == 5:
+        d = rng.randint(1, a + b - 1)
+        q = (f"{name} has {a} {item}, buys {b} more and then gives {d} to {other}. "
+             f"How many {item} does {name} have now?")
+        s = run(f"First add the {b} new {item} to the {a}.", "calculator", {"expression": f"{a}+{b}"})
+        r = run(f"Then take away the {d} given to {other}.", "calculator", {"expression": f"{s}-{d}"})
+    elif kind == 6:
+        d = rng.randint(1, b * c - 1)
+        q = (f"{name} buys {c} boxes with {b} {item} in each box and gives away {d}. "
+             f"How many {item} are left?")
+        s = run(f"First multiply {c} boxes by {b} {item} each.", "calculator", {"expression": f"{c}*{b}"})
+        r = run(f"Then subtract the {d} given away.", "calculator", {"expression": f"{s}-{d}"})
+    elif kind == 7:
+        q = (f"{name} has {a} {item} and {other} has {c} times as many. "
+             f"How many {item} do they have together?")
+        s = run(f"{other} has {c} times {a}.", "calculator", {"expression": f"{a}*{c}"})
+        r = run(f"Add {name}'s {a} to {other}'s {s}.", "calculator", {"expression": f"{a}+{s}"})
+    else:
+        packs, d = rng.randint(2, 6), rng.randint(1, 9)
+        q = (f"{name} has {a} {item}, buys {packs} packs of {c} {item} and then loses {d}. "
+             f"How many {item} does {name} have?")
+        s = run(f"The packs hold {packs} times {c} {item}.", "calculator", {"expression": f"{packs}*{c}"})
+        t = run(f"Add them to the {a} {item}.", "calculator", {"expression": f"{a}+{s}"})
+        r = run(f"Take away the {d} lost.", "calculator", {"expression": f"{t}-{d}"})
+    return q, _fmt(r)
+
+
+# --- statistics (python_math) ---------------------------------------------------------------------
+STUDIES = [("plant heights (cm) under two fertilisers", "fertiliser A", "fertiliser B", 20, 4),
+           ("reaction times (ms) before and after coffee", "before", "after", 300, 30),
+           ("exam scores of two classes", "class A", "class B", 70, 8),
+           ("daily sales of two shops", "shop A", "shop B", 120, 15),
+           ("battery life (hours) of two phone models", "model A", "model B", 10, 1.5),
+           ("commute times (minutes) by bus and by bike", "bus", "bike", 35, 6)]
+
+
+def _sample(rng: random.Random, n: int, mu: float, sd: float) -> list[float]:
+    return [round(rng.gauss(mu, sd), 1) for _ in range(n)]
+
+
+def _verdict(p: float, alpha: float = 0.05) -> str:
+    return "significant" if p < alpha else "not significant"
+
+
+def _stats(rng: random.Random, run: _Run) -> tuple[str, str]:
+    what, la, lb, mu, sd = rng.choice(STUDIES)
+    n = rng.randint(5, 9)
+    shift = rng.choice([0.0, 0.5, 1.0, 1.5]) * sd
+    g1, g2 = _sample(rng, n, mu, sd), _sample(rng, n, mu + shift, sd)
+    kind = rng.randrange(6)
+    if kind == 0:
+        q = (f"We measured {what}. {la}: {g1}. {lb}: {g2}. Is the difference in means significant "
+             "at the 5% level? Use Welch's t-test.")
+        r = run("Compare the two means with Welch's two-sample t-test.", "python_math",
+                {"operation": "t_test", "group1": g1, "group2": g2, "equal_var": False})
+        a = f"t = {r['statistic']}, p = {r['pvalue']}: {_verdict(r['pvalue'])} at the 5% level."
+    elif kind == 1:
+        q = (f"The same {n} subjects were measured twice. First: {g1}. Second: {g2}. "
+             "Did the mean change? Use a paired t-test at the 5% level.")
+        r = run("The measurements are paired, so use a paired t-test.", "python_math",
+                {"operation": "t_test", "group1": g1, "group2": g2, "paired": True})
+        a = f"t = {r['statistic']}, p = {r['pvalue']}: {_verdict(r['pvalue'])} at the 5% level."
+    elif kind == 2:
+        g3 = _sample(rng, n, mu + rng.choice([0.0, 1.0]) * sd, sd)
+        q = (f"Three groups were measured ({what.split(' under ')[0].split(' of ')[0]}): "
+             f"group 1: {g1}, group 2: {g2}, group 3: {g3}. Do the group means differ? "
+             "Use one-way ANOVA at the 5% level.")
+        r = run("Compare the three means with a one-way ANOVA.", "python_math",
+                {"operation": "anova", "groups": [g1, g2, g3]})
+        a = f"F = {r['statistic']}, p = {r['pvalue']}: {_verdict(r['pvalue'])} at the 5% level."
+    elif kind == 3:
+        q = (f"We measured {what}. {la}: {g1}. {lb}: {g2}. Run a Student t-test and, "
+             "if it is significant at the 5% level, give the effect size (Cohen's d).")
+        r = run("Test the difference with a Student t-test.", "python_math",
+                {"operation": "t_test", "group1": g1, "group2": g2})
+        if r["pvalue"] < 0.05:
+            d = run("It is significant, so compute Cohen's d.", "python_math",
+                    {"operation": "cohens_d", "group1": g1, "group2": g2})
+            a = f"Significant (p = {r['pvalue']}); Cohen's d = {d['d']}."
+        else:
+            a = f"Not significant (t = {r['statistic']}, p = {r['pvalue']}), so no effect size is reported."
+    elif kind == 4:
+        q = f"Give the mean and median of these {what.split(' under ')[0].split(' of ')[0]}: {g1}."
+        r = run("Describe the sample.", "python_math", {"operation": "describe", "data": g1})
+        a = f"mean = {r['mean']}, median = {r['median']}"
+    else:
+        x = [round(v, 1) for v in _sample(rng, n, 10, 3)]
+        slope = rng.choice([-2, -1, 0.5, 1, 2])
+        y = [round(slope * xi + rng.gauss(0, 2), 1) for xi in x]
+        q = f"Is there a linear correlation between x = {x} and y = {y}? Use Pearson's r at the 5% level."
+        r = run("Compute Pearson's correlation.", "python_math",
+                {"operation": "correlation", "x": x, "y": y, "method": "pearson"})
+        a = f"r = {r['statistic']}, p = {r['pvalue']}: {_verdict(r['pvalue'])} at the 5% level."
+    return q, a
+
+
+GENERATORS: dict[str, tuple[str, Callable]] = {
+    "arithmetic": ("calculator", _arithmetic),
+    "stats_tests": ("python_math", _stats),
+}
+
+
+def _split_of(question: str, test_fraction: float) -> str:
+    return "test" if int(question_key(question)[:8], 16) < test_fraction * 16 ** 8 else "train"
+
+
+def generate_offline(topic: str, n: int, seed: int = 0, split: Literal["train", "test"] = "train",
+                     registry=None, test_fraction: float = 0.1, max_draws: Optional[int] = None) -> list[dict]:
+    """`n` verified tool traces for `topic` from templates; the same (topic, n, seed, split) gives
+    the same traces.
+
+    Args:
+        topic: one of GENERATORS (arithmetic, stats_tests, ...).
+        n: number of traces (distinct questions).
+        seed: RNG seed.
+        split: "train" or "test"; membership is by question hash, so the splits are disjoint.
+        registry: a ToolRegistry (default `havoc_lite.tools.default_registry()`).
+        test_fraction: share of the question space that belongs to "test".
+    Returns: traces `{"id", "topic", "source": "offline", "split", "question", "reasoning",
+        "tool_result", "answer"}`, ids `offline-{topic}-{split}-s{seed}-{k:06d}`.
+    Raises:
+        ValueError: unknown topic/split, a topic whose tool is not in the registry, or when the
+            templates cannot produce `n` distinct questions within `max_draws` draws.
+    """
+    if topic not in GENERATORS:
+        raise ValueError(f"unknown offline topic {topic!r}; one of {', '.join(GENERATORS)}")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if registry is None:
+        from havoc_lite.tools import default_registry
+        registry = default_registry()
+    tool, make = GENERATORS[topic]
+    if tool not in registry.names:
+        raise ValueError(f"topic {topic!r} needs tool {tool!r}, which the registry lacks "
+                         f"(has: {', '.join(registry.names)})")
+    rng = random.Random(f"{topic}:{seed}")
+    max_draws = max_draws or 50 * n + 1000
+    seen, out = Deduper(), []
+    for _ in range(max_draws):
+        if len(out) == n:
+            break
+        run = _Run(registry)
+        try:
+            question, answer = make(rng, run)
+        except _Skip:
+            continue
+        if _split_of(question, test_fraction) != split or seen.seen(question):
+            continue
+        trace = {"id": f"offline-{topic}-{split}-s{seed}-{len(out):06d}", "topic": topic,
+                 "source": "offline", "split": split, "question": question,
+                 "reasoning": run.steps, "answer": answer}
+        verdict = verify_trace(trace, registry)
+        if not verdict.ok:   # a template bug; say so rather than ship a wrong trace
+            raise AssertionError(f"offline {topic} template made a trace that fails verification: "
+                                 f"{verdict.reason}: {verdict.detail}")
+        out.append(verdict.trace)
+    if len(out) < n:
+        raise ValueError(f"offline {topic}: only {len(out)} distinct {split} questions in "
+                         f"{max_draws} draws (asked for {n})")
+    return out
+
+
+def write_jsonl(traces: list[dict], path) -> None:
+    """Write traces, one JSON object a line (UTF-8), creating the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for t in traces:
+            f.write(json.dumps(t, ensure_ascii=False) + "\n")
+
+
+@dataclass
+class OfflineArgs:
+    """Write templated, tool-verified traces to a JSONL file."""
+    topic: str = "arithmetic"
+    """one of: arithmetic, stats_tests, algebra_calculus, doe, retrieval"""
+    num_examples: int = 2000
+    seed: int = 0
+    split: Literal["train", "test"] = "train"
+    output: str = "data/offline_traces.jsonl"
+    test_fraction: float = 0.1
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    import time
+
+    import tyro
+    args = tyro.cli(OfflineArgs, args=argv)
+    t0 = time.perf_counter()
+    traces = generate_offline(args.topic, args.num_examples, args.seed, args.split,
+                              test_fraction=args.test_fraction)
+    write_jsonl(traces, args.output)
+    print(f"wrote {len(traces)} {args.topic} {args.split} traces to {args.output} "
+          f"in {time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
