@@ -1,0 +1,326 @@
+"""generate_with_prime: route a prompt, generate with tools and section forcing, verify.
+
+One call does:
+1. route: `router.route(prompt)` picks MINIMAL / LIGHT / MEDIUM / HEAVY (or the caller's `budget`);
+2. render: a system turn with PRIME's instructions for that budget (`roles.system_prompt`, the
+   registry's tool list when tools are on), then `tokenizer.render_prompt`;
+3. generate: `engine.generate` with the registry (tool calls run inside the decode loop) and an
+   interceptor that keeps the required sections (below);
+4. read back: `markup.parse` of the decoded turn, `verifier.verify` (re-runs every tool call),
+   `workspace.build_workspace`, `roles.extract_roles`.
+
+Section forcing (the interceptor). The turn stops at `<|end|>`, `<|eos|>` or `</answer>`. When the
+model hits one of those while a required section is missing, the stop token is replaced by the
+opening tag of the first missing section (after closing a section left open), so the model has to
+write it; in HEAVY `<answer>` is also intercepted, so a model that jumps to the answer gets
+`<advocate>` (then `<attack>`, …) instead. Each section is forced at most once per row, so a
+model that keeps refusing ends anyway. Forced tags have engine_mask 1 (no loss on them if the turn
+is used for training). Required: `<answer>` in every PRIME budget; `<advocate> <attack>
+<pragmatist> <verify>` too in HEAVY. The `<tool>` section is never forced (a call cannot be made up).
+
+Batching: pass a list of prompts. Rows are grouped by (budget, max_new_tokens) and each group is
+one batched `engine.generate` call, so eval gets batching without giving up per-prompt routing.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence, Union
+
+from .. import engine
+from .markup import SECTION_TAGS, Parsed, parse
+from .roles import extract_roles, system_prompt
+from .router import Budget, RouterConfig, Routing, make_routing, route
+from .verifier import Verification, verify
+from .workspace import Workspace, build_workspace
+
+Prompt = Union[str, Sequence[dict], Sequence[int]]
+
+
+@dataclass
+class PrimeResult:
+    """One PRIME generation.
+
+    Attributes:
+        prompt: the user's question as text (what the router saw).
+        text: the decoded assistant turn, markup kept (stop token included).
+        answer: content of the last `<answer>`; without one, the text outside any section, or None.
+        routing: the `Routing` (budget, reasons, features, max_new_tokens, sections).
+        tool_calls: the engine's call records: dicts with name, args, text, result (ToolResult), step.
+        tool_results: the `ToolResult` of each call, in order.
+        verification: `Verification` (`.passed`, `.checks[name]`).
+        workspace: `Workspace` (facts, constraints, partial results; `summarize()`).
+        roles: content of `<advocate>`, `<attack>`, `<pragmatist>`, `<verify>` written.
+        forced_sections: sections the interceptor opened, in order.
+        parsed: the `markup.Parsed` of `text`.
+        tokens, engine_mask: the new ids and where the engine wrote them (1) vs the model (0).
+        finish_reason: the engine's ("stop", "length", "tool_limit").
+        num_tokens: len(tokens), engine-written tokens included.
+        elapsed_s: wall-clock seconds (generation of its batch group + its own verification).
+    """
+
+    prompt: str
+    text: str
+    answer: Optional[str]
+    routing: Routing
+    tool_calls: list
+    tool_results: list
+    verification: Verification
+    workspace: Workspace
+    roles: dict
+    forced_sections: list
+    parsed: Parsed
+    tokens: list = field(default_factory=list)
+    engine_mask: list = field(default_factory=list)
+    finish_reason: str = ""
+    num_tokens: int = 0
+    elapsed_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        """A JSON-safe summary (for logging and eval records)."""
+        return {
+            "prompt": self.prompt, "text": self.text, "answer": self.answer,
+            "budget": self.routing.budget.value, "reasons": self.routing.reasons,
+            "tool_calls": [{"name": c.get("name"), "args": c.get("args"), **c["result"].to_dict()}
+                           for c in self.tool_calls],
+            "verification": self.verification.to_dict(), "workspace": self.workspace.summarize(),
+            "roles": self.roles, "forced_sections": self.forced_sections,
+            "finish_reason": self.finish_reason, "num_tokens": self.num_tokens,
+            "elapsed_s": self.elapsed_s,
+        }
+
+
+_DEFAULT_TOOLS = None
+
+
+def _default_tools():
+    """One `default_registry()` per process (its worker process is reused across calls)."""
+    global _DEFAULT_TOOLS
+    if _DEFAULT_TOOLS is None:
+        from ..tools import default_registry
+        _DEFAULT_TOOLS = default_registry()
+    return _DEFAULT_TOOLS
+
+
+# --- prompts ----------------------------------------------------------------------------------
+def _is_single(prompt: Any) -> bool:
+    """A single prompt is a str, a list of message dicts, or a list of ints (rendered ids)."""
+    if isinstance(prompt, str):
+        return True
+    if isinstance(prompt, Sequence) and len(prompt) and all(isinstance(m, dict) for m in prompt):
+        return True
+    return (isinstance(prompt, Sequence) and len(prompt) > 0
+            and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt))
+
+
+def _question_of(prompt: Prompt, tokenizer) -> str:
+    """The text the router reads: the string, the last user message, or for rendered ids the
+    last `<|user|>` turn (all the text if there is none)."""
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt[0], dict):
+        users = [m.get("content", "") for m in prompt if m.get("role") == "user"]
+        if not users:
+            raise ValueError("generate_with_prime: the messages have no 'user' message to answer")
+        return users[-1]
+    ids = list(prompt)
+    user_id = tokenizer.special_ids["<|user|>"]
+    if user_id in ids:
+        start = len(ids) - ids[::-1].index(user_id)
+        end = ids.index(tokenizer.end_id, start) if tokenizer.end_id in ids[start:] else len(ids)
+        ids = ids[start:end]
+    return tokenizer.decode(ids, skip_special=True)
+
+
+def _render(prompt: Prompt, tokenizer, instructions: Optional[str]) -> list[int]:
+    """Prompt ids: rendered ids pass through; otherwise a system turn (caller's `system` first,
+    then PRIME's instructions) is merged in and `render_prompt` adds `<|assistant|>`."""
+    if not isinstance(prompt, str) and len(prompt) and not isinstance(prompt[0], dict):
+        return list(prompt)
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else \
+        [dict(m) for m in prompt]
+    if instructions:
+        if messages[0].get("role") == "system":
+            messages[0]["content"] = messages[0]["content"].rstrip() + "\n\n" + instructions
+        else:
+            messages.insert(0, {"role": "system", "content": instructions})
+    return tokenizer.render_prompt(messages)
+
+
+# --- the interceptor --------------------------------------------------------------------------
+class SectionForcer:
+    """`engine.generate` interceptor that opens required sections the model skipped (see the
+    module docstring). `forced[row]` lists the sections opened for each row."""
+
+    def __init__(self, tokenizer, required: Sequence[str], intercept_answer: bool):
+        tid = tokenizer.token_id
+        self.required = tuple(required)
+        self.open_ids = {tid(f"<{t}>"): t for t in SECTION_TAGS}
+        self.close_ids = {tid(f"</{t}>"): t for t in SECTION_TAGS}
+        self.tid = tid
+        self.answer_open = tid("<answer>")
+        self.stops = {tokenizer.end_id, tokenizer.eos_id, tid("</answer>")}
+        self.triggers = self.stops | ({self.answer_open} if intercept_answer else set())
+        self.forced: dict[int, list[str]] = {}
+
+    @property
+    def stop_ids(self) -> list[int]:
+        """Ids to pass to `engine.generate(stop_ids=…)`: the stops, plus `<answer>` when it is
+        intercepted (so the engine lets this class replace it)."""
+        return sorted(self.triggers)
+
+    def _state(self, ids: Sequence[int]) -> tuple[set, Optional[str]]:
+        opened, current = set(), None
+        for i in ids:
+            if i in self.open_ids:
+                current = self.open_ids[i]
+                opened.add(current)
+            elif i in self.close_ids and self.close_ids[i] == current:
+                current = None
+        return opened, current
+
+    def __call__(self, row: int, generated: list) -> Optional[tuple[list[int], bool]]:
+        last = generated[-1] if generated else None
+        if last not in self.triggers:
+            return None
+        opened, current = self._state(generated[:-1])
+        done = opened | set(self.forced.get(row, ()))
+        closing = [self.tid(f"</{current}>")] if current and last != self.tid(f"</{current}>") else []
+        if last == self.answer_open:
+            missing = [s for s in self.required if s != "answer" and s not in done]
+            if not missing:   # nothing skipped: let the model's <answer> through
+                return (closing + [self.answer_open], bool(closing))
+        else:
+            missing = [s for s in self.required if s not in done]
+            if not missing:
+                return None   # a real stop
+        self.forced.setdefault(row, []).append(missing[0])
+        return (closing + [self.tid(f"<{missing[0]}>")], True)
+
+
+# --- generate ---------------------------------------------------------------------------------
+def generate_with_prime(model, tokenizer, prompt: Union[Prompt, Sequence[Prompt]],
+                        enable_prime: bool = True, budget: Union[Budget, str, None] = None,
+                        max_new_tokens: Optional[int] = None, tools: Any = None,
+                        temperature: float = 0.0, seed: Optional[int] = None,
+                        system: Optional[str] = None,
+                        stream: Optional[Callable[[int, list], None]] = None, *,
+                        top_k: Optional[int] = None, top_p: Optional[float] = None,
+                        router_config: Optional[RouterConfig] = None, prime_system: bool = True,
+                        max_tool_calls: int = 8, verify_tools: bool = True,
+                        ) -> Union[PrimeResult, list[PrimeResult]]:
+    """Generate an answer with PRIME: routing, tool calls, forced sections, verification.
+
+    Args:
+        model: a `HavocModel` (or anything `engine.generate` accepts).
+        tokenizer: the `HavocTokenizer` the model was trained with.
+        prompt: a question (str), a conversation (list of {"role", "content"}), or prompt ids
+            already rendered (list of int; used as they are: no system turn is added); or a LIST of
+            any of these for a batch, which returns a list of results in order.
+        enable_prime: False = plain generation: MINIMAL budget, no tools, no PRIME system turn,
+            no forcing (verification and workspace are still filled in).
+        budget: force a budget ("minimal" | "light" | "medium" | "heavy") instead of routing.
+        max_new_tokens: overrides the budget's token allowance (tokens, engine-written included).
+        tools: a `ToolRegistry`; None = `tools.default_registry()` (one per process); False = none.
+        temperature, top_k, top_p, seed: sampling, as `engine.generate` (0 = greedy).
+        system: the caller's system text, placed before PRIME's instructions.
+        stream: `stream(row, token_ids)` as tokens are added (`row` indexes the batch).
+        router_config: thresholds for `route`.
+        prime_system: False = send only `system` (for a model trained without PRIME's system turn).
+        max_tool_calls: per row, as `engine.generate`.
+        verify_tools: re-run tool calls in the verifier (`tool_results_match`).
+
+    Returns:
+        A `PrimeResult`, or a list of them for a list of prompts.
+
+    Raises:
+        ValueError: an unknown budget, an empty prompt list, messages without a user turn, or a
+            rendered prompt that does not fit `model.config.max_seq_len` (the message says how
+            long it is and suggests `prime_system=False`).
+    """
+    single = _is_single(prompt)
+    prompts = [prompt] if single else list(prompt)
+    if not prompts:
+        raise ValueError("generate_with_prime: no prompts given")
+    registry = None if tools is False else (tools if tools is not None else _default_tools())
+
+    plans = []   # (question, routing, ids)
+    for p in prompts:
+        question = _question_of(p, tokenizer)
+        if not enable_prime:
+            routing = make_routing(Budget.MINIMAL, ["PRIME disabled"], config=router_config)
+            routing.sections = ()
+        elif budget is not None:
+            routing = make_routing(budget, [f"budget {Budget.parse(budget).value} set by caller"],
+                                   config=router_config)
+        else:
+            routing = route(question, router_config)
+        if max_new_tokens is not None:
+            routing.max_new_tokens = int(max_new_tokens)
+        instructions = None
+        if enable_prime and prime_system:
+            describe = registry.describe() if registry is not None and routing.tools_enabled else None
+            instructions = system_prompt(routing.sections, describe)
+        if system:
+            instructions = system.strip() + ("\n\n" + instructions if instructions else "")
+        ids = _render(p, tokenizer, instructions)
+        limit = model.config.max_seq_len
+        if len(ids) >= limit:
+            raise ValueError(f"generate_with_prime: the {routing.budget.value} prompt renders to "
+                             f"{len(ids)} tokens, max_seq_len is {limit}; shorten it or pass "
+                             "prime_system=False (drops the tool list and role instructions)")
+        plans.append((question, routing, ids))
+
+    # One batched engine call per (budget, max_new_tokens) group.
+    groups: dict[tuple, list[int]] = {}
+    for i, (_, routing, _) in enumerate(plans):
+        groups.setdefault((routing.budget, routing.max_new_tokens), []).append(i)
+    results: list[Optional[PrimeResult]] = [None] * len(plans)
+    for (bud, n_new), rows in groups.items():
+        routing0 = plans[rows[0]][1]
+        use_tools = registry if (enable_prime and routing0.tools_enabled) else None
+        forcer = None
+        stop_ids = [tokenizer.end_id, tokenizer.eos_id]
+        if enable_prime:
+            required = routing0.forced_sections
+            forcer = SectionForcer(tokenizer, required, intercept_answer=bud is Budget.HEAVY)
+            stop_ids = forcer.stop_ids
+        row_stream = None
+        if stream is not None:
+            row_stream = lambda r, ids, rows=rows: stream(rows[r], ids)  # noqa: E731
+        gens = engine.generate(
+            model, [plans[i][2] for i in rows], max_new_tokens=n_new, temperature=temperature,
+            top_k=top_k, top_p=top_p, stop_ids=stop_ids, seed=seed, stream=row_stream,
+            tools=use_tools, tokenizer=tokenizer, max_tool_calls=max_tool_calls,
+            interceptor=forcer)
+        for r, (i, gen) in enumerate(zip(rows, gens)):
+            t0 = time.perf_counter()
+            question, routing, _ = plans[i]
+            forced = forcer.forced.get(r, []) if forcer is not None else []
+            results[i] = _read_back(question, routing, gen, tokenizer,
+                                    registry if verify_tools else None, forced, enable_prime)
+            results[i].elapsed_s = gen.elapsed_s + (time.perf_counter() - t0)
+    return results[0] if single else results
+
+
+def _read_back(question: str, routing: Routing, gen, tokenizer, registry, forced: list,
+               enable_prime: bool) -> PrimeResult:
+    text = tokenizer.decode(gen.tokens)
+    parsed = parse(text)
+    required = routing.forced_sections if enable_prime else ()
+    verification = verify(parsed, registry, prompt=question, required_sections=required)
+    answer = parsed.answer if parsed.answer is not None else (parsed.outside or None)
+    return PrimeResult(
+        prompt=question, text=text, answer=answer, routing=routing,
+        tool_calls=list(gen.tool_calls), tool_results=[c["result"] for c in gen.tool_calls],
+        verification=verification, workspace=build_workspace(question, parsed, verification),
+        roles=extract_roles(parsed), forced_sections=list(forced), parsed=parsed,
+        tokens=list(gen.tokens), engine_mask=list(gen.engine_mask),
+        finish_reason=gen.finish_reason, num_tokens=gen.num_tokens)
+
+
+def generate_with_prime_batch(model, tokenizer, prompts: Sequence[Prompt], **kwargs) -> list[PrimeResult]:
+    """`generate_with_prime` over a list of prompts (always returns a list)."""
+    if _is_single(prompts):
+        raise ValueError("generate_with_prime_batch: pass a list of prompts, got a single prompt")
+    return generate_with_prime(model, tokenizer, list(prompts), **kwargs)

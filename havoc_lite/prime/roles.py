@@ -1,0 +1,58 @@
+"""Adversarial roles: what each HEAVY section is for, the system prompt that asks for them, and
+extraction of what the model wrote in them.
+
+The roles are a structured self-debate (in the spirit of Du et al. 2023, "Improving Factuality and
+Reasoning in Language Models through Multiagent Debate", collapsed into one model and one turn):
+the advocate argues for the working answer, the attack looks for the flaw, the pragmatist weighs
+the two, and verify checks the chosen answer against the tool results before `<answer>`.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from .markup import ROLE_TAGS, Parsed
+
+ROLE_INSTRUCTIONS: dict[str, str] = {
+    "advocate": "argue for the working answer: the strongest evidence for it, citing tool results.",
+    "attack": "look for the flaw: a misread quantity, a wrong assumption, an arithmetic slip, a "
+              "missing case. Name it or say none was found.",
+    "pragmatist": "weigh the advocate against the attack and say what to conclude and what stays "
+                  "uncertain.",
+    "verify": "check the chosen answer against the tool results and the question's constraints.",
+}
+
+_FORMAT = {
+    "reason": "Think in <reason>…</reason>.",
+    "tool": ('Call a tool with <tool>{"tool": NAME, "args": {…}}</tool>; its result comes back in '
+             "<tool_result>…</tool_result>. Use tools for every calculation."),
+    "answer": "End with the final answer alone in <answer>…</answer>.",
+}
+
+
+def system_prompt(sections: tuple[str, ...], tools_description: Optional[str] = None) -> str:
+    """The PRIME instructions for a budget's `sections` (see `router.BUDGET_SECTIONS`).
+
+    Returns the text for the system turn: format lines for reason/answer, the tools (the registry's
+    `describe()` when given, else a one-line call format) when tools are enabled, and one line per
+    adversarial role present.
+    """
+    lines = [_FORMAT["reason"]] if "reason" in sections else []
+    if "tool" in sections:  # the registry's description already says how to call
+        lines.append(tools_description.strip() if tools_description else _FORMAT["tool"])
+    roles = [s for s in (*ROLE_TAGS, "verify") if s in sections]
+    if roles:
+        lines.append("Before answering, write each of these sections:")
+        lines += [f"<{r}>: {ROLE_INSTRUCTIONS[r]}" for r in roles]
+    lines.append(_FORMAT["answer"])
+    return "\n".join(lines)
+
+
+def extract_roles(parsed: Parsed) -> dict[str, str]:
+    """Content of each role section and `<verify>` (several sections of one role are joined with a
+    blank line); roles the model did not write are absent."""
+    found = {}
+    for role in (*ROLE_TAGS, "verify"):
+        parts = [p for p in parsed.get(role) if p]
+        if parts or parsed.has(role):
+            found[role] = "\n\n".join(parts)
+    return found
