@@ -221,3 +221,38 @@ def write_json(obj: dict, path: str | Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+def load_prompt_items(path: str | Path, system: Optional[str] = None, limit: Optional[int] = None) -> list[dict]:
+    """Read a prompts JSONL into run_eval items. Each line holds "messages" (chat), "prompt" (a
+    string: a plain-text prompt) or "question" (made into a user turn, after `system` if given),
+    plus whatever the verifier needs ("answer", "gold", "tests"); "id" defaults to file:line.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: bad JSON or no prompt field (names file:line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompts file {path} not found")
+    items = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            if limit is not None and len(items) >= limit:
+                break
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from e
+            if "messages" in row:
+                prompt = [m for m in row["messages"] if m.get("role") != "assistant"]
+            elif isinstance(row.get("prompt"), str):
+                prompt = row["prompt"]
+            elif isinstance(row.get("question"), str):
+                prompt = ([{"role": "system", "content": system}] if system else []) + \
+                    [{"role": "user", "content": row["question"]}]
+            else:
+                raise ValueError(f"{path}:{lineno}: needs 'messages', 'prompt' or 'question'")
+            items.append({"id": f"{path.name}:{lineno}", **row, "prompt": prompt})
+    return items
