@@ -150,3 +150,157 @@ PRESETS: dict[str, ModelConfig] = {
     "13b": ModelConfig(vocab_size=70000, d_model=5120, n_layers=40, n_heads=40, num_kv_heads=8,
                        head_dim=128, ffn_hidden_size=13824, max_seq_len=4096),
 }
+
+
+# --- training ---------------------------------------------------------------------------------
+TRAIN_PHASES = ("pretrain", "sft", "polish")
+CONFIGS_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; YAML files in `havoc_lite/configs/` fill it, and the
+    `python -m havoc_lite.train` command line overrides single fields (`--max-steps 2000`).
+
+    Units: `batch_size` is sequences per micro-batch per GPU; one optimizer step sees
+    batch_size · grad_accum_steps · world_size sequences of `seq_len` tokens. Steps count
+    optimizer updates. `lr` is the peak learning rate after `warmup_steps` of linear warm-up,
+    then cosine decay to `min_lr` at `max_steps` (Loshchilov & Hutter 2017, SGDR, one cycle).
+
+    Phases: `pretrain` reads token shards (`data.PretrainLoader`); `sft` and `polish` read JSONL
+    conversations / tool traces (`data.SFTLoader`) and usually start from `init_from` (a model
+    folder or a checkpoint step folder). `polish` is SFT on a small, clean chat set at a low lr.
+
+    Raises:
+        ValueError: on a field outside its range; the message names the field and `source`.
+    """
+
+    phase: str = "pretrain"
+    model: str = "tiny"                       # a key of PRESETS
+    model_overrides: dict[str, int | float | bool] = field(default_factory=dict)  # {"n_layers": 2}
+    init_from: Optional[str] = None           # model folder / checkpoint folder to start from
+    tokenizer: Optional[str] = None           # tokenizer folder or .model file
+    train_data: Optional[str] = None          # pretrain: shard folder; sft/polish: .jsonl file(s), comma-separated
+    eval_data: Optional[str] = None           # held-out split; None: sft/polish hold out eval_fraction
+    raw_data: Optional[str] = None            # pretrain: text folder to tokenize into train_data if it is empty
+    domain_weights: Optional[dict[str, float]] = None
+    eval_fraction: float = 0.02
+    batch_size: int = 8
+    grad_accum_steps: int = 1
+    max_steps: int = 1000
+    seq_len: int = 256
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0                    # max global grad norm; 0 disables clipping
+    save_every: int = 500
+    keep_last: int = 3
+    eval_every: int = 250                     # 0 disables periodic eval
+    eval_batches: int = 20
+    log_every: int = 10
+    out_dir: str = "checkpoints/run"
+    staging_dir: Optional[str] = None         # local folder to write a checkpoint before copying to out_dir ("auto" on a Drive mount)
+    resume: str = "auto"                      # "auto" | "none" | a checkpoint/out folder
+    stop_at_step: Optional[int] = None        # stop here as if the runtime died (schedule unchanged)
+    max_bad_steps: int = 5                    # consecutive non-finite steps before the run stops
+    seed: int = 1337
+    device: str = "auto"                      # "auto" | "cpu" | "cuda" | "cuda:1" | "mps"
+    dtype: str = "auto"                       # autocast dtype: "auto" | "float32" | "bfloat16" | "float16"
+    compile: bool = False                     # torch.compile the model
+    gradient_checkpointing: bool = False
+    distributed: str = "auto"                 # under torchrun: "auto" | "ddp" | "fsdp"
+    wandb_mode: str = "auto"                  # "auto" (online iff WANDB_API_KEY) | "disabled" | "offline" | "online"
+    wandb_project: str = "havoc_lite"
+    wandb_run_name: Optional[str] = None
+    progress: bool = True                     # tqdm progress bar on rank 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, source: str = "TrainConfig") -> None:
+        if self.phase not in TRAIN_PHASES:
+            raise ValueError(f"{source}: phase={self.phase!r}; choose one of {TRAIN_PHASES}")
+        if self.model not in PRESETS:
+            raise ValueError(f"{source}: model={self.model!r}; choose one of {sorted(PRESETS)}")
+        for name in ("batch_size", "grad_accum_steps", "max_steps", "seq_len", "save_every",
+                     "keep_last", "eval_batches", "log_every", "max_bad_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{source}: {name} must be a positive int, got {value!r}")
+        for name in ("warmup_steps", "eval_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{source}: {name} must be >= 0, got {getattr(self, name)!r}")
+        if not (self.lr > 0 and 0 <= self.min_lr <= self.lr):
+            raise ValueError(f"{source}: need lr > 0 and 0 <= min_lr <= lr, got lr={self.lr}, "
+                             f"min_lr={self.min_lr}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError(f"{source}: weight_decay and grad_clip must be >= 0")
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError(f"{source}: eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"{source}: dtype={self.dtype!r}; choose auto|float32|bfloat16|float16")
+        if self.distributed not in ("auto", "ddp", "fsdp"):
+            raise ValueError(f"{source}: distributed={self.distributed!r}; choose auto|ddp|fsdp")
+        if self.wandb_mode not in ("auto", "disabled", "offline", "online"):
+            raise ValueError(f"{source}: wandb_mode={self.wandb_mode!r}; choose "
+                             "auto|disabled|offline|online")
+        if self.stop_at_step is not None and self.stop_at_step <= 0:
+            raise ValueError(f"{source}: stop_at_step must be positive, got {self.stop_at_step}")
+        unknown = sorted(set(self.model_overrides) - {f.name for f in fields(ModelConfig)})
+        if unknown:
+            raise ValueError(f"{source}: model_overrides has unknown ModelConfig field(s) {unknown}")
+
+    def model_config(self, **overrides: Any) -> ModelConfig:
+        """The preset `model` with `model_overrides` and then `overrides` (e.g. vocab_size) applied."""
+        return ModelConfig.from_preset(self.model, **{**self.model_overrides, **overrides})
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens per optimizer step on one process (multiply by world_size under torchrun)."""
+        return self.batch_size * self.grad_accum_steps * self.seq_len
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "TrainConfig":
+        """Build from a dict; unknown keys are an error naming them and `source`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown TrainConfig field(s) {unknown}; known: {sorted(known)}")
+        cfg = cls.__new__(cls)
+        for f in fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            setattr(cfg, f.name, data.get(f.name, default))
+        cfg.validate(source)
+        return cfg
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> "TrainConfig":
+        """A config by name in `havoc_lite/configs/` (`"pretrain_tiny"`) or a YAML path.
+
+        Raises:
+            FileNotFoundError: neither a file nor a known name (lists the known names).
+            ValueError: invalid YAML or fields (names the file).
+        """
+        path = Path(name_or_path)
+        if not path.is_file():
+            path = CONFIGS_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+            raise FileNotFoundError(f"config {str(name_or_path)!r} is neither a YAML file nor one of {known}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: invalid YAML ({e})") from e
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of TrainConfig fields, got {type(data).__name__}")
+        return cls.from_dict(data, source=str(path))

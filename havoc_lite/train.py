@@ -1,0 +1,499 @@
+"""Trainer for the three phases (pretrain | sft | polish) and the `python -m havoc_lite.train` CLI.
+
+    python -m havoc_lite.train --config pretrain_tiny --max-steps 200 --resume auto
+    torchrun --nproc_per_node=8 -m havoc_lite.train --config pretrain_1b
+
+One loop serves all phases; only the data differs (token shards for pretraining, rendered
+conversations with a loss mask for SFT/polish). Each optimizer step runs `grad_accum_steps`
+micro-batches under autocast (bf16 on CUDA, fp16 + GradScaler where bf16 is missing), clips the
+global gradient norm, sets the warm-up + cosine learning rate and steps AdamW. A step whose loss
+or gradient norm is not finite is skipped (no update); `max_bad_steps` of them in a row stop the
+run with a checkpoint of the last good weights on disk.
+
+Resume is exact: the checkpoint holds model, optimizer, schedule position, tokens seen, every RNG
+state and the loader's position, so N steps + resume + N steps equals 2N uninterrupted steps
+(bitwise on CPU fp32; tested).
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt
+from . import distributed as dist_utils
+from .config import TrainConfig
+from .model import HavocModel, lm_loss
+from .tracking import Tracker
+
+
+class TrainingDiverged(RuntimeError):
+    """`max_bad_steps` consecutive steps had a non-finite loss or gradient norm."""
+
+
+# --- schedule and optimizer -------------------------------------------------------------------
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for optimizer step `step` (0-based): linear warm-up from lr/warmup_steps to
+    `lr` over `warmup_steps`, then cosine decay to `min_lr` at `max_steps` (Loshchilov & Hutter
+    2017, "SGDR"; the GPT-3 / Chinchilla recipe). A pure function of the step, so the scheduler's
+    state is just the step."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    decay_steps = max(cfg.max_steps - cfg.warmup_steps, 1)
+    progress = min((step - cfg.warmup_steps) / decay_steps, 1.0)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two AdamW groups: matrices decay; 1-D params (norm weights, biases) and embeddings do not
+    (as in GPT-2/nanoGPT and Llama training). The tied LM head is the embedding, so it does not."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.dim() < 2 or "embed" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW (Loshchilov & Hutter 2019), the fused CUDA kernel on GPU."""
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                             betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                             fused=device.type == "cuda" or None)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """Autocast dtype: "auto" -> bf16 on CUDA where supported, else fp16 on CUDA, fp32 elsewhere."""
+    if dtype == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+# --- RNG state (python, numpy, torch, cuda), stored with weights_only-safe types ----------------
+def rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --- data -------------------------------------------------------------------------------------
+def build_loaders(cfg: TrainConfig, tokenizer, rank: int = 0, world_size: int = 1):
+    """(train_loader, eval_loader or None) from the config's data paths via `havoc_lite.data`.
+
+    pretrain: `train_data` is a shard folder (`prepare_pretraining` output; built from `raw_data`
+    first if it is missing), `eval_data` an optional held-out shard folder. sft/polish:
+    `train_data` is one or more comma-separated JSONL files; without `eval_data`, a seeded
+    `eval_fraction` of the examples is held out.
+
+    Raises:
+        ValueError: `train_data` (or a tokenizer for sft/polish) is not set.
+    """
+    from . import data
+    if not cfg.train_data:
+        raise ValueError(f"TrainConfig.train_data is not set (phase {cfg.phase}); pass --train-data "
+                         "or give the Trainer a train_loader")
+    if cfg.phase == "pretrain":
+        shard_dir = Path(cfg.train_data)
+        if cfg.raw_data and not (shard_dir.is_dir() and any(shard_dir.iterdir())):
+            if tokenizer is None:
+                raise ValueError("TrainConfig.raw_data needs a tokenizer (--tokenizer) to build shards")
+            data.prepare_pretraining(cfg.raw_data, tokenizer, shard_dir)
+
+        def loader(path, seed):
+            return data.PretrainLoader(path, cfg.seq_len, cfg.batch_size, domain_weights=cfg.domain_weights,
+                                       seed=seed, rank=rank, world_size=world_size)
+        return loader(shard_dir, cfg.seed), (loader(cfg.eval_data, cfg.seed + 1) if cfg.eval_data else None)
+
+    if tokenizer is None:
+        raise ValueError(f"phase {cfg.phase} renders conversations and needs a tokenizer (--tokenizer)")
+    examples = [ex for p in cfg.train_data.split(",") for ex in data.load_jsonl_examples(p.strip())]
+    if cfg.eval_data:
+        held_out = [ex for p in cfg.eval_data.split(",") for ex in data.load_jsonl_examples(p.strip())]
+    elif cfg.eval_fraction > 0 and len(examples) >= 2:
+        order = list(range(len(examples)))
+        random.Random(cfg.seed).shuffle(order)
+        n_eval = max(1, int(round(cfg.eval_fraction * len(examples))))
+        held_out = [examples[i] for i in order[:n_eval]]
+        examples = [examples[i] for i in order[n_eval:]]
+    else:
+        held_out = []
+
+    def loader(exs, seed):
+        return data.SFTLoader(exs, tokenizer, cfg.seq_len, cfg.batch_size, seed=seed, rank=rank,
+                              world_size=world_size)
+    return loader(examples, cfg.seed), (loader(held_out, cfg.seed + 1) if held_out else None)
+
+
+# --- trainer ----------------------------------------------------------------------------------
+class Trainer:
+    """Train a HavocModel for one phase.
+
+    Args:
+        cfg: the run's TrainConfig.
+        model: a HavocModel to train; default: `init_from` (sft/polish) or a fresh `cfg.model`
+            preset sized to the tokenizer's vocabulary, initialised from `cfg.seed`.
+        tokenizer: a HavocTokenizer; default: loaded from `cfg.tokenizer` if set.
+        train_loader / eval_loader: objects with `next_batch() -> (x [B, T], y [B, T])` (aligned
+            targets, -100 ignored), `state_dict()` and `load_state_dict()`; default: built from the
+            config by `build_loaders`. The eval loader is rewound to its initial state before every
+            evaluation, so every eval sees the same batches.
+
+    Under torchrun the process group is set up here; pass loaders built with this process's
+    rank/world_size (see `self.dist`). Resume (`cfg.resume`) happens in the constructor.
+    """
+
+    def __init__(self, cfg: TrainConfig, model: Optional[HavocModel] = None, tokenizer=None,
+                 train_loader=None, eval_loader=None):
+        cfg.validate()
+        self.cfg = cfg
+        self.dist = dist_utils.setup(cfg.device)
+        self.device = self.dist.device
+        self.is_main = self.dist.is_main
+        seed_everything(cfg.seed)
+
+        if tokenizer is None and cfg.tokenizer:
+            from .tokenizer import HavocTokenizer
+            tokenizer = HavocTokenizer.load(cfg.tokenizer)
+        self.tokenizer = tokenizer
+        if model is None:
+            model = self._build_model()
+        self.model_config = model.config
+        if train_loader is None:
+            train_loader, built_eval = build_loaders(cfg, tokenizer, self.dist.rank, self.dist.world_size)
+            eval_loader = eval_loader if eval_loader is not None else built_eval
+        self.train_loader, self.eval_loader = train_loader, eval_loader
+        self._eval_start = eval_loader.state_dict() if eval_loader is not None else None
+
+        # Precision: autocast dtype; fp16 needs loss scaling (bf16 has fp32's exponent range).
+        self.amp_dtype = resolve_dtype(cfg.dtype, self.device)
+        self.strategy = dist_utils.choose_strategy(cfg.distributed, model.num_parameters(), self.dist)
+        use_autocast = self.amp_dtype != torch.float32 and self.strategy != "fsdp"
+        self.autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if use_autocast
+                         else nullcontext())
+        self.scaler = (torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16
+                       and self.device.type == "cuda" else None)
+
+        model.gradient_checkpointing = cfg.gradient_checkpointing
+        model.to(self.device)
+        mp_dtype = self.amp_dtype if self.amp_dtype != torch.float32 else None
+        self.model = dist_utils.wrap_model(model, self.strategy, self.dist, param_dtype=mp_dtype)
+        self.raw_model = dist_utils.unwrap(self.model)
+        self.optimizer = make_optimizer(self.raw_model, cfg, self.device)
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+
+        self.step, self.tokens_seen, self.bad_steps, self.skipped_steps = 0, 0, 0, 0
+        self.last_loss = float("nan")
+        wandb_id = None
+        self.resumed_from = self._resume_folder()
+        if self.resumed_from is not None:
+            wandb_id = self._load(self.resumed_from)
+        self.tracker = Tracker(cfg.wandb_mode, cfg.wandb_project, cfg.wandb_run_name, cfg.to_dict(),
+                               run_id=wandb_id, enabled=self.is_main)
+
+    # --- construction helpers -----------------------------------------------------------------
+    def _build_model(self) -> HavocModel:
+        cfg, tok = self.cfg, self.tokenizer
+        if cfg.init_from:
+            init = Path(cfg.init_from)
+            model = HavocModel.from_pretrained(init)
+            if self.is_main:
+                print(f"[train] initialised from {init} ({model.num_parameters() / 1e6:.1f}M params)")
+            return model
+        overrides = {}
+        if tok is not None:
+            overrides = dict(vocab_size=tok.vocab_size, bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id)
+        overrides.setdefault("max_seq_len", max(cfg.seq_len, cfg.model_config().max_seq_len))
+        return HavocModel(cfg.model_config(**overrides))
+
+    def _resume_folder(self) -> Optional[Path]:
+        folder = None
+        if self.is_main:
+            folder = ckpt.resolve_resume(self.cfg.resume, self.cfg.out_dir)
+            if self.cfg.resume == "auto" and folder is None and ckpt.list_step_dirs(self.cfg.out_dir):
+                warnings.warn(f"{self.cfg.out_dir}: no step folder passed verification; starting fresh")
+        folder = dist_utils.broadcast_object(str(folder) if folder else None)
+        return Path(folder) if folder else None
+
+    def _load(self, folder: Path) -> Optional[str]:
+        model_state, state, meta = ckpt.load_checkpoint(folder)
+        dist_utils.load_full_state(self.model, self.optimizer, model_state, state["optimizer"])
+        self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.last_loss = float(meta.get("loss", float("nan")))
+        self.train_loader.load_state_dict(state["data"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.is_main:
+            set_rng_state(state["rng"])
+        else:  # other ranks: a distinct but reproducible stream (dropout masks differ per rank)
+            seed_everything(self.cfg.seed + 1000 * self.dist.rank + self.step)
+        if self.is_main:
+            print(f"[train] resumed from {folder} at step {self.step} "
+                  f"({self.tokens_seen:,} tokens seen)")
+        return state.get("wandb_run_id")
+
+    # --- saving -------------------------------------------------------------------------------
+    def save(self) -> Optional[Path]:
+        """Checkpoint the current step into `cfg.out_dir` (collective; rank 0 writes)."""
+        model_state = dist_utils.full_model_state_dict(self.model)
+        optim_state = dist_utils.full_optimizer_state_dict(self.model, self.optimizer)
+        path = None
+        if self.is_main:
+            train_state = {
+                "step": self.step, "tokens_seen": self.tokens_seen, "optimizer": optim_state,
+                "scheduler": {"kind": "warmup_cosine", "step": self.step},
+                "rng": rng_state(), "data": self.train_loader.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "wandb_run_id": self.tracker.run_id if hasattr(self, "tracker") else None,
+                "skipped_steps": self.skipped_steps, "world_size": self.dist.world_size,
+            }
+            meta = {"loss": self.last_loss, "tokens_seen": self.tokens_seen, "phase": self.cfg.phase,
+                    "train_config": self.cfg.to_dict(), "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+            path = ckpt.save_checkpoint(self.cfg.out_dir, self.step, model_state, self.model_config,
+                                        train_state, meta, keep_last=self.cfg.keep_last,
+                                        staging_dir=self.cfg.staging_dir or "auto")
+        dist_utils.barrier()
+        return path
+
+    # --- evaluation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> Optional[dict[str, float]]:
+        """Mean loss and perplexity (exp of the mean token loss) over `eval_batches` held-out
+        batches, the same batches every time; None without an eval loader."""
+        if self.eval_loader is None:
+            return None
+        self.eval_loader.load_state_dict(self._eval_start)
+        self.model.eval()
+        losses = []
+        for _ in range(self.cfg.eval_batches):
+            x, y = self.eval_loader.next_batch()
+            with self.autocast:
+                logits = self.model(x.to(self.device), )
+            losses.append(lm_loss(logits, y.to(self.device)))
+        self.model.train()
+        loss = dist_utils.all_reduce_mean(torch.stack(losses).mean()).item()
+        return {"eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0))}
+
+    # --- training -----------------------------------------------------------------------------
+    def train_step(self) -> tuple[float, float, int]:
+        """One optimizer step over `grad_accum_steps` micro-batches.
+
+        Returns:
+            (loss, grad_norm, tokens): the mean loss over ranks and micro-batches, the global
+            gradient L2 norm before clipping, and tokens processed on all ranks. When either is
+            not finite the update is skipped (gradients dropped).
+        """
+        cfg, model = self.cfg, self.model
+        lr = lr_at(self.step, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total, tokens = torch.zeros((), device=self.device), 0
+        for micro in range(cfg.grad_accum_steps):
+            x, y = self.train_loader.next_batch()
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            tokens += x.numel()
+            with dist_utils.no_sync(model, sync=micro == cfg.grad_accum_steps - 1), self.autocast:
+                loss = lm_loss(model(x), y) / cfg.grad_accum_steps
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            total += loss.detach()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), max_norm)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2: DTensor norm
+            grad_norm = grad_norm.full_tensor()
+        loss_value = dist_utils.all_reduce_mean(total).item()
+        norm_value = float(grad_norm)
+        # With a GradScaler an inf gradient is normal (the scale is too high): the scaler skips
+        # the update and lowers the scale, so only the loss decides what counts as a bad step.
+        bad = not math.isfinite(loss_value) or (self.scaler is None and not math.isfinite(norm_value))
+        if bad:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.update()
+        else:
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return loss_value, norm_value, tokens * self.dist.world_size
+
+    def train(self) -> dict[str, Any]:
+        """Run from the current step to `max_steps` (or `stop_at_step`).
+
+        Returns:
+            history: per-step lists `step`, `loss`, `lr`, `grad_norm`, `tokens_per_s`; eval lists
+            `eval_step`, `eval_loss`, `eval_ppl`; `final_step`, `tokens_seen`, `skipped_steps`,
+            `stopped` ("max_steps" | "stop_at_step"), `checkpoint` (last folder saved).
+
+        Raises:
+            TrainingDiverged: after `max_bad_steps` consecutive non-finite steps; a checkpoint of
+                the last good weights is saved first and named in the message.
+        """
+        cfg = self.cfg
+        hist: dict[str, Any] = {k: [] for k in ("step", "loss", "lr", "grad_norm", "tokens_per_s",
+                                                "eval_step", "eval_loss", "eval_ppl")}
+        self.model.train()
+        end = min(cfg.max_steps, cfg.stop_at_step or cfg.max_steps)
+        bar = None
+        if cfg.progress and self.is_main:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=cfg.max_steps, initial=self.step, desc=f"{cfg.phase}", dynamic_ncols=True)
+        last_saved, saved_path = None, None
+        try:
+            while self.step < end:
+                t0 = time.perf_counter()
+                lr = lr_at(self.step, cfg)
+                loss, norm, tokens = self.train_step()
+                dt = time.perf_counter() - t0
+                self.step += 1
+                self.tokens_seen += tokens
+                tps = tokens / max(dt, 1e-9)
+                if not (math.isfinite(loss) and (self.scaler is not None or math.isfinite(norm))):
+                    self.bad_steps += 1
+                    self.skipped_steps += 1
+                    if self.is_main:
+                        print(f"[train] step {self.step}: non-finite loss/grad norm ({loss}, {norm}); "
+                              f"update skipped ({self.bad_steps}/{cfg.max_bad_steps} in a row)")
+                    if self.bad_steps >= cfg.max_bad_steps:
+                        saved_path = self.save()
+                        raise TrainingDiverged(
+                            f"{self.bad_steps} consecutive non-finite steps (last at step {self.step}); "
+                            f"stopped. The weights are those of the last good update, saved in "
+                            f"{saved_path or cfg.out_dir}. Lower lr, raise warmup_steps or check the data.")
+                    continue
+                self.bad_steps = 0
+                self.last_loss = loss
+                for k, v in (("step", self.step), ("loss", loss), ("lr", lr), ("grad_norm", norm),
+                             ("tokens_per_s", tps)):
+                    hist[k].append(v)
+                metrics = {"train/loss": loss, "train/lr": lr, "train/grad_norm": norm,
+                           "train/tokens_per_s": tps, "train/tokens_seen": self.tokens_seen}
+                if self.device.type == "cuda":
+                    metrics["train/max_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
+                if self.step % cfg.log_every == 0 or self.step == end:
+                    self.tracker.log(metrics, step=self.step)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
+                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                    self._eval_and_log(hist)
+                if self.step % cfg.save_every == 0:
+                    saved_path, last_saved = self.save(), self.step
+        finally:
+            if bar is not None:
+                bar.close()
+        stopped = "max_steps" if self.step >= cfg.max_steps else "stop_at_step"
+        if stopped == "max_steps":
+            if cfg.eval_every and (not hist["eval_step"] or hist["eval_step"][-1] != self.step):
+                self._eval_and_log(hist)
+            if last_saved != self.step:
+                saved_path = self.save()
+            self.tracker.summary(final_step=self.step, tokens_seen=self.tokens_seen)
+        self.tracker.finish()
+        hist.update(final_step=self.step, tokens_seen=self.tokens_seen, skipped_steps=self.skipped_steps,
+                    stopped=stopped, checkpoint=str(saved_path) if saved_path else None)
+        return hist
+
+    def _eval_and_log(self, hist: dict[str, Any]) -> None:
+        result = self.evaluate()
+        if result is None:
+            return
+        hist["eval_step"].append(self.step)
+        hist["eval_loss"].append(result["eval_loss"])
+        hist["eval_ppl"].append(result["eval_ppl"])
+        self.tracker.log({"eval/loss": result["eval_loss"], "eval/ppl": result["eval_ppl"]}, step=self.step)
+        if self.is_main and not self.cfg.progress:
+            print(f"[eval] step {self.step}: loss {result['eval_loss']:.4f} ppl {result['eval_ppl']:.2f}")
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+# Flags of the original seed scripts, mapped onto TrainConfig fields.
+FLAG_ALIASES = {
+    "--gradient-accumulation-steps": "--grad-accum-steps",
+    "--max-seq-len": "--seq-len",
+    "--learning-rate": "--lr",
+    "--checkpoint-dir": "--out-dir",
+}
+
+
+def parse_args(argv: Optional[list[str]] = None) -> TrainConfig:
+    """`--config NAME|PATH` (a YAML in havoc_lite/configs/ or a file) then field overrides via tyro
+    (`--max-steps 2000 --resume auto`, `--model-overrides n_layers 2`); seed-script flags are
+    accepted as aliases (FLAG_ALIASES)."""
+    import tyro
+    args = list(sys.argv[1:] if argv is None else argv)
+    config_name = None
+    rest = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--config" and i + 1 < len(args):
+            config_name, i = args[i + 1], i + 2
+            continue
+        if a.startswith("--config="):
+            config_name, i = a.split("=", 1)[1], i + 1
+            continue
+        flag, eq, value = a.partition("=")
+        flag = FLAG_ALIASES.get(flag.replace("_", "-") if flag.startswith("--") else flag, flag)
+        rest.append(flag + eq + value)
+        i += 1
+    base = TrainConfig.load(config_name) if config_name else TrainConfig()
+    return tyro.cli(TrainConfig, default=base, args=rest,
+                    description="Train a havoc_lite model. Start with --config NAME (see havoc_lite/configs/).")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    cfg = parse_args(argv)
+    try:
+        trainer = Trainer(cfg)
+        hist = trainer.train()
+    except TrainingDiverged as e:
+        print(f"[train] stopped: {e}", file=sys.stderr)
+        return 1
+    finally:
+        dist_utils.cleanup()
+    if trainer.is_main:
+        last = hist["loss"][-1] if hist["loss"] else float("nan")
+        print(f"[train] {hist['stopped']} at step {hist['final_step']}: loss {last:.4f}, "
+              f"{hist['tokens_seen']:,} tokens, checkpoint {hist['checkpoint']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
