@@ -20,6 +20,8 @@ from typing import Any, Optional
 
 from .registry import ToolError
 
+WORKER_PRELOAD = ["numpy", "pydoe"]   # imported when the worker starts, not per call
+
 MAX_FACTORS = 15
 MAX_RUNS = 1024
 DESIGNS = ["full_factorial", "fractional_factorial", "plackett_burman", "box_behnken",

@@ -36,6 +36,8 @@ from typing import Any
 
 from .registry import ToolError
 
+WORKER_PRELOAD = ["numpy", "scipy.stats"]   # imported when the worker starts, not per call
+
 MAX_VALUES = 10_000
 SIG_DIGITS = 4
 

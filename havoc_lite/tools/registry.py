@@ -197,6 +197,7 @@ class _Tool:
     description: str
     isolate: bool
     timeout_s: Optional[float]
+    bound: dict
 
 
 class ToolRegistry:
@@ -219,10 +220,13 @@ class ToolRegistry:
 
     # registration ---------------------------------------------------------------------------------
     def register(self, name: str, fn: Callable[..., Any], schema: dict, description: str,
-                 isolate: bool = False, timeout_s: Optional[float] = None) -> None:
+                 isolate: bool = False, timeout_s: Optional[float] = None,
+                 bound: Optional[dict] = None) -> None:
         """Add a tool. `schema` is an object schema (see `validate`); `fn(**args)` returns a
         JSON-able value or raises (ToolError/ValueError messages reach the model verbatim).
         `isolate=True` runs it in the worker process (fn must be importable by module + name).
+        `timeout_s` overrides the registry's limit for this tool. `bound` holds keyword arguments
+        the model does not see or set (e.g. rag's folder); JSON-able when isolated.
 
         Raises:
             ValueError: on an empty/duplicate name, a schema that is not an object schema, or an
@@ -236,8 +240,15 @@ class ToolRegistry:
             raise ValueError(f"tool {name!r}: schema must be an object schema")
         if isolate:
             WorkerPool.ref(fn)   # raises ValueError for lambdas / closures
+        bound = dict(bound or {})
+        clash = set(bound) & set(schema.get("properties", {}))
+        if clash:
+            raise ValueError(f"tool {name!r}: bound argument(s) {sorted(clash)} are also in the schema")
+        if isolate:
+            json.dumps(bound)                  # TypeError now rather than at the first call
+            self._pool.preload.add(WorkerPool.ref(fn).split(":")[0])
         self._tools[name] = _Tool(name, fn, {"type": "object", **schema}, description.strip(),
-                                  isolate, timeout_s)
+                                  isolate, timeout_s, bound)
 
     @property
     def names(self) -> list[str]:
@@ -251,16 +262,10 @@ class ToolRegistry:
         lines = ['Call a tool by writing <tool>{"tool": NAME, "args": {...}}</tool>; the result '
                  'comes back inside <tool_result>…</tool_result>.', "Tools:"]
         for t in self._tools.values():
-            props = t.schema.get("properties", {})
-            req = set(t.schema.get("required", []))
-            args = []
-            for key, sub in props.items():
-                typ = sub.get("type", "any")
-                typ = "|".join(typ) if isinstance(typ, list) else typ
-                if "enum" in sub:
-                    typ = "|".join(json.dumps(v, ensure_ascii=False) for v in sub["enum"])
-                args.append(f"{key}{'' if key in req else '?'}: {typ}")
-            lines.append(f"- {t.name}({', '.join(args)}): {t.description}")
+            req = t.schema.get("required", [])
+            opt = [k for k in t.schema.get("properties", {}) if k not in req]
+            sig = ", ".join(req) + (f"; optional: {', '.join(opt)}" if opt else "")
+            lines.append(f"- {t.name}({sig}): {t.description}")
         return "\n".join(lines)
 
     # execution ------------------------------------------------------------------------------------
@@ -283,6 +288,12 @@ class ToolRegistry:
             return None, None, ToolResult.failure(f"malformed tool call: {e}")
         return name, args, self.execute(name, args)
 
+    def warmup(self) -> None:
+        """Start the worker process now (so the first isolated call does not wait ~1 s for
+        scipy/sympy imports). Failures are left for `execute` to report."""
+        if any(t.isolate for t in self._tools.values()):
+            self._pool.warmup()
+
     def close(self) -> None:
         """Stop the worker process (a later isolated call starts a new one)."""
         self._pool.close()
@@ -296,10 +307,11 @@ class ToolRegistry:
         except ToolError as e:
             return ToolResult.failure(str(e))
         timeout = tool.timeout_s or self.timeout_s
+        call_args = {**args, **tool.bound}
         if tool.isolate:
-            status, payload = self._pool.call(tool.fn, args, timeout)
+            status, payload = self._pool.call(tool.fn, call_args, timeout)
         else:
-            status, payload = _run_in_thread(tool.fn, args, timeout)
+            status, payload = _run_in_thread(tool.fn, call_args, timeout)
         if status != "success":
             return ToolResult.failure(payload)
         try:

@@ -23,6 +23,8 @@ from typing import Any, Optional, Union
 
 from .registry import ToolError
 
+WORKER_PRELOAD = ["sympy", "sympy.parsing.sympy_parser"]   # imported when the worker starts, not per call
+
 MAX_CHARS = 500
 MAX_TOKENS = 300
 MAX_DEPTH = 30

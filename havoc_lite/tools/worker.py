@@ -7,8 +7,8 @@ a script or pytest.
 
 Protocol: one JSON object per line. The parent writes `{"fn": "module:qualname", "args": {...}}`;
 the worker answers `{"status": "success"|"error", "payload": ...}`. At start the worker imports
-the modules named on its command line (so a call's time limit does not pay for `import sympy`)
-and prints `{"ready": true}`. On a timeout or crash the parent kills the process; the next call
+the tool modules named on its command line and the heavy modules each lists in `WORKER_PRELOAD`
+(so a call's time limit does not pay for `import sympy`), then prints `{"ready": true}`. On a timeout or crash the parent kills the process; the next call
 starts a fresh one.
 """
 from __future__ import annotations
@@ -82,6 +82,11 @@ class WorkerPool:
             except (ValueError, KeyError):
                 self._kill()
                 return "error", "tool worker sent an unreadable reply"
+
+    def warmup(self) -> Optional[str]:
+        """Start the worker now (imports included). Returns an error message or None."""
+        with self._lock:
+            return None if self._alive() else self._start()
 
     def close(self) -> None:
         with self._lock:
@@ -157,9 +162,10 @@ def _serve(preload: list[str]) -> None:
     out = sys.stdout
     sys.stdout = sys.stderr        # a print() in a tool must not corrupt the protocol
     from havoc_lite.tools.registry import run_tool_fn
-    for mod in preload:
+    for mod in preload:            # each tool module names its heavy imports in WORKER_PRELOAD
         try:
-            importlib.import_module(mod)
+            for dep in getattr(importlib.import_module(mod), "WORKER_PRELOAD", ()):
+                importlib.import_module(dep)
         except Exception:
             pass
     out.write('{"ready": true}\n')
