@@ -71,10 +71,11 @@ _ADVERSARIAL = ("should we", "should i", "prove", "compare", "trade-off", "trade
                 "pros and cons", "is it better", "which is better", "justify", "critique",
                 "argue", "recommend", "worth it", "evaluate whether", "disprove", "versus", " vs ",
                 "is it true that", "convince", "decide whether", "or should")
-_MATH = ("how many", "how much", "percent", "%", "total", "sum", "product", "average", "mean",
-         "median", "ratio", "fraction", "solve", "equation", "derivative", "integral", "integrate",
-         "simplify", "factor", "calculate", "compute", "square root", "sqrt", "probability",
-         "remainder", "multiply", "divide", "times", "minus", "plus")
+_MATH = ("how many", "how much", "how old", "how long", "how far", "percent", "%", "total", "sum",
+         "product", "average", "mean", "median", "ratio", "fraction", "solve", "equation",
+         "derivative", "integral", "integrate", "simplify", "factor", "calculate", "compute",
+         "square root", "sqrt", "probability", "remainder", "multiply", "divide", "times", "minus",
+         "plus")
 _STATS = ("t-test", "t test", "p-value", "pvalue", "p value", "anova", "regression",
           "correlation", "standard deviation", "variance", "confidence interval", "chi-square",
           "chi square", "significant", "hypothesis", "normal distribution", "sample size",

@@ -18,10 +18,11 @@ and number literals inside string results), P the numbers in the prompt. A numbe
 the answer *matches* x when |a - x| <= half a unit in a's last written digit ("0.35" matches 0.3466,
 "24" matches only 24 ± 1e-9 relative), or, for a whole-number answer, a is x rounded, floored or
 ceiled (for |x| >= 1, direct matches only, not derivations), or, for "a%", a/100 matches x. Then:
-- the answer's final number (the one GSM8K-style extraction takes) must match some r in R, or a
-  one-step derivation r op y with r in R, y in R ∪ P, op in + - * / (the model may do one last
-  trivial step in its head: 48 from the prompt + 24 from the calculator = 72);
-- every other number in the answer must match something in R ∪ P or such a one-step derivation.
+- every number in the answer must match something in R ∪ P, or a one-step derivation r op y
+  with r in R, y in R ∪ P, y != r, op in + - * / (the model may do one last trivial step in its
+  head: 48 from the prompt + 24 from the calculator = 72);
+- and at least one of them must match R or such a derivation, not just restate the prompt (an
+  answer "48" to a question that gives 48 is not supported by a calculator that returned 24).
 An answer with no numbers passes (there is nothing numeric to support).
 
 Checks are independent: a turn fails as a whole (`Verification.passed` False) when any check that
@@ -182,15 +183,16 @@ def _matches(literal: str, x: float, whole_rounding: bool = True) -> bool:
 
 def _derived(r_pool: list[float], pool: list[float]) -> Iterable[float]:
     for r, y in product(r_pool, pool):
+        if y == r:          # two distinct values: r - r = 0 and r / r = 1 would "support" any 0 or 1
+            continue
         yield r + y
         yield r * y
-        if y != r:          # r - r = 0 and r / r = 1 would "support" any 0 or 1
-            yield r - y
-            yield y - r
-            if y != 0:
-                yield r / y
-            if r != 0:
-                yield y / r
+        yield r - y
+        yield y - r
+        if y != 0:
+            yield r / y
+        if r != 0:
+            yield y / r
 
 
 def _answer_supported(parsed: Parsed, prompt: Optional[str]) -> tuple:
@@ -215,13 +217,11 @@ def _answer_supported(parsed: Parsed, prompt: Optional[str]) -> tuple:
         return any(_matches(literal, d, whole_rounding=False)
                    for d in _derived(r_pool, pool) if math.isfinite(d))
 
-    final = literals[-1]
-    problems = []
-    if not supported(final, allow_given=False):
-        problems.append(f"final number {final} does not follow from the tool results {r_pool[:8]}")
-    for lit in literals[:-1]:
-        if not supported(lit, allow_given=True):
-            problems.append(f"{lit} is neither given, a tool result nor one step from them")
+    problems = [f"{lit} is neither given, a tool result nor one step from them"
+                for lit in literals if not supported(lit, allow_given=True)]
+    if not problems and not any(supported(lit, allow_given=False) for lit in literals):
+        problems.append(f"no number of the answer follows from the tool results {r_pool[:8]}; "
+                        "it only restates the question")
     if problems:
         return name, False, "; ".join(problems)
     return name, True, f"{len(literals)} number(s) follow from {len(r_pool)} tool result number(s)"

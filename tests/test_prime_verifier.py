@@ -1,0 +1,214 @@
+"""PRIME markup parsing, verifier checks on planted errors, workspace and roles."""
+import json
+
+import pytest
+
+from havoc_lite.prime import (Budget, build_workspace, extract_roles, find_numbers, parse,
+                              system_prompt, verify)
+from havoc_lite.prime.router import BUDGET_SECTIONS
+from havoc_lite.tools import default_registry, format_call
+
+
+@pytest.fixture(scope="module")
+def tools():
+    return default_registry()
+
+
+QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many "
+            "clips in May. How many clips did Natalia sell altogether in April and May?")
+
+
+def call(name, args, result_json=None, tools=None):
+    """<tool>…</tool><tool_result>…</tool_result> with the REAL result unless one is given."""
+    body = format_call(name, args)
+    if result_json is None:
+        result_json = tools.execute(name, args).to_json()
+    return f"<tool>{body}</tool><tool_result>{result_json}</tool_result>"
+
+
+def good_text(tools, answer="72"):
+    return ("<reason>April is 48; May is half of that.</reason>"
+            + call("calculator", {"expression": "48/2"}, tools=tools)
+            + "<reason>Add April and May.</reason>"
+            + call("calculator", {"expression": "48 + 24"}, tools=tools)
+            + f"<answer>{answer}</answer><|end|>")
+
+
+def failed(v):
+    return set(v.failed)
+
+
+# --- markup -----------------------------------------------------------------------------------
+def test_parse_clean_text_and_pair_calls(tools):
+    p = parse(good_text(tools))
+    assert p.problems == [] and p.outside == ""
+    assert p.tags == ["reason", "tool", "tool_result", "reason", "tool", "tool_result", "answer"]
+    assert p.answer == "72"
+    assert [(c.name, c.args, c.result) for c in p.tool_calls] == [
+        ("calculator", {"expression": "48/2"}, {"status": "success", "result": 24}),
+        ("calculator", {"expression": "48 + 24"}, {"status": "success", "result": 72})]
+
+
+def test_parse_messy_text_records_problems_without_raising():
+    messy = ("Sure! <reason>first idea <tool>{\"tool\": \"calculator\", \"args\": {\"expression\": "
+             "\"2+2\"}}</tool><tool_result>{\"status\": \"success\", \"result\": 4}</tool_result>"
+             "</reason></verify><attack>maybe wrong<answer> 4 ")
+    p = parse(messy)
+    assert p.tags == ["reason", "tool", "tool_result", "attack", "answer"]
+    assert p.first("reason") == "first idea"
+    assert p.answer == "4"                                   # unclosed at end, content kept
+    assert [s.closed for s in p.sections] == [False, True, True, False, False]
+    text = " | ".join(p.problems)
+    for expected in ("unclosed <reason>", "stray </reason>", "stray </verify>",
+                     "unclosed <attack>", "unclosed <answer> at end", "text outside sections"):
+        assert expected in text, (expected, p.problems)
+    assert p.outside == "Sure!"
+    assert p.tool_calls[0].name == "calculator" and p.tool_calls[0].succeeded
+
+
+def test_parse_edge_cases():
+    assert parse("").sections == [] and parse("").problems == []
+    p = parse("<tool_result>{\"status\": \"success\", \"result\": 1}</tool_result>")
+    assert "without a preceding <tool>" in p.problems[0]
+    p = parse("<tool>{\"tool\": \"calculator\"}</tool><tool_result>not json</tool_result>")
+    assert p.tool_calls[0].result is None and "not valid JSON" in p.tool_calls[0].result_error
+    # a stray closing tag inside an open section is dropped, the section goes on
+    p = parse("<reason>a</answer>b</reason>")
+    assert p.first("reason") == "a</answer>b" and "stray </answer> inside <reason>" in p.problems[0]
+    # chat control tokens are not text outside sections
+    assert parse("<answer>x</answer><|end|><|eos|>").problems == []
+
+
+def test_find_numbers():
+    assert find_numbers("sold 1,234.5 apples, -3 pears; 10-5=5; [1,2,3]; x2 12% 3.5e-05 v1.2.3") == [
+        "1,234.5", "-3", "10", "5", "5", "1", "2", "3", "12%", "3.5e-05"]
+
+
+# --- verifier: correct texts pass ---------------------------------------------------------------
+def test_correct_text_passes_every_check(tools):
+    v = verify(good_text(tools), tools, prompt=QUESTION)
+    assert v.passed, v.to_dict()
+    assert all(c.passed and not c.skipped for c in v.checks.values())
+    assert set(v.checks) == {"well_formed", "answer_present", "tool_calls_succeeded",
+                             "tool_results_match", "answer_supported"}
+    assert v.replayed == {0: True, 1: True}
+
+
+def test_one_step_derivation_and_rounding_are_supported(tools):
+    # calculator gives 24; the model adds the 48 from the question itself: 48 + 24 = 72
+    text = ("<reason>half of 48</reason>" + call("calculator", {"expression": "48/2"}, tools=tools)
+            + "<answer>72 clips</answer>")
+    assert verify(text, tools, prompt=QUESTION)["answer_supported"].passed
+    # without the question, 48 is not available: 72 = 24 + 48 cannot be derived (24*3 needs a 3)
+    assert not verify(text, tools)["answer_supported"].passed
+    # statistics: p-value 0.3466 reported rounded, statistic restated
+    args = {"operation": "t_test", "group1": [1, 2, 3, 4, 5], "group2": [2, 3, 4, 5, 6]}
+    stats = "<reason>compare means</reason>" + call("python_math", args, tools=tools)
+    for answer, ok in [("t = -1.0, p = 0.35, not significant at 0.05", True),
+                       ("p = 0.3466", True), ("p = 34.66%", True), ("p = 0.31", False),
+                       ("p = 0.035", False)]:
+        v = verify(stats + f"<answer>{answer}</answer>", tools,
+                   prompt="Is the difference significant at 0.05? Group 1 = [1, 2, 3, 4, 5] "
+                          "and group 2 = [2, 3, 4, 5, 6].")
+        assert v["answer_supported"].passed is ok, (answer, v["answer_supported"].detail)
+
+
+# --- verifier: planted errors, each caught by its named check -----------------------------------
+def test_wrong_answer_is_caught_by_answer_supported(tools):
+    for wrong in ("73", "100", "70"):
+        v = verify(good_text(tools, answer=wrong), tools, prompt=QUESTION)
+        assert failed(v) == {"answer_supported"}, (wrong, v.to_dict())
+        assert wrong in v["answer_supported"].detail
+    # 96 = 24 + 72 is one step from the tool results: the rule accepts it (documented limit)
+    assert verify(good_text(tools, answer="96"), tools, prompt=QUESTION).passed
+    # a number the question gives is not an answer the tools support
+    half = "<reason>half of 48</reason>" + call("calculator", {"expression": "48/2"}, tools=tools)
+    v = verify(half + "<answer>48</answer>", tools, prompt=QUESTION)
+    assert failed(v) == {"answer_supported"} and "restates" in v["answer_supported"].detail
+
+
+def test_tampered_tool_result_is_caught_by_tool_results_match(tools):
+    # the first result is forged (25); the model carries it on honestly: 48 + 25 = 73
+    tampered = good_text(tools).replace('"result": 24}', '"result": 25}').replace("48 + 24", "48 + 25")
+    tampered = tampered.replace('"result": 72}', '"result": 73}').replace("<answer>72", "<answer>73")
+    v = verify(tampered, tools, prompt=QUESTION)
+    assert failed(v) == {"tool_results_match"}, v.to_dict()
+    assert v.replayed == {0: False, 1: True}
+    assert "re-run gives" in v["tool_results_match"].detail
+    # without a registry the check is skipped, not passed silently as checked
+    v = verify(tampered, None, prompt=QUESTION)
+    assert v["tool_results_match"].skipped and v.passed
+
+
+def test_missing_answer_is_caught_by_answer_present(tools):
+    text = good_text(tools).split("<answer>")[0]
+    v = verify(text, tools, prompt=QUESTION)
+    assert failed(v) == {"answer_present"}
+    assert v["answer_supported"].skipped
+    v = verify(good_text(tools, answer="  "), tools, prompt=QUESTION)
+    assert "answer_present" in failed(v) and "empty" in v["answer_present"].detail
+
+
+def test_malformed_tool_json_is_caught(tools):
+    text = ('<reason>half</reason><tool>{"tool": "calculator", "args": {"expression": "48/2"}</tool>'
+            '<tool_result>{"status": "error", "error": "tool call is not valid JSON"}</tool_result>'
+            '<answer>24</answer>')
+    v = verify(text, tools, prompt=QUESTION)
+    assert {"well_formed", "tool_calls_succeeded"} <= failed(v)
+    assert "not valid JSON" in v["well_formed"].detail
+    assert "call 0" in v["tool_calls_succeeded"].detail
+
+
+def test_failing_tool_and_missing_result_fail_tool_calls_succeeded(tools):
+    bad = call("calculator", {"expression": "1/0"}, tools=tools)
+    assert '"status": "error"' in bad
+    v = verify(f"<reason>r</reason>{bad}<answer>0</answer>", tools)
+    assert "tool_calls_succeeded" in failed(v) and "tool_results_match" not in failed(v)
+    text = f'<reason>r</reason><tool>{format_call("calculator", {"expression": "2+2"})}</tool><answer>4</answer>'
+    v = verify(text, tools)
+    assert "no <tool_result>" in v["tool_calls_succeeded"].detail and "tool_results_match" in failed(v)
+
+
+def test_required_sections(tools):
+    heavy = BUDGET_SECTIONS[Budget.HEAVY]
+    v = verify(good_text(tools), tools, prompt=QUESTION, required_sections=heavy[2:])
+    assert failed(v) == {"sections_present"}
+    assert "advocate" in v["sections_present"].detail
+
+
+# --- workspace and roles -------------------------------------------------------------------------
+def test_workspace_from_prompt_text_and_verification(tools):
+    prompt = ("A lab has a budget for at most 8 runs. Each factor must have exactly 2 levels. "
+              "Which design should we use?")
+    text = "<reason>3 factors at 2 levels</reason>" + call("calculator", {"expression": "2**3"}, tools=tools) \
+        + "<advocate>8 runs fit</advocate><attack>none</attack><pragmatist>ok</pragmatist>" \
+        + "<verify>8 <= 8</verify><answer>A full factorial, 2 levels per factor: 8 runs</answer>"
+    parsed = parse(text)
+    v = verify(parsed, tools, prompt=prompt)
+    assert v.passed, v.to_dict()
+    ws = build_workspace(prompt, parsed, v)
+    assert [c.content for c in ws.constraints] == ["A lab has a budget for at most 8 runs.",
+                                                   "Each factor must have exactly 2 levels."]
+    assert ws.facts[0].value == 8 and ws.facts[0].confidence == 1.0
+    s = ws.summarize()
+    assert (s["facts"], s["constraints"], s["partial_results"]) == (1, 2, 2)
+    # mean of fact 1.0, reason 0.5, supported answer 1.0
+    assert s["confidence"] == pytest.approx((1.0 + 0.5 + 1.0) / 3, abs=1e-4)
+    # a tampered fact and an unsupported answer lower it
+    bad = parse(text.replace('"result": 8}', '"result": 9}').replace("8 runs</answer>", "9 runs</answer>"))
+    vb = verify(bad, tools, prompt=prompt)
+    wb = build_workspace(prompt, bad, vb)
+    assert wb.facts[0].confidence == 0.0 and wb.summarize()["confidence"] < s["confidence"]
+    assert extract_roles(parsed) == {"advocate": "8 runs fit", "attack": "none",
+                                     "pragmatist": "ok", "verify": "8 <= 8"}
+    with pytest.raises(ValueError, match="confidence"):
+        ws.add_fact("x", "tool:x", confidence=1.5)
+    json.dumps(ws.to_dict())
+
+
+def test_system_prompt_per_budget(tools):
+    heavy = system_prompt(BUDGET_SECTIONS[Budget.HEAVY], tools.describe())
+    for tag in ("<reason>", "<advocate>", "<attack>", "<pragmatist>", "<verify>", "<answer>", "calculator"):
+        assert tag in heavy
+    light = system_prompt(BUDGET_SECTIONS[Budget.LIGHT])
+    assert "<reason>" in light and "<tool>" not in light and "<attack>" not in light
