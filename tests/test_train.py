@@ -1,0 +1,177 @@
+"""Trainer: schedule, optimizer groups, determinism, exact resume, skipped non-finite steps, CLI."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from havoc_lite.checkpoint import load_checkpoint
+from havoc_lite.config import TrainConfig
+from havoc_lite.model import HavocModel
+from havoc_lite.train import Trainer, TrainingDiverged, lr_at, param_groups, parse_args
+from test_train_loader import WindowLoader, pattern_tokens
+
+SMALL = dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, num_kv_heads=2, ffn_hidden_size=64,
+             max_seq_len=64)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny ops are ~20x faster on one thread on a 2-core box; results are identical.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_cfg(tmp_path, **kw) -> TrainConfig:
+    base = dict(model="tiny", model_overrides=SMALL, batch_size=4, seq_len=16, max_steps=8,
+                warmup_steps=2, lr=3e-3, min_lr=3e-4, save_every=4, eval_every=0, out_dir=str(tmp_path / "run"),
+                resume="auto", wandb_mode="disabled", progress=False, seed=7)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def run(cfg, tokens=None, **kw):
+    tokens = pattern_tokens(4000) if tokens is None else tokens
+    trainer = Trainer(cfg, train_loader=WindowLoader(tokens, cfg.seq_len, cfg.batch_size, seed=11), **kw)
+    return trainer, trainer.train()
+
+
+def test_lr_schedule_warmup_then_cosine_to_min():
+    cfg = TrainConfig(lr=1.0, min_lr=0.1, warmup_steps=10, max_steps=110)
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(10, cfg) == pytest.approx(1.0)
+    assert lr_at(60, cfg) == pytest.approx(0.1 + 0.5 * 0.9)  # half way: cos(pi/2) = 0
+    assert lr_at(110, cfg) == pytest.approx(0.1)
+    assert lr_at(500, cfg) == pytest.approx(0.1)
+
+
+def test_no_weight_decay_on_norms_and_embeddings():
+    from havoc_lite.config import ModelConfig
+    model = HavocModel(ModelConfig(**SMALL))
+    decay, no_decay = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)] for p in no_decay["params"]} == {
+        n for n, p in model.named_parameters() if p.dim() == 1 or n == "embed_tokens.weight"}
+    assert all(p.dim() == 2 and "embed" not in names[id(p)] for p in decay["params"])
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+
+
+def test_same_seed_same_losses(tmp_path):
+    _, h1 = run(make_cfg(tmp_path / "a", max_steps=5))
+    _, h2 = run(make_cfg(tmp_path / "b", max_steps=5))
+    assert h1["loss"] == h2["loss"] and len(h1["loss"]) == 5
+
+
+def test_resume_is_bitwise_identical_to_uninterrupted(tmp_path):
+    kw = dict(max_steps=8, save_every=4, grad_accum_steps=2)
+    _, full = run(make_cfg(tmp_path / "full", **kw))
+    _, first = run(make_cfg(tmp_path / "split", stop_at_step=4, **kw))
+    assert first["stopped"] == "stop_at_step" and first["final_step"] == 4
+    # A fresh Trainer (new model, new loader with a different seed) must pick up everything.
+    cfg = make_cfg(tmp_path / "split", **kw)
+    trainer = Trainer(cfg, train_loader=WindowLoader(pattern_tokens(4000), 16, 4, seed=12345))
+    assert trainer.step == 4 and trainer.resumed_from.name == "step_000004"
+    second = trainer.train()
+    assert first["loss"] + second["loss"] == full["loss"]          # every step, bitwise
+    assert first["lr"] + second["lr"] == full["lr"]
+    assert second["tokens_seen"] == full["tokens_seen"] == 8 * 2 * 4 * 16
+    a = load_file(str(tmp_path / "full/run/step_000008/model.safetensors"))
+    b = load_file(str(tmp_path / "split/run/step_000008/model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    _, sa, _ = load_checkpoint(tmp_path / "full/run/step_000008")
+    _, sb, _ = load_checkpoint(tmp_path / "split/run/step_000008")
+    for k, st in sa["optimizer"]["state"].items():
+        assert torch.equal(st["exp_avg_sq"], sb["optimizer"]["state"][k]["exp_avg_sq"])
+
+
+def test_tiny_model_learns_and_eval_reports_perplexity(tmp_path):
+    tokens = pattern_tokens(8000)
+    cfg = make_cfg(tmp_path, max_steps=150, batch_size=8, seq_len=32, eval_every=75, eval_batches=2,
+                   save_every=150, warmup_steps=5, lr=1e-2, min_lr=1e-3)
+    eval_loader = WindowLoader(pattern_tokens(8000, seed=0), 32, 8, seed=99)
+    _, hist = run(cfg, tokens, eval_loader=eval_loader)
+    assert hist["loss"][0] > 3.5                      # ~ln(61) at start
+    assert hist["eval_step"] == [75, 150]
+    assert hist["eval_loss"][-1] < 1.0                # the 12-token cycle is learned
+    assert hist["eval_ppl"][-1] == pytest.approx(math.exp(hist["eval_loss"][-1]))
+    assert all(math.isfinite(g) and g > 0 for g in hist["grad_norm"])
+
+
+class PoisonedModel(HavocModel):
+    """Returns NaN logits for the next `poison` forwards."""
+    poison = 0
+
+    def forward(self, *a, **kw):
+        out = super().forward(*a, **kw)
+        if self.poison > 0:
+            self.poison -= 1
+            return out * float("nan")
+        return out
+
+
+def test_non_finite_steps_are_skipped_then_training_goes_on(tmp_path):
+    from havoc_lite.config import ModelConfig
+    torch.manual_seed(0)
+    model = PoisonedModel(ModelConfig(**SMALL))
+    cfg = make_cfg(tmp_path, max_steps=3, save_every=100, max_bad_steps=3)
+    trainer = Trainer(cfg, model=model, train_loader=WindowLoader(pattern_tokens(4000), 16, 4, seed=1))
+    trainer.train_step()
+    trainer.step = 1
+    after_good_step = {k: v.clone() for k, v in model.state_dict().items()}
+    model.poison = 2                                   # steps 2 and 3 produce NaN logits
+    hist = trainer.train()
+    assert hist["skipped_steps"] == 2 and hist["step"] == [] and hist["final_step"] == 3
+    assert all(torch.equal(after_good_step[k], v) for k, v in model.state_dict().items())
+    cfg.max_steps = 5                                  # training goes on normally afterwards
+    hist = trainer.train()
+    assert hist["step"] == [4, 5] and all(math.isfinite(x) for x in hist["loss"])
+    assert not all(torch.equal(after_good_step[k], v) for k, v in model.state_dict().items())
+
+
+def test_consecutive_non_finite_steps_stop_with_a_good_checkpoint(tmp_path):
+    from havoc_lite.config import ModelConfig
+    model = PoisonedModel(ModelConfig(**SMALL))
+    cfg = make_cfg(tmp_path, max_steps=20, save_every=100, max_bad_steps=3)
+    trainer = Trainer(cfg, model=model, train_loader=WindowLoader(pattern_tokens(4000), 16, 4, seed=1))
+    trainer.train_step()
+    trainer.step = 1
+    good = {k: v.clone() for k, v in model.state_dict().items()}
+    model.poison = 10**6
+    with pytest.raises(TrainingDiverged, match="3 consecutive non-finite steps"):
+        trainer.train()
+    saved, state, _ = load_checkpoint(tmp_path / "run/step_000004")
+    assert state["skipped_steps"] == 3
+    assert all(torch.equal(saved[k], good[k]) for k in good if k in saved)
+
+
+def test_cli_config_names_paths_aliases_and_errors(tmp_path):
+    cfg = parse_args(["--config", "pretrain_50m", "--max-steps", "2000", "--resume", "auto",
+                      "--batch-size", "4", "--gradient-accumulation-steps", "3", "--max-seq-len", "64",
+                      "--learning-rate", "1e-3", "--checkpoint-dir", str(tmp_path)])
+    assert (cfg.model, cfg.max_steps, cfg.batch_size, cfg.grad_accum_steps, cfg.seq_len, cfg.lr,
+            cfg.out_dir) == ("50m", 2000, 4, 3, 64, 1e-3, str(tmp_path))
+    assert cfg.warmup_steps == TrainConfig.load("pretrain_50m").warmup_steps  # YAML kept elsewhere
+    y = tmp_path / "mine.yaml"
+    y.write_text("phase: sft\nmodel: tiny\nmax_steps: 3\n")
+    assert parse_args(["--config", str(y)]).phase == "sft"
+    y.write_text("phase: sft\nmax_stepz: 3\n")
+    with pytest.raises(ValueError, match=r"mine.yaml.*max_stepz"):
+        TrainConfig.load(y)
+    with pytest.raises(FileNotFoundError, match="pretrain_tiny"):
+        TrainConfig.load("no_such_config")
+    with pytest.raises(ValueError, match="grad_accum_steps"):
+        TrainConfig(grad_accum_steps=0)
+
+
+def test_cli_runs_end_to_end(tmp_path, capsys):
+    """`python -m havoc_lite.train` (in-process) on the bundled YAMLs + real data when available."""
+    from havoc_lite.config import CONFIGS_DIR
+    for p in CONFIGS_DIR.glob("*.yaml"):
+        TrainConfig.load(p)  # every shipped config validates
+    with pytest.raises(ValueError, match="train_data"):
+        Trainer(make_cfg(tmp_path, train_data=None))
