@@ -295,10 +295,18 @@ def prepare_pretraining(data_dir: PathLike, tokenizer, out_dir: PathLike, *, sha
             writer = _ShardWriter(out_dir, domain, dtype, shard_tokens, on_shard)
             pending: list[tuple[str, bool]] = []
 
+            doc_tokens = 0  # tokens of the current document so far: an empty one gets no <|eos|>
+
             def drain() -> None:
+                nonlocal doc_tokens
                 for (text, ends), ids in zip(pending, encode([t for t, _ in pending])):
-                    writer.add(ids + [tokenizer.eos_id] if ends else ids)
-                    stats["documents"] += ends
+                    doc_tokens += len(ids)
+                    if ends and doc_tokens:
+                        ids = ids + [tokenizer.eos_id]
+                        stats["documents"] += 1
+                    if ends:
+                        doc_tokens = 0
+                    writer.add(ids)
                     stats["bytes"] += len(text.encode("utf-8"))
                 pending.clear()
 
