@@ -97,7 +97,7 @@ def parse_call(text: str) -> tuple[str, dict]:
     if not isinstance(text, str):
         raise ValueError(f"tool call must be text, got {type(text).__name__}")
     if len(text) > MAX_CALL_CHARS:
-        raise ValueError(f"tool call is {len(text)} chars, limit {MAX_CALL_CHARS}")
+        raise ValueError(f"tool call is too long: {len(text)} chars, limit {MAX_CALL_CHARS}")
     try:
         obj = json.loads(text)
     except RecursionError:

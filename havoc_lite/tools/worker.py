@@ -36,6 +36,7 @@ class WorkerPool:
     def __init__(self):
         self._proc: Optional[subprocess.Popen] = None
         self._lines: Optional[queue.Queue] = None
+        self._ready = False
         self._lock = threading.Lock()
         self.preload: set[str] = set()
         self.starts = 0            # how many processes were started (tests and benchmarks read it)
@@ -59,45 +60,71 @@ class WorkerPool:
             return "error", str(e)
         with self._lock:
             self.preload.add(ref.split(":")[0])
+            err = self._ensure()
+            if err:
+                return "error", err
             try:
-                if not self._alive():
-                    err = self._start()
-                    if err:
-                        return "error", err
                 self._proc.stdin.write(request)
                 self._proc.stdin.flush()
                 line = self._lines.get(timeout=timeout)
             except queue.Empty:
-                self._kill()
+                self._restart()
                 return "error", f"timed out after {timeout:g} s"
             except (OSError, ValueError) as e:
-                self._kill()
+                self._restart()
                 return "error", f"tool worker failed: {e}"
-            if line is None:            # EOF: the worker died (memory, segfault)
-                self._kill()
+            if line is None:            # EOF: the worker died (memory limit, segfault, exit)
+                self._restart()
                 return "error", "tool worker crashed (out of memory?)"
             try:
                 msg = json.loads(line)
                 return msg["status"], msg["payload"]
             except (ValueError, KeyError):
-                self._kill()
+                self._restart()
                 return "error", "tool worker sent an unreadable reply"
 
     def warmup(self) -> Optional[str]:
-        """Start the worker now (imports included). Returns an error message or None."""
+        """Start the worker now and wait until its imports are done. Returns an error or None."""
         with self._lock:
-            return None if self._alive() else self._start()
+            return self._ensure()
 
     def close(self) -> None:
         with self._lock:
             self._kill()
 
-
     # internals ------------------------------------------------------------------------------------
     def _alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def _start(self) -> Optional[str]:
+    def _ensure(self) -> Optional[str]:
+        """A live worker that has finished its imports, or the reason there is none."""
+        if not self._alive():
+            try:
+                self._spawn()
+            except OSError as e:
+                self._proc = None
+                return f"tool worker failed to start: {e}"
+        if not self._ready:
+            try:
+                line = self._lines.get(timeout=STARTUP_TIMEOUT_S)
+            except queue.Empty:
+                line = None
+            if line is None or not line.startswith('{"ready"'):
+                self._kill()
+                return "tool worker failed to start"
+            self._ready = True
+        return None
+
+    def _restart(self) -> None:
+        """Kill the worker and start the next one at once, so its imports overlap with whatever
+        the caller does next instead of delaying the next call."""
+        self._kill()
+        try:
+            self._spawn()
+        except OSError:
+            self._proc = None
+
+    def _spawn(self) -> None:
         root = str(Path(__file__).resolve().parents[2])       # folder holding havoc_lite/
         env = dict(os.environ)
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
@@ -109,15 +136,8 @@ class WorkerPool:
             text=True, encoding="utf-8", bufsize=1, env=env)
         self.starts += 1
         self._lines = queue.Queue()
+        self._ready = False
         threading.Thread(target=_pump, args=(self._proc.stdout, self._lines), daemon=True).start()
-        try:
-            line = self._lines.get(timeout=STARTUP_TIMEOUT_S)
-        except queue.Empty:
-            line = None
-        if line is None or not line.startswith('{"ready"'):
-            self._kill()
-            return "tool worker failed to start"
-        return None
 
     def _kill(self) -> None:
         proc, self._proc = self._proc, None
