@@ -184,8 +184,8 @@ async def request_trace(client, *, model: str, system: str, user: str, tool_sche
                   tools=[{"name": "emit_trace", "description": "Emit one worked tool-use trace.",
                           "input_schema": tool_schema}],
                   tool_choice={"type": "tool", "name": "emit_trace"})
-    if temperature is not None:
-        kwargs["temperature"] = temperature
+    if temperature is not None:   # not a create() parameter in anthropic>=2.x; older models take it
+        kwargs["extra_body"] = {"temperature": temperature}
     for attempt in range(outer_retries + 1):
         try:
             msg = await client.messages.create(**kwargs)
