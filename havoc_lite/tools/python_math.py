@@ -39,6 +39,7 @@ from .registry import ToolError
 WORKER_PRELOAD = ["numpy", "scipy.stats"]   # imported when the worker starts, not per call
 
 MAX_VALUES = 10_000
+MAX_ABS = 1e100
 SIG_DIGITS = 4
 
 _NUMS = {"type": "array", "items": {"type": "number"}, "maxItems": MAX_VALUES}
@@ -102,6 +103,9 @@ def compute(operation: str, **fields: Any) -> dict:
     if extra:
         raise ToolError(f"{sorted(extra)[0]}: not a field of {operation} "
                         f"(fields: {', '.join(sorted(FIELDS[operation]))})")
+    for key, value in fields.items():     # squares of larger values overflow float64
+        if isinstance(value, list) and _max_abs(value) > MAX_ABS:
+            raise ToolError(f"{key}: values above {MAX_ABS:g} in magnitude overflow the statistics")
     import numpy as np
     import scipy.stats as st
     out = globals()[f"_{operation}"](st, np, **fields)
@@ -112,6 +116,10 @@ def compute(operation: str, **fields: Any) -> dict:
 
 
 # --- helpers --------------------------------------------------------------------------------------
+def _max_abs(values: list) -> float:
+    return max((_max_abs(v) if isinstance(v, list) else abs(v) for v in values), default=0.0)
+
+
 def _need(name: str, values: Any, n: int = 2, varying: bool = True) -> list:
     if values is None:
         raise ToolError(f"{name}: required field is missing")
