@@ -147,6 +147,41 @@ def _render(prompt: Prompt, tokenizer, instructions: Optional[str]) -> list[int]
     return tokenizer.render_prompt(messages)
 
 
+def _fit_prompt(p: Prompt, tokenizer, routing: Routing, registry, max_seq_len: int,
+                system: Optional[str], prime_system: bool, describe_tools: bool) -> list[int]:
+    """Render `p` with the longest system turn that leaves room to answer.
+
+    Tries PRIME's instructions with the registry's full description (`describe_tools`), then with
+    the tool names only, then the caller's `system` alone; a candidate fits when the prompt plus
+    min(max_new_tokens, 64) tokens is within `max_seq_len`. A shortened or dropped system turn is
+    noted in `routing.reasons`.
+
+    Raises:
+        ValueError: even the shortest rendering has max_seq_len tokens or more.
+    """
+    options: list[tuple[str, Optional[str]]] = []
+    if prime_system:
+        names = registry.names if registry is not None else ()
+        if describe_tools and registry is not None and routing.tools_enabled:
+            options.append(("full", system_prompt(routing.sections, registry.describe(), names)))
+        options.append(("compact", system_prompt(routing.sections, None, names)))
+    options.append(("none", None))
+    room = min(routing.max_new_tokens, 64)
+    for k, (label, instructions) in enumerate(options):
+        if system:
+            instructions = system.strip() + ("\n\n" + instructions if instructions else "")
+        ids = _render(p, tokenizer, instructions)
+        last = k == len(options) - 1
+        if len(ids) + room <= max_seq_len or (last and len(ids) < max_seq_len):
+            if k > 0:
+                routing.reasons.append(f"PRIME system turn {options[0][0]} -> {label}: the longer "
+                                       f"one did not fit max_seq_len={max_seq_len}")
+            return ids
+    raise ValueError(f"generate_with_prime: the {routing.budget.value} prompt renders to "
+                     f"{len(ids)} tokens even without PRIME's system turn; max_seq_len is "
+                     f"{max_seq_len}: shorten the prompt")
+
+
 # --- the interceptor --------------------------------------------------------------------------
 class SectionForcer:
     """`engine.generate` interceptor that opens required sections the model skipped (see the
@@ -208,7 +243,7 @@ def generate_with_prime(model, tokenizer, prompt: Union[Prompt, Sequence[Prompt]
                         top_k: Optional[int] = None, top_p: Optional[float] = None,
                         router_config: Optional[RouterConfig] = None, prime_system: bool = True,
                         max_tool_calls: int = 8, verify_tools: bool = True,
-                        ) -> Union[PrimeResult, list[PrimeResult]]:
+                        describe_tools: bool = False) -> Union[PrimeResult, list[PrimeResult]]:
     """Generate an answer with PRIME: routing, tool calls, forced sections, verification.
 
     Args:
@@ -224,6 +259,10 @@ def generate_with_prime(model, tokenizer, prompt: Union[Prompt, Sequence[Prompt]
         tools: a `ToolRegistry`; None = `tools.default_registry()` (one per process); False = none.
         temperature, top_k, top_p, seed: sampling, as `engine.generate` (0 = greedy).
         system: the caller's system text, placed before PRIME's instructions.
+            PRIME's instructions (`roles.system_prompt`) name the tools; `describe_tools=True` puts
+            the registry's full `describe()` there instead. A system turn that leaves no room
+            (prompt + min(max_new_tokens, 64) > max_seq_len) is shortened, then dropped, and
+            `routing.reasons` says so.
         stream: `stream(row, token_ids)` as tokens are added (`row` indexes the batch).
         router_config: thresholds for `route`.
         prime_system: False = send only `system` (for a model trained without PRIME's system turn).
@@ -235,8 +274,7 @@ def generate_with_prime(model, tokenizer, prompt: Union[Prompt, Sequence[Prompt]
 
     Raises:
         ValueError: an unknown budget, an empty prompt list, messages without a user turn, or a
-            rendered prompt that does not fit `model.config.max_seq_len` (the message says how
-            long it is and suggests `prime_system=False`).
+            prompt that does not fit `model.config.max_seq_len` even without a system turn.
     """
     single = _is_single(prompt)
     prompts = [prompt] if single else list(prompt)
@@ -257,18 +295,8 @@ def generate_with_prime(model, tokenizer, prompt: Union[Prompt, Sequence[Prompt]
             routing = route(question, router_config)
         if max_new_tokens is not None:
             routing.max_new_tokens = int(max_new_tokens)
-        instructions = None
-        if enable_prime and prime_system:
-            describe = registry.describe() if registry is not None and routing.tools_enabled else None
-            instructions = system_prompt(routing.sections, describe)
-        if system:
-            instructions = system.strip() + ("\n\n" + instructions if instructions else "")
-        ids = _render(p, tokenizer, instructions)
-        limit = model.config.max_seq_len
-        if len(ids) >= limit:
-            raise ValueError(f"generate_with_prime: the {routing.budget.value} prompt renders to "
-                             f"{len(ids)} tokens, max_seq_len is {limit}; shorten it or pass "
-                             "prime_system=False (drops the tool list and role instructions)")
+        ids = _fit_prompt(p, tokenizer, routing, registry, model.config.max_seq_len,
+                          system, enable_prime and prime_system, describe_tools)
         plans.append((question, routing, ids))
 
     # One batched engine call per (budget, max_new_tokens) group.

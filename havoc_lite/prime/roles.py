@@ -8,7 +8,7 @@ the two, and verify checks the chosen answer against the tool results before `<a
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 from .markup import ROLE_TAGS, Parsed
 
@@ -29,16 +29,20 @@ _FORMAT = {
 }
 
 
-def system_prompt(sections: tuple[str, ...], tools_description: Optional[str] = None) -> str:
+def system_prompt(sections: tuple[str, ...], tools_description: Optional[str] = None,
+                  tool_names: Sequence[str] = ()) -> str:
     """The PRIME instructions for a budget's `sections` (see `router.BUDGET_SECTIONS`).
 
-    Returns the text for the system turn: format lines for reason/answer, the tools (the registry's
-    `describe()` when given, else a one-line call format) when tools are enabled, and one line per
-    adversarial role present.
+    Returns the text for the system turn: format lines for reason/answer; when tools are enabled,
+    the registry's full `describe()` if given (long: ~2,000 characters for `default_registry()`),
+    else the call format and the `tool_names`; one line per adversarial role present.
     """
     lines = [_FORMAT["reason"]] if "reason" in sections else []
     if "tool" in sections:  # the registry's description already says how to call
-        lines.append(tools_description.strip() if tools_description else _FORMAT["tool"])
+        if tools_description:
+            lines.append(tools_description.strip())
+        else:
+            lines.append(_FORMAT["tool"] + (f" Tools: {', '.join(tool_names)}." if tool_names else ""))
     roles = [s for s in (*ROLE_TAGS, "verify") if s in sections]
     if roles:
         lines.append("Before answering, write each of these sections:")
