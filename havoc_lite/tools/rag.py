@@ -8,6 +8,10 @@ path, size and mtime) is unchanged; any edit rebuilds it. Default folder: the bu
 `havoc_lite/assets/corpus`. Default cache: $HAVOC_LITE_CACHE or ~/.cache/havoc_lite, falling back
 to a temp folder when that is not writable.
 
+Words are stemmed with PyStemmer's English Snowball stemmer when it is installed (`pip install
+PyStemmer`, what bm25s recommends: "means" then matches "mean"); without it words match only as
+written. Which one built an index is part of its fingerprint.
+
 Scoring is BM25 (Robertson & Zaragoza 2009, "The Probabilistic Relevance Framework") with bm25s'
 Lucene variant, k1=1.5, b=0.75.
 """
@@ -31,6 +35,20 @@ SUFFIXES = (".md", ".txt")
 MAX_FILES = 2000
 MAX_FILE_BYTES = 2_000_000
 INDEX_VERSION = 1
+
+
+def _stemmer():
+    """PyStemmer's English stemmer, or None when PyStemmer is not installed."""
+    try:
+        import Stemmer
+    except ImportError:
+        return None
+    return Stemmer.Stemmer("english")
+
+
+def _tokenize(texts: list[str]) -> list[list[str]]:
+    import bm25s
+    return bm25s.tokenize(texts, return_ids=False, stemmer=_stemmer(), show_progress=False)
 
 SCHEMA = {
     "properties": {"query": {"type": "string", "maxLength": 500},
@@ -112,7 +130,8 @@ class RagIndex:
         return files
 
     def _fingerprint(self) -> str:
-        h = hashlib.sha256(f"v{INDEX_VERSION} chars={self.passage_chars}".encode())
+        h = hashlib.sha256(f"v{INDEX_VERSION} chars={self.passage_chars} "
+                           f"stem={_stemmer() is not None}".encode())
         for p in self.files:
             st = p.stat()
             h.update(f"{p.relative_to(self.folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -149,7 +168,7 @@ class RagIndex:
         if not self.passages:
             raise ToolError(f"rag folder {self.folder} has no text to index")
         self.bm25 = bm25s.BM25()
-        self.bm25.index(bm25s.tokenize(self.passages, show_progress=False), show_progress=False)
+        self.bm25.index(_tokenize(self.passages), show_progress=False)
         self._save()
 
     def _save(self) -> None:
@@ -175,10 +194,9 @@ class RagIndex:
     def search(self, query: str, k: int = 3) -> list[dict]:
         """Top-`k` passages for `query`: [{"source": relative path, "score": BM25 score rounded
         to 4 significant digits, "text": passage}], best first; passages scoring 0 are left out."""
-        import bm25s
         if not isinstance(query, str) or not query.strip():
             raise ToolError("query: is empty")
-        tokens = bm25s.tokenize([query], return_ids=False, show_progress=False)
+        tokens = _tokenize([query])
         if not tokens[0]:
             raise ToolError("query: has no searchable words (only stopwords or symbols)")
         k = max(1, min(int(k), len(self.passages)))
