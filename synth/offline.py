@@ -176,9 +176,129 @@ def _stats(rng: random.Random, run: _Run) -> tuple[str, str]:
     return q, a
 
 
+# --- algebra and calculus (symbolic_math) ---------------------------------------------------------
+def _poly(coeffs: dict[int, int]) -> str:
+    """{3: 2, 1: -5, 0: 1} -> '2*x**3 - 5*x + 1' (sympy syntax, highest power first)."""
+    out = []
+    for p in sorted(coeffs, reverse=True):
+        c = coeffs[p]
+        if c == 0:
+            continue
+        mag = abs(c)
+        body = ("x" if p == 1 else f"x**{p}") if p else str(mag)
+        if p and mag != 1:
+            body = f"{mag}*{body}"
+        out.append(("- " if c < 0 else "+ ") + body if out else ("-" if c < 0 else "") + body)
+    return " ".join(out) or "0"
+
+
+def _symbolic(rng: random.Random, run: _Run) -> tuple[str, str]:
+    kind = rng.randrange(4)
+    if kind == 0:
+        f = _poly({rng.randint(2, 5): rng.randint(1, 9), 1: rng.randint(-9, 9), 0: rng.randint(-9, 9)})
+        q = f"What is the derivative of f(x) = {f}?"
+        r = run("Differentiate f with respect to x.", "symbolic_math",
+                {"operation": "diff", "expression": f, "variable": "x"})
+        return q, f"f'(x) = {r['result']}"
+    if kind == 1:
+        r1, r2 = rng.sample(range(-9, 10), 2)
+        eq = f"{_poly({2: 1, 1: -(r1 + r2), 0: r1 * r2})} = 0"
+        q = f"Solve {eq} for x."
+        r = run("Solve the quadratic equation.", "symbolic_math",
+                {"operation": "solve", "expression": eq, "variable": "x"})
+        return q, "x = " + " or x = ".join(r["result"])
+    if kind == 2:
+        f = _poly({rng.randint(1, 3): rng.randint(1, 6), 0: rng.randint(-5, 5)})
+        lo, hi = sorted(rng.sample(range(-3, 6), 2))
+        q = f"Compute the integral of {f} from x = {lo} to x = {hi}."
+        r = run("Integrate over the interval.", "symbolic_math",
+                {"operation": "integrate", "expression": f, "variable": "x", "lower": lo, "upper": hi})
+        return q, f"The integral equals {r['result']}."
+    a, c = rng.randint(1, 6), rng.randint(-9, 9)
+    f = _poly({3: 1, 1: -3 * a * a, 0: c})
+    q = f"Find the critical points of f(x) = {f}."
+    d = run("Differentiate f to find where the slope is zero.", "symbolic_math",
+            {"operation": "diff", "expression": f, "variable": "x"})
+    r = run("Set the derivative to zero and solve.", "symbolic_math",
+            {"operation": "solve", "expression": f"{d['result']} = 0", "variable": "x"})
+    return q, "Critical points at x = " + " and x = ".join(r["result"])
+
+
+# --- design of experiments (dsl_executor) ---------------------------------------------------------
+FACTORS = [("temperature", 150, 200, "C"), ("pressure", 1, 5, "bar"), ("time", 10, 60, "min"),
+           ("speed", 100, 300, "rpm"), ("concentration", 0.1, 0.5, "mol/L"), ("pH", 5, 8, ""),
+           ("dose", 10, 50, "mg"), ("moisture", 10, 30, "%"), ("load", 2, 10, "kg"),
+           ("voltage", 3, 12, "V")]
+
+
+def _doe(rng: random.Random, run: _Run) -> tuple[str, str]:
+    process = rng.choice(["a baking test", "an injection-moulding process", "a chemical reaction",
+                          "a 3D-printing process", "a fermentation", "a coating line", "a welding cell"])
+    kind = rng.randrange(4)
+    k = {0: rng.randint(2, 3), 1: rng.randint(5, 7), 2: rng.randint(3, 4), 3: rng.randint(2, 4)}[kind]
+    picked = rng.sample(FACTORS, k)
+    factors = [{"name": n, "low": lo, "high": hi, **({"unit": u} if u else {})} for n, lo, hi, u in picked]
+    names = ", ".join(f"{n} ({lo} to {hi}{' ' + u if u else ''})" for n, lo, hi, u in picked)
+    if kind == 0:
+        q = f"Plan a full factorial experiment for {process} with factors {names}. How many runs?"
+        args, why = {"design": "full_factorial", "factors": factors}, "Few factors: every combination is affordable."
+    elif kind == 1:
+        q = f"I want to screen {k} factors in {process}: {names}. Which design, and how many runs?"
+        args, why = {"design": "plackett_burman", "factors": factors}, "Many factors to screen: a Plackett-Burman design keeps the runs low."
+    elif kind == 2:
+        q = f"Plan an experiment to fit a quadratic model for {process} with {names}. Use a Box-Behnken design."
+        args, why = {"design": "box_behnken", "factors": factors}, "A quadratic model needs three levels per factor; Box-Behnken avoids the extreme corners."
+    else:
+        n = rng.choice([8, 10, 12, 16, 20])
+        q = f"Give a space-filling Latin hypercube of {n} runs for {process} with {names}."
+        args, why = {"design": "latin_hypercube", "factors": factors, "samples": n, "seed": rng.randint(0, 999)}, \
+            "A Latin hypercube spreads the runs over the whole range of every factor."
+    r = run(why, "dsl_executor", args)
+    return q, f"A {r['design'].replace('_', ' ')} design with {r['runs']} runs."
+
+
+# --- retrieval (rag over the bundled corpus) ------------------------------------------------------
+def _corpus_sections() -> list[tuple[str, str]]:
+    """(file, heading) of every '## ' section in havoc_lite/assets/corpus."""
+    root = Path(__file__).resolve().parent.parent / "havoc_lite" / "assets" / "corpus"
+    try:
+        import havoc_lite
+        root = Path(havoc_lite.__file__).parent / "assets" / "corpus"
+    except ImportError:
+        pass
+    out = []
+    for f in sorted(root.glob("*.md")):
+        out += [(f.name, ln[3:].strip()) for ln in f.read_text(encoding="utf-8").splitlines()
+                if ln.startswith("## ")]
+    return out
+
+
+RAG_QUESTIONS = ["What do the notes say about {h}?", "Explain {h} using the local notes.",
+                 "Look up {h} in the notes and summarise it.", "According to the notes, what is {h}?",
+                 "Find the note on {h}. What does it say?"]
+
+
+def _rag(rng: random.Random, run: _Run) -> tuple[str, str]:
+    sections = _corpus_sections()
+    if not sections:
+        raise ValueError("offline retrieval: no '## ' sections in havoc_lite/assets/corpus")
+    fname, heading = rng.choice(sections)
+    q = rng.choice(RAG_QUESTIONS).format(h=heading)
+    r = run(f"Search the notes for {heading}.", "rag", {"query": heading, "k": 2})
+    top = r["passages"][0] if r.get("passages") else None
+    if top is None:
+        raise _Skip("no passage")
+    first = " ".join(top["text"].split("\n", 1)[-1].split())
+    sentence = first.split(". ")[0].rstrip(".") + "."
+    return q, f"From {top['source']}: {sentence}"
+
+
 GENERATORS: dict[str, tuple[str, Callable]] = {
     "arithmetic": ("calculator", _arithmetic),
     "stats_tests": ("python_math", _stats),
+    "algebra_calculus": ("symbolic_math", _symbolic),
+    "doe": ("dsl_executor", _doe),
+    "retrieval": ("rag", _rag),
 }
 
 
