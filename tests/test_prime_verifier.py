@@ -98,9 +98,10 @@ def test_one_step_derivation_and_rounding_are_supported(tools):
     # calculator gives 24; the model adds the 48 from the question itself: 48 + 24 = 72
     text = ("<reason>half of 48</reason>" + call("calculator", {"expression": "48/2"}, tools=tools)
             + "<answer>72 clips</answer>")
-    assert verify(text, tools, prompt=QUESTION)["answer_supported"].passed
+    assert not verify(text, tools, prompt=QUESTION)["answer_supported"].passed    # strict default
+    assert verify(text, tools, prompt=QUESTION, allow_derivation=True)["answer_supported"].passed
     # without the question, 48 is not available: 72 = 24 + 48 cannot be derived (24*3 needs a 3)
-    assert not verify(text, tools)["answer_supported"].passed
+    assert not verify(text, tools, allow_derivation=True)["answer_supported"].passed
     # statistics: p-value 0.3466 reported rounded, statistic restated
     args = {"operation": "t_test", "group1": [1, 2, 3, 4, 5], "group2": [2, 3, 4, 5, 6]}
     stats = "<reason>compare means</reason>" + call("python_math", args, tools=tools)
@@ -119,8 +120,10 @@ def test_wrong_answer_is_caught_by_answer_supported(tools):
         v = verify(good_text(tools, answer=wrong), tools, prompt=QUESTION)
         assert failed(v) == {"answer_supported"}, (wrong, v.to_dict())
         assert wrong in v["answer_supported"].detail
-    # 96 = 24 + 72 is one step from the tool results: the rule accepts it (documented limit)
-    assert verify(good_text(tools, answer="96"), tools, prompt=QUESTION).passed
+    # 96 = 24 + 72 is one step from the tool results: caught by default, let through with
+    # allow_derivation (the documented price of that option)
+    assert failed(verify(good_text(tools, answer="96"), tools, prompt=QUESTION)) == {"answer_supported"}
+    assert verify(good_text(tools, answer="96"), tools, prompt=QUESTION, allow_derivation=True).passed
     # a number the question gives is not an answer the tools support
     half = "<reason>half of 48</reason>" + call("calculator", {"expression": "48/2"}, tools=tools)
     v = verify(half + "<answer>48</answer>", tools, prompt=QUESTION)
@@ -212,3 +215,27 @@ def test_system_prompt_per_budget(tools):
         assert tag in heavy
     light = system_prompt(BUDGET_SECTIONS[Budget.LIGHT])
     assert "<reason>" in light and "<tool>" not in light and "<attack>" not in light
+
+
+def test_gsm8k_gold_traces_pass_and_planted_answers_are_caught(tools):
+    """On real data: the shipped GSM8K slice rendered as calculator traces (the SFT format).
+    Gold solutions whose last step is annotated pass; gold+1 answers are caught. Measured on the
+    first 1,000 train solutions: 95.6% pass, 98.0% caught (see the verifier's docstring)."""
+    from importlib.resources import files
+
+    from havoc_lite.data import gsm8k_to_trace, render_trace
+    lines = (files("havoc_lite") / "assets" / "gsm8k_train_500.jsonl").read_text().splitlines()
+    passed = caught = replay_fail = 0
+    for line in lines:
+        ex = json.loads(line)
+        trace = gsm8k_to_trace(ex)
+        text = render_trace(trace)
+        v = verify(text, tools, prompt=ex["question"])
+        passed += v.passed
+        replay_fail += not v["tool_results_match"].passed
+        wrong = str(int(float(trace["answer"].replace(",", ""))) + 1)
+        planted = text.rsplit("<answer>", 1)[0] + f"<answer>{wrong}</answer>"
+        caught += not verify(planted, None, prompt=ex["question"])["answer_supported"].passed
+    n = len(lines)
+    assert replay_fail == 0                    # every annotated <<a=b>> agrees with the calculator
+    assert passed / n >= 0.93 and caught / n >= 0.95, (passed / n, caught / n)

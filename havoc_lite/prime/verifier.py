@@ -18,11 +18,16 @@ and number literals inside string results), P the numbers in the prompt. A numbe
 the answer *matches* x when |a - x| <= half a unit in a's last written digit ("0.35" matches 0.3466,
 "24" matches only 24 ± 1e-9 relative), or, for a whole-number answer, a is x rounded, floored or
 ceiled (for |x| >= 1, direct matches only, not derivations), or, for "a%", a/100 matches x. Then:
-- every number in the answer must match something in R ∪ P, or a one-step derivation r op y
-  with r in R, y in R ∪ P, y != r, op in + - * / (the model may do one last trivial step in its
-  head: 48 from the prompt + 24 from the calculator = 72);
-- and at least one of them must match R or such a derivation, not just restate the prompt (an
-  answer "48" to a question that gives 48 is not supported by a calculator that returned 24).
+- every number in the answer must match something in R ∪ P (an answer may restate givens:
+  "t = -1.0, p = 0.35, not significant at 0.05");
+- and at least one of them must match R, not just restate the prompt (an answer "48" to a
+  question that gives 48 is not supported by a calculator that returned 24).
+With `allow_derivation=True` a number may also match a one-step derivation r op y, r in R,
+y in R ∪ P, y != r, op in + - * / (the model did one last step in its head: 48 from the prompt +
+24 from the calculator = 72). That is off by default because it lets many wrong answers through:
+on the first 1,000 GSM8K train solutions rendered as tool traces (`data.gsm8k_to_trace`), gold
+answers pass 95.6% without derivations and 98.0% with them, while answers planted as gold+1 are
+caught 98.0% without and 77.6% with (gold×2: 92.7% vs 57.0%).
 An answer with no numbers passes (there is nothing numeric to support).
 
 Checks are independent: a turn fails as a whole (`Verification.passed` False) when any check that
@@ -80,7 +85,7 @@ class Verification:
 
 
 def verify(text_or_parsed: Union[str, Parsed], tools=None, prompt: Optional[str] = None,
-           required_sections: Iterable[str] = ()) -> Verification:
+           required_sections: Iterable[str] = (), allow_derivation: bool = False) -> Verification:
     """Run the named checks on an assistant turn (module docstring gives each rule).
 
     Args:
@@ -89,6 +94,7 @@ def verify(text_or_parsed: Union[str, Parsed], tools=None, prompt: Optional[str]
             `tool_results_match`.
         prompt: the user's question; its numbers may appear in the answer (see the rule).
         required_sections: section tags that must be present.
+        allow_derivation: accept answer numbers one arithmetic step from the tool results.
 
     Returns:
         `Verification`; never raises on malformed text (that is what the checks report).
@@ -134,7 +140,7 @@ def verify(text_or_parsed: Union[str, Parsed], tools=None, prompt: Optional[str]
         add("tool_results_match", not mismatches, "; ".join(mismatches)
             or f"{checked} call(s) re-run with identical results", skipped=checked == 0)
 
-    add(*_answer_supported(parsed, prompt))
+    add(*_answer_supported(parsed, prompt, allow_derivation))
 
     missing = [s for s in required_sections if not parsed.has(s)]
     if required_sections:
@@ -175,8 +181,8 @@ def _matches(literal: str, x: float, whole_rounding: bool = True) -> bool:
     for value, t in targets:
         if math.isclose(value, x, rel_tol=1e-9, abs_tol=1e-12) or abs(value - x) <= t + 1e-12:
             return True
-        if whole_rounding and t == 0.0 and abs(x) >= 1 and math.isfinite(x) and value in (round(x), math.floor(x),
-                                                                        math.ceil(x)):
+        whole = whole_rounding and t == 0.0 and math.isfinite(x) and abs(x) >= 1
+        if whole and value in (round(x), math.floor(x), math.ceil(x)):
             return True
     return False
 
@@ -195,7 +201,7 @@ def _derived(r_pool: list[float], pool: list[float]) -> Iterable[float]:
             yield y / r
 
 
-def _answer_supported(parsed: Parsed, prompt: Optional[str]) -> tuple:
+def _answer_supported(parsed: Parsed, prompt: Optional[str], allow_derivation: bool) -> tuple:
     name = "answer_supported"
     if parsed.answer is None or not parsed.answer.strip():
         return name, False, "no answer to check", True
@@ -214,10 +220,11 @@ def _answer_supported(parsed: Parsed, prompt: Optional[str]) -> tuple:
         candidates = r_pool + (pool if allow_given else [])
         if any(_matches(literal, x) for x in candidates):
             return True
-        return any(_matches(literal, d, whole_rounding=False)
+        return allow_derivation and any(_matches(literal, d, whole_rounding=False)
                    for d in _derived(r_pool, pool) if math.isfinite(d))
 
-    problems = [f"{lit} is neither given, a tool result nor one step from them"
+    problems = [f"{lit} is neither given nor a tool result"
+                + (" nor one step from them" if allow_derivation else "")
                 for lit in literals if not supported(lit, allow_given=True)]
     if not problems and not any(supported(lit, allow_given=False) for lit in literals):
         problems.append(f"no number of the answer follows from the tool results {r_pool[:8]}; "
