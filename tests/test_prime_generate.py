@@ -190,8 +190,9 @@ def test_batch_matches_single_calls_and_keeps_order(tok, tools):
 
 def test_plain_mode_and_prerendered_ids(tok, tools):
     model = ScriptedModel(tok, {"Natalia": CALC})
-    r = generate_with_prime(model, tok, QUESTION, enable_prime=False, tools=tools, max_new_tokens=200)
+    r = generate_with_prime(model, tok, QUESTION, enable_prime=False, tools=tools)
     assert r.routing.budget is Budget.MINIMAL and r.routing.reasons == ["PRIME disabled"]
+    assert r.routing.max_new_tokens == 256
     # no tools in plain mode: the call is written but never executed
     assert r.tool_calls == [] and "<tool_result>" not in r.text and r.text.endswith("<|end|>")
     assert r.verification["tool_calls_succeeded"].passed is False

@@ -91,6 +91,7 @@ class PrimeResult:
 
 
 _DEFAULT_TOOLS = None
+PLAIN_MAX_NEW_TOKENS = 256   # enable_prime=False: the engine's default, not MINIMAL's 64
 
 
 def _default_tools():
@@ -252,8 +253,8 @@ def generate_with_prime(model, tokenizer, prompt: Union[Prompt, Sequence[Prompt]
         prompt: a question (str), a conversation (list of {"role", "content"}), or prompt ids
             already rendered (list of int; used as they are: no system turn is added); or a LIST of
             any of these for a batch, which returns a list of results in order.
-        enable_prime: False = plain generation: MINIMAL budget, no tools, no PRIME system turn,
-            no forcing (verification and workspace are still filled in).
+        enable_prime: False = plain generation: MINIMAL budget with 256 new tokens, no tools, no
+            PRIME system turn, no forcing (verification and workspace are still filled in).
         budget: force a budget ("minimal" | "light" | "medium" | "heavy") instead of routing.
         max_new_tokens: overrides the budget's token allowance (tokens, engine-written included).
         tools: a `ToolRegistry`; None = `tools.default_registry()` (one per process); False = none.
@@ -286,7 +287,8 @@ def generate_with_prime(model, tokenizer, prompt: Union[Prompt, Sequence[Prompt]
     for p in prompts:
         question = _question_of(p, tokenizer)
         if not enable_prime:
-            routing = make_routing(Budget.MINIMAL, ["PRIME disabled"], config=router_config)
+            routing = make_routing(Budget.MINIMAL, ["PRIME disabled"], config=router_config,
+                                   max_new_tokens=PLAIN_MAX_NEW_TOKENS)
             routing.sections = ()
         elif budget is not None:
             routing = make_routing(budget, [f"budget {Budget.parse(budget).value} set by caller"],
