@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from havoc_lite.tools import ToolRegistry, default_registry
+from havoc_lite.tools import ToolRegistry
 from havoc_lite.tools import rag
 
 
@@ -100,7 +100,8 @@ def test_split_passages_keeps_headings():
 
 
 def test_bad_folders_are_errors(tmp_path):
-    r = default_registry(rag_dir=tmp_path / "missing")
+    r = ToolRegistry()
+    rag.register(r, tmp_path / "missing")
     res = r.execute("rag", {"query": "t test"})
     assert res.status == "error" and "does not exist" in res.error
     (tmp_path / "empty").mkdir()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 import math
 import re
-from typing import Any, Union
+from typing import Union
 
 from .registry import ToolError
 

@@ -89,7 +89,7 @@ def format_call(name: str, args: dict) -> str:
 def parse_call(text: str) -> tuple[str, dict]:
     """Read the JSON between <tool> and </tool> (the inverse of `format_call`).
 
-    Returns (name, args); a missing "args" means {}.
+    Returns (name, args); a missing "args" means {}, and "name" is accepted in place of "tool".
     Raises:
         ValueError: with the reason when the text is too long, not JSON, nested too deep, not an
             object, or lacks a string "tool" / a dict "args".
@@ -289,7 +289,7 @@ class ToolRegistry:
         return name, args, self.execute(name, args)
 
     def warmup(self) -> None:
-        """Start the worker process now (so the first isolated call does not wait ~1 s for
+        """Start the worker process now (so the first isolated call does not wait ~1-3 s for
         scipy/sympy imports). Failures are left for `execute` to report."""
         if any(t.isolate for t in self._tools.values()):
             self._pool.warmup()
