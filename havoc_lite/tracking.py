@@ -48,8 +48,6 @@ class Tracker:
         if self.mode == "disabled":
             return
         import wandb
-        if run_id is None:
-            run_id = wandb.util.generate_id()
         self.run = wandb.init(project=project, name=run_name, config=config, id=run_id,
                               resume="allow", mode=self.mode, dir=dir or os.environ.get("WANDB_DIR"))
         self.run_id = self.run.id
