@@ -1,0 +1,280 @@
+"""`python -m havoc_lite.smoke`: the whole pipeline, tiny, on real bundled text, in minutes.
+
+Stages (each timed; the run stops at the first failure and exits non-zero):
+ 1. tokenizer  — sentencepiece on Tiny Shakespeare + GSM8K + offline tool traces (bundled slices)
+ 2. pretrain   — the `tiny` preset on Shakespeare + GSM8K token shards; the loss must fall
+ 3. resume     — restart from the half-way checkpoint; the continuation must match the
+                 uninterrupted run step for step
+ 4. sft        — offline calculator traces + converted GSM8K traces, loss on the answer only
+ 5. prime      — held-out templated problems through `generate_with_prime`, the calculator really
+                 executed during generation; accuracy with the tool and without it
+ 6. gsm8k      — 20 real GSM8K test problems (a near-zero score is the honest expectation)
+ 7. report     — summary table, `results.json` and `loss_curve.png` in the run folder
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+@dataclass
+class SmokeArgs:
+    """Arguments of `python -m havoc_lite.smoke`."""
+
+    out: str = "checkpoints/smoke"   # run folder (wiped at start)
+    device: str = "auto"             # "auto" | "cpu" | "cuda" | "mps"
+    seed: int = 0
+    quick: bool = False              # fewer steps and problems: a pipeline check, not a result
+
+
+@dataclass
+class Sizes:
+    vocab_size: int
+    pretrain_steps: int
+    sft_steps: int
+    resume_check_steps: int
+    n_train_traces: int
+    n_test_problems: int
+    n_gsm8k: int
+    batch_size: int = 16
+    pretrain_seq_len: int = 128
+    sft_seq_len: int = 160
+
+
+FULL = Sizes(vocab_size=2048, pretrain_steps=200, sft_steps=600, resume_check_steps=10,
+             n_train_traces=3000, n_test_problems=60, n_gsm8k=20)
+QUICK = Sizes(vocab_size=1024, pretrain_steps=40, sft_steps=60, resume_check_steps=4,
+              n_train_traces=400, n_test_problems=12, n_gsm8k=4)
+
+
+def _device(name: str) -> str:
+    import torch
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "cpu"
+
+
+class Smoke:
+    """Runs the stages in order, keeping what each measured in `self.results`."""
+
+    def __init__(self, args: SmokeArgs):
+        self.args = args
+        self.sizes = QUICK if args.quick else FULL
+        self.out = Path(args.out)
+        self.device = _device(args.device)
+        self.results: dict = {"args": vars(args), "device": self.device, "stages": {}}
+        self.tokenizer = None
+
+    # --- helpers --------------------------------------------------------------------------
+    def train_config(self, **fields):
+        from .config import TrainConfig
+        base = dict(model="tiny", tokenizer=str(self.out / "tokenizer"), batch_size=self.sizes.batch_size,
+                    seed=self.args.seed, device=self.device, dtype="auto", wandb_mode="disabled",
+                    progress=False, log_every=50, eval_every=0, keep_last=3, resume="none")
+        base.update(fields)
+        return TrainConfig(**base)
+
+    def run_stage(self, name: str, fn: Callable[[], dict]) -> bool:
+        print(f"\n== {name} " + "=" * (60 - len(name)), flush=True)
+        t0 = time.perf_counter()
+        try:
+            info = fn() or {}
+            ok = bool(info.pop("ok", True))
+        except Exception as e:  # a stage failure is reported, not hidden
+            traceback.print_exc()
+            info, ok = {"error": f"{type(e).__name__}: {e}"}, False
+        info["seconds"] = round(time.perf_counter() - t0, 2)
+        info["passed"] = ok
+        self.results["stages"][name] = info
+        print(f"-> {name}: {'ok' if ok else 'FAILED'} in {info['seconds']} s  "
+              f"{ {k: v for k, v in info.items() if k not in ('seconds', 'passed', 'curve')} }", flush=True)
+        return ok
+
+    # --- stages ---------------------------------------------------------------------------
+    def stage_tokenizer(self) -> dict:
+        from synth.offline import generate_offline
+        from .data import render_trace
+        from .tokenizer import train_tokenizer
+        traces = generate_offline("arithmetic", 500, seed=self.args.seed + 100)
+        texts = [t["question"] + "\n" + render_trace(t) for t in traces]
+        gsm = [json.loads(line) for line in open(ASSETS / "gsm8k_train_500.jsonl", encoding="utf-8")]
+        texts += [g["question"] + "\n" + g["answer"] for g in gsm]
+        texts.append((ASSETS / "tinyshakespeare_200k.txt").read_text(encoding="utf-8"))
+        t0 = time.perf_counter()
+        tok = train_tokenizer(texts, self.out / "tokenizer", vocab_size=self.sizes.vocab_size)
+        sample = texts[0]
+        self.tokenizer = tok
+        return {"vocab_size": tok.vocab_size, "train_s": round(time.perf_counter() - t0, 2),
+                "chars_per_token": round(len(sample) / len(tok.encode(sample, allow_special=True)), 2)}
+
+    def stage_pretrain(self) -> dict:
+        from .data import prepare_pretraining
+        from .train import Trainer
+        raw = self.out / "pretrain_text"
+        (raw / "general").mkdir(parents=True, exist_ok=True)
+        (raw / "math").mkdir(parents=True, exist_ok=True)
+        shutil.copy(ASSETS / "tinyshakespeare_200k.txt", raw / "general" / "shakespeare.txt")
+        with open(raw / "math" / "gsm8k.jsonl", "w", encoding="utf-8") as f:
+            for line in open(ASSETS / "gsm8k_train_500.jsonl", encoding="utf-8"):
+                g = json.loads(line)
+                f.write(json.dumps({"text": g["question"] + "\n" + g["answer"]}) + "\n")
+        index = prepare_pretraining(raw, self.tokenizer, self.out / "shards")
+        n = self.sizes.pretrain_steps
+        cfg = self.train_config(phase="pretrain", train_data=str(self.out / "shards"),
+                                domain_weights={"general": 0.5, "math": 0.5},
+                                seq_len=self.sizes.pretrain_seq_len, max_steps=n, lr=3e-3,
+                                min_lr=3e-4, warmup_steps=max(1, n // 10), save_every=n // 2,
+                                out_dir=str(self.out / "pretrain"))
+        hist = Trainer(cfg, tokenizer=self.tokenizer).train()
+        self.pretrain_hist = hist
+        k = max(1, n // 10)
+        first, last = sum(hist["loss"][:k]) / k, sum(hist["loss"][-k:]) / k
+        tps = sorted(hist["tokens_per_s"])[len(hist["tokens_per_s"]) // 2]
+        return {"ok": last < first - 0.5, "tokens": sum(d["tokens"] for d in index["domains"].values()),
+                "loss_first": round(first, 3), "loss_last": round(last, 3),
+                "tokens_per_s": round(tps), "curve": hist["loss"]}
+
+    def stage_resume(self) -> dict:
+        from .train import Trainer
+        n, k = self.sizes.pretrain_steps, self.sizes.resume_check_steps
+        half = self.out / "pretrain" / f"step_{n // 2:06d}"
+        cfg = self.train_config(phase="pretrain", train_data=str(self.out / "shards"),
+                                domain_weights={"general": 0.5, "math": 0.5},
+                                seq_len=self.sizes.pretrain_seq_len, max_steps=n, lr=3e-3,
+                                min_lr=3e-4, warmup_steps=max(1, n // 10), save_every=n,
+                                out_dir=str(self.out / "resumed"), resume=str(half),
+                                stop_at_step=n // 2 + k)
+        trainer = Trainer(cfg, tokenizer=self.tokenizer)
+        start = trainer.step
+        hist = trainer.train()
+        full = dict(zip(self.pretrain_hist["step"], self.pretrain_hist["loss"]))
+        diffs = [abs(loss - full[s]) for s, loss in zip(hist["step"], hist["loss"])]
+        tol = 0.0 if self.device == "cpu" else 1e-3
+        return {"ok": start == n // 2 and len(diffs) == k and max(diffs) <= tol,
+                "resumed_at": start, "steps_compared": len(diffs), "max_abs_loss_diff": max(diffs)}
+
+    def stage_sft(self) -> dict:
+        from synth.offline import generate_offline, write_jsonl
+        from .data import gsm8k_to_trace
+        from .train import Trainer
+        traces = generate_offline("arithmetic", self.sizes.n_train_traces, seed=self.args.seed)
+        write_jsonl(traces, self.out / "sft" / "arithmetic_traces.jsonl")
+        gsm = [gsm8k_to_trace(json.loads(line))
+               for line in open(ASSETS / "gsm8k_train_500.jsonl", encoding="utf-8")]
+        write_jsonl(gsm, self.out / "sft" / "gsm8k_traces.jsonl")
+        n = self.sizes.sft_steps
+        cfg = self.train_config(
+            phase="sft", init_from=str(self.out / "pretrain" / f"step_{self.sizes.pretrain_steps:06d}"),
+            train_data=f"{self.out / 'sft' / 'arithmetic_traces.jsonl'},{self.out / 'sft' / 'gsm8k_traces.jsonl'}",
+            seq_len=self.sizes.sft_seq_len, max_steps=n, lr=2e-3, min_lr=2e-4,
+            warmup_steps=max(1, n // 20), save_every=n, eval_every=n, eval_batches=4,
+            out_dir=str(self.out / "sft_run"))
+        hist = Trainer(cfg, tokenizer=self.tokenizer).train()
+        self.sft_hist = hist
+        self.sft_dir = Path(hist["checkpoint"])
+        k = max(1, n // 10)
+        return {"traces": len(traces) + len(gsm), "loss_first": round(sum(hist["loss"][:k]) / k, 3),
+                "loss_last": round(sum(hist["loss"][-k:]) / k, 3),
+                "eval_loss": round(hist["eval_loss"][-1], 3) if hist["eval_loss"] else None,
+                "curve": hist["loss"]}
+
+    def stage_prime(self) -> dict:
+        from synth.offline import generate_offline
+        from .eval.extract import numbers_match
+        from .model import HavocModel
+        from .prime import generate_with_prime
+        model = HavocModel.from_pretrained(self.sft_dir, device=self.device).eval()
+        self.model = model
+        problems = generate_offline("arithmetic", self.sizes.n_test_problems, seed=self.args.seed, split="test")
+        questions = [p["question"] for p in problems]
+
+        def score(tools):
+            t0 = time.perf_counter()
+            outs = generate_with_prime(model, self.tokenizer, questions, budget="medium",
+                                       prime_system=False, tools=tools, max_new_tokens=120)
+            correct = [numbers_match(o.answer, p["answer"]) for o, p in zip(outs, problems)]
+            calls = [c for o in outs for c in o.tool_calls]
+            ok_calls = [c for c in calls if c["result"].status == "success"]
+            return outs, {"accuracy": round(sum(correct) / len(problems), 3),
+                          "tool_calls": len(calls),
+                          "tool_call_success": round(len(ok_calls) / len(calls), 3) if calls else None,
+                          "seconds": round(time.perf_counter() - t0, 2)}
+
+        outs, with_tool = score(None)
+        _, without_tool = score(False)
+        (self.out / "prime_samples.jsonl").write_text(
+            "".join(json.dumps(o.to_dict(), default=str) + "\n" for o in outs[:10]), encoding="utf-8")
+        print("example:", outs[0].prompt, "\n ->", outs[0].text[:300])
+        return {"problems": len(problems), "with_tool": with_tool, "without_tool": without_tool,
+                "goal_accuracy_with_tool": 0.5, "goal_met": with_tool["accuracy"] >= 0.5}
+
+    def stage_gsm8k(self) -> dict:
+        from .eval import evaluate_gsm8k
+        summary = evaluate_gsm8k(self.model, self.tokenizer, path=ASSETS / "gsm8k_test_100.jsonl",
+                                 limit=self.sizes.n_gsm8k, max_new_tokens=160, batch_size=10,
+                                 output_jsonl=self.out / "gsm8k_samples.jsonl", progress=False)
+        m = summary["metrics"]
+        return {"problems": summary.get("num_examples"),
+                "strict_accuracy": m["strict"].get("accuracy", m["strict"]),
+                "flexible_accuracy": m["flexible"].get("accuracy", m["flexible"])}
+
+    def stage_report(self) -> dict:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+        for ax, (title, hist) in zip(axes, (("pretrain (tiny)", self.pretrain_hist), ("sft", self.sft_hist))):
+            ax.plot(hist["step"], hist["loss"], lw=1)
+            ax.set_title(title), ax.set_xlabel("step"), ax.set_ylabel("train loss")
+        fig.tight_layout()
+        fig.savefig(self.out / "loss_curve.png", dpi=100)
+        plt.close(fig)
+        return {"png": str(self.out / "loss_curve.png")}
+
+    # --- run ------------------------------------------------------------------------------
+    def run(self) -> int:
+        if self.out.exists():
+            shutil.rmtree(self.out)
+        self.out.mkdir(parents=True)
+        t0 = time.perf_counter()
+        ok = all(self.run_stage(name, getattr(self, f"stage_{name}")) for name in
+                 ("tokenizer", "pretrain", "resume", "sft", "prime", "gsm8k", "report"))
+        self.results["total_seconds"] = round(time.perf_counter() - t0, 1)
+        self.results["passed"] = ok
+        for info in self.results["stages"].values():
+            info.pop("curve", None)
+        (self.out / "results.json").write_text(json.dumps(self.results, indent=2, default=str))
+        print_summary(self.results)
+        print(f"\nresults: {self.out / 'results.json'}")
+        return 0 if ok else 1
+
+
+def print_summary(results: dict) -> None:
+    """A plain-text table of every stage: status, seconds and its key figures."""
+    print(f"\n{'stage':<10} {'status':<7} {'s':>7}  figures")
+    for name, info in results["stages"].items():
+        figures = ", ".join(f"{k}={v}" for k, v in info.items() if k not in ("passed", "seconds"))
+        print(f"{name:<10} {'ok' if info['passed'] else 'FAILED':<7} {info['seconds']:>7.1f}  {figures}")
+    print(f"total {results['total_seconds']} s on {results['device']}: "
+          f"{'all stages passed' if results['passed'] else 'FAILED'}")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    import tyro
+    args = tyro.cli(SmokeArgs, args=argv)
+    return Smoke(args).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
