@@ -282,7 +282,10 @@ def prepare_pretraining(data_dir: PathLike, tokenizer, out_dir: PathLike, *, sha
 
     if num_workers is None:
         num_workers = (os.cpu_count() or 1) if total_bytes > 32 * 2**20 else 0
-    pool = mp.get_context("spawn").Pool(num_workers, _worker_init, (tokenizer._model_proto,)) if num_workers else None
+    # fork where the OS has it: workers only run sentencepiece, and spawn would re-run a user's
+    # script that lacks an `if __name__ == "__main__":` guard.
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    pool = ctx.Pool(num_workers, _worker_init, (tokenizer._model_proto,)) if num_workers else None
     encode = (lambda texts: pool.map(_worker_encode, texts)) if pool else (lambda texts: [tokenizer.encode(t) for t in texts])
     window = max(1, 8 * num_workers)
     t0 = time.perf_counter()

@@ -141,3 +141,11 @@ def test_unigram_small_corpus_and_bad_arguments(tmp_path):
         train_tokenizer(["", "  \n "], tmp_path / "y", vocab_size=1000)
     with pytest.raises(ValueError, match="minimum"):
         train_tokenizer(docs, tmp_path / "z", vocab_size=100)
+
+
+def test_long_text_batched_by_lines_equals_whole_string_encoding(tok):
+    text = (ASSETS / "tinyshakespeare_200k.txt").read_text()[:20000] + "\n\u2581 odd\n\nend"
+    ids = tok.encode(text)
+    head = text[:text.rindex("\n", 0, 20000)]  # whole lines, so the prefix's ids are a prefix of ids
+    assert ids[:len(tok.sp.encode(head))] == tok.sp.encode(head)  # same ids as sentencepiece on the whole
+    assert tok.decode(ids) == text
