@@ -1,0 +1,227 @@
+"""`python -m havoc_lite.bench`: speed of HavocModel against Hugging Face LlamaForCausalLM.
+
+Both models have the same shape and the same weights (ours exported with `export.to_hf_llama`).
+Measured, interleaved in one process on one device (ours, HF, ours, HF, … so drift in clock speed
+or background load hits both alike), medians over `--reps`:
+  - training tokens/s: forward + backward + AdamW step on random tokens [batch, seq_len];
+  - generation tokens/s: greedy, `--new-tokens` (256) new tokens, batch 1 and batch 8, ours through
+    `engine.generate` and HF through `generate()` with its own KV cache;
+  - MFU: model FLOPs per second over the device's measured matmul peak. Training FLOPs per token
+    are 6·N + 12·n_layers·n_heads·head_dim·T (Chowdhery et al. 2022, PaLM, appendix B), N the
+    unique parameter count; generation uses a third of that (forward only). The peak is a timed
+    large square matmul in the benchmark dtype.
+
+    python -m havoc_lite.bench --preset tiny
+    python -m havoc_lite.bench --preset 50m --json bench_50m.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from typing import Callable
+
+import torch
+
+from .config import ModelConfig
+from .engine import generate
+from .model import HavocModel, lm_loss
+
+# CPU-sized defaults per preset (batch, seq_len, steps); override on the command line
+_DEFAULTS = {"tiny": (8, 256, 10), "50m": (4, 128, 3)}
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """"auto" -> cuda if available, else mps, else cpu."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def measure_peak_flops(device: torch.device, dtype: torch.dtype, n: int | None = None,
+                       reps: int = 5) -> float:
+    """Best FLOP/s of an n×n @ n×n matmul (2·n³ FLOPs) in `dtype`: the device's practical peak."""
+    n = n or (8192 if device.type == "cuda" else 1024)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    _sync(device)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best
+
+
+def flops_per_token(cfg: ModelConfig, n_params: int, seq_len: int) -> float:
+    """Training FLOPs per token: 6·N + 12·L·H·hd·T (PaLM appendix B; forward is a third)."""
+    return 6 * n_params + 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len
+
+
+def build_pair(cfg: ModelConfig, device: torch.device, seed: int = 0):
+    """(HavocModel, LlamaForCausalLM) with identical weights, both fp32 on `device`, eval mode."""
+    import transformers
+
+    from .export import to_hf_llama
+    torch.manual_seed(seed)
+    ours = HavocModel(cfg)
+    with tempfile.TemporaryDirectory() as d:
+        to_hf_llama(ours, d)
+        hf = transformers.LlamaForCausalLM.from_pretrained(d, dtype=torch.float32,
+                                                           attn_implementation="sdpa")
+    return ours.to(device).eval(), hf.to(device).eval()
+
+
+def _train_step_fn(model, hf: bool, x, y, dtype, device) -> Callable[[], None]:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    amp = dtype != torch.float32
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype, enabled=amp):
+            loss = model(input_ids=x, labels=x).loss if hf else lm_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def _timed(fn: Callable[[], None], device: torch.device, repeat: int = 1) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def run(preset: str = "tiny", device: str = "auto", steps: int | None = None,
+        seq_len: int | None = None, batch_size: int | None = None, new_tokens: int = 256,
+        gen_batches: tuple = (1, 8), prompt_len: int = 32, reps: int = 3,
+        dtype: str | None = None, verbose: bool = True) -> dict:
+    """Run the benchmark and return the figures (tokens/s, ratios ours/HF, MFU) as a dict."""
+    dev = pick_device(device)
+    dt = getattr(torch, dtype) if dtype else (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    b0, t0_, s0 = _DEFAULTS.get(preset, (4, 128, 3))
+    B, T, steps = batch_size or b0, seq_len or t0_, steps or s0
+    cfg = ModelConfig.from_preset(preset)
+    T = min(T, cfg.max_seq_len)
+    log = print if verbose else (lambda *a, **k: None)
+    log(f"havoc_lite.bench: preset {preset} on {dev} ({platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads), {dt}, torch {torch.__version__}")
+
+    peak = measure_peak_flops(dev, dt)
+    log(f"matmul peak: {peak / 1e9:.1f} GFLOP/s")
+    results: dict = {"preset": preset, "device": str(dev), "dtype": str(dt).replace("torch.", ""),
+                     "torch": torch.__version__, "threads": torch.get_num_threads(),
+                     "peak_flops": peak, "batch_size": B, "seq_len": T, "steps": steps,
+                     "new_tokens": new_tokens, "reps": reps}
+
+    # --- training ---------------------------------------------------------------------------
+    ours, hf = build_pair(cfg, dev)
+    n_params = ours.num_parameters()
+    results["num_parameters"] = n_params
+    ours.train(), hf.train()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, cfg.vocab_size, (B, T), generator=g).to(dev)
+    y = torch.cat([x[:, 1:], torch.full((B, 1), -100, device=dev)], dim=1)
+    fns = {"ours": _train_step_fn(ours, False, x, y, dt, dev), "hf": _train_step_fn(hf, True, x, y, dt, dev)}
+    times: dict = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()                                     # warm-up (allocator, kernels, optimizer state)
+    for _ in range(reps):
+        for name, fn in fns.items():
+            times[name].append(_timed(fn, dev, steps))
+    train = {k: B * T * steps / statistics.median(v) for k, v in times.items()}
+    fpt = flops_per_token(cfg, n_params, T)
+    results["train_tokens_per_s"] = train
+    results["train_ratio"] = train["ours"] / train["hf"]
+    results["train_mfu"] = {k: v * fpt / peak for k, v in train.items()}
+    log(f"train  B={B} T={T}: ours {train['ours']:,.0f} tok/s, HF {train['hf']:,.0f} tok/s, "
+        f"ratio {results['train_ratio']:.2f}x, MFU ours {results['train_mfu']['ours']:.1%} "
+        f"HF {results['train_mfu']['hf']:.1%}")
+    del fns
+    ours.eval(), hf.eval()
+    ours.zero_grad(set_to_none=True), hf.zero_grad(set_to_none=True)
+    if dt != torch.float32:
+        ours.to(dt), hf.to(dt)
+
+    # --- generation -------------------------------------------------------------------------
+    results["generate"] = {}
+    for gb in gen_batches:
+        prompts = torch.randint(3, cfg.vocab_size, (gb, prompt_len), generator=g)
+        p_list = prompts.tolist()
+        p_dev = prompts.to(dev)
+        mask = torch.ones_like(p_dev)
+
+        def run_ours():
+            out = generate(ours, p_list, max_new_tokens=new_tokens)
+            assert all(o.num_tokens == new_tokens for o in out)
+
+        def run_hf():
+            with torch.inference_mode():
+                out = hf.generate(p_dev, attention_mask=mask, max_new_tokens=new_tokens,
+                                  min_new_tokens=new_tokens, do_sample=False,
+                                  pad_token_id=cfg.pad_id)
+            assert out.shape[1] == prompt_len + new_tokens
+
+        gfns = {"ours": run_ours, "hf": run_hf}
+        for fn in gfns.values():
+            fn()
+        gtimes: dict = {k: [] for k in gfns}
+        for _ in range(reps):
+            for name, fn in gfns.items():
+                gtimes[name].append(_timed(fn, dev))
+        tps = {k: gb * new_tokens / statistics.median(v) for k, v in gtimes.items()}
+        gfpt = fpt / 3
+        entry = {"tokens_per_s": tps, "ratio": tps["ours"] / tps["hf"],
+                 "mfu": {k: v * gfpt / peak for k, v in tps.items()}}
+        results["generate"][f"batch_{gb}"] = entry
+        log(f"generate B={gb} {new_tokens} new: ours {tps['ours']:,.1f} tok/s, HF {tps['hf']:,.1f} "
+            f"tok/s, ratio {entry['ratio']:.2f}x, MFU ours {entry['mfu']['ours']:.2%}")
+    return results
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m havoc_lite.bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="tiny", help="model preset (tiny, 50m, ...)")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    ap.add_argument("--steps", type=int, default=None, help="training steps per timed repetition")
+    ap.add_argument("--seq-len", type=int, default=None, help="training sequence length (tokens)")
+    ap.add_argument("--batch-size", type=int, default=None, help="training batch size")
+    ap.add_argument("--new-tokens", type=int, default=256, help="tokens generated per row")
+    ap.add_argument("--gen-batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions (median reported)")
+    ap.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: bf16 on cuda)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (1 gives steadier figures on a shared machine)")
+    ap.add_argument("--json", default=None, help="write the figures to this JSON file")
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    res = run(a.preset, a.device, a.steps, a.seq_len, a.batch_size, a.new_tokens,
+              tuple(a.gen_batches), reps=a.reps, dtype=a.dtype)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=2)
+        print(f"wrote {a.json}")
+    return res
+
+
+if __name__ == "__main__":
+    main()
