@@ -1,0 +1,318 @@
+"""How much GPU memory a preset needs to train or serve, and what would make it fit.
+
+    python -m havoc_lite.memory --preset 7b --gpu a100-40 --phase sft --batch-size 1 --seq-len 2048
+    python -m havoc_lite.memory --all
+
+What is assumed (it is what `train.Trainer` does):
+* Training keeps the parameters in fp32 (they are the master weights) and runs the forward and
+  backward under bf16 autocast (`--dtype bf16`), or entirely in fp32 (`--dtype fp32`).
+  Per parameter: 4 bytes weights + 4 bytes gradients + 8 bytes AdamW `exp_avg`/`exp_avg_sq`
+  (+ one 4-byte `step` scalar per tensor) = 16 bytes, plus 2 bytes for the bf16 copies autocast
+  makes of the weights (held for the backward). No pure-bf16 weights, no 8-bit optimizer.
+* FSDP over n GPUs (FSDP2, bf16 `MixedPrecisionPolicy`): weights, gradients and AdamW states are
+  split n ways; each GPU also holds the gathered bf16 weights (and fp32 gradients before the
+  reduce-scatter) of two blocks (the running one and the prefetched one) and the unsharded root
+  (embedding / tied head). DDP does not reduce per-GPU memory.
+* Activations (what autograd saves for the backward) are counted term by term for this model,
+  following Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer
+  Models" §4.1 (34·s·b·h bytes per GPT layer), adapted: SDPA / FlashAttention keeps no s×s
+  score matrix (their 5·a·s/h term is gone), SwiGLU has three d×ffn matrices, GQA's k/v are
+  KV·hd wide, RMSNorm replaces LayerNorm, no dropout masks (dropout=0), and our residual stream is
+  fp32 under autocast. Per token and layer, with a = activation bytes (2 under bf16 autocast,
+  4 in fp32), q = H·hd, kv = KV·hd, f = ffn_hidden_size:
+      2 norms × (input + normalised output) in fp32      16·d
+      bf16 casts of the 5 projection inputs (autocast)   5·a·d     (fp32: the 2 norm outputs, 8·d)
+      q, k, v and the attention output = o_proj input    a·(2q + 2kv)
+      SwiGLU: gate, silu(gate), up, down input           4·a·f
+      SDPA logsumexp, RMSNorm rsqrt                      4·H + 8
+  (checked against the tensors autograd actually saves, tests/test_memory.py).
+  With gradient checkpointing each block keeps only its fp32 input (4·d per token) and one
+  block's activations exist at a time during recomputation.
+* Logits: the LM head's output, its fp32 copy and the log-softmax saved by the cross-entropy:
+  about 10·V bytes per token under autocast (12·V in fp32), at the loss, once.
+* Inference: bf16 weights, a preallocated bf16 KV cache of 2·layers·batch·KV·seq·hd values,
+  fp32 logits of the prompt (prefill) and one layer's working tensors.
+* Every GPU loses about 1 GiB to the CUDA context, cuBLAS workspace and allocator slack; the rest
+  is "usable". Capacities are the marketed GiB.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .config import PRESETS, ModelConfig
+
+GiB = 1024 ** 3
+GPUS: dict[str, float] = {  # name -> capacity in GiB
+    "t4-16": 16, "v100-16": 16, "rtx3090-24": 24, "rtx4090-24": 24, "l4-24": 24, "a10-24": 24,
+    "v100-32": 32, "a100-40": 40, "l40s-48": 48, "a100-80": 80, "h100-80": 80, "h200-141": 141,
+}
+CONTEXT_OVERHEAD = 1.0 * GiB
+PHASES = ("pretrain", "sft", "polish", "inference")
+
+
+def gpu_capacity(gpu: str) -> float:
+    """Bytes of a GPU given by name (`a100-40`) or as a number of GiB (`24`).
+
+    Raises:
+        ValueError: an unknown name (lists the known ones).
+    """
+    if gpu in GPUS:
+        return GPUS[gpu] * GiB
+    try:
+        return float(gpu) * GiB
+    except ValueError:
+        raise ValueError(f"unknown GPU {gpu!r}; use one of {sorted(GPUS)} or a size in GiB") from None
+
+
+def num_param_tensors(cfg: ModelConfig) -> int:
+    """Parameter tensors: per layer 4 attention + 3 MLP matrices + 2 norms; embedding, final norm,
+    and an LM head when untied."""
+    return cfg.n_layers * 9 + 2 + (0 if cfg.tie_embeddings else 1)
+
+
+def block_params(cfg: ModelConfig) -> int:
+    return (cfg.num_parameters(include_embeddings=False) - cfg.d_model) // cfg.n_layers
+
+
+def activation_bytes_per_token_layer(cfg: ModelConfig, dtype: str = "bf16") -> int:
+    """Bytes autograd saves per token per block (formula in the module docstring)."""
+    a = 2 if dtype == "bf16" else 4
+    d, f = cfg.d_model, cfg.ffn_hidden_size
+    q, kv = cfg.n_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+    proj_inputs = 5 * a * d if dtype == "bf16" else 2 * 4 * d  # 5 bf16 casts | the 2 norm outputs
+    small = 4 * cfg.n_heads + 2 * 4                             # SDPA logsumexp, RMSNorm rsqrt
+    return 16 * d + proj_inputs + a * (2 * q + 2 * kv) + 4 * a * f + small
+
+
+def activation_bytes(cfg: ModelConfig, batch_size: int, seq_len: int, dtype: str = "bf16",
+                     grad_checkpointing: bool = False) -> int:
+    """Saved activations of one forward of [batch_size, seq_len] tokens through all blocks plus the
+    final norm and the LM head input (the logits are counted by `logits_bytes`)."""
+    tokens = batch_size * seq_len
+    per_layer = activation_bytes_per_token_layer(cfg, dtype)
+    head = 8 * cfg.d_model + (2 if dtype == "bf16" else 4) * cfg.d_model  # final norm + head input
+    if grad_checkpointing:
+        body = cfg.n_layers * 4 * cfg.d_model + per_layer
+    else:
+        body = cfg.n_layers * per_layer
+    return tokens * (body + head)
+
+
+def logits_bytes(cfg: ModelConfig, batch_size: int, seq_len: int, dtype: str = "bf16") -> int:
+    """Peak bytes at the loss: the saved fp32 log-softmax (4·V per token) plus the transient LM-head
+    output and its fp32 copy (bf16: 2·V + 4·V) or, in fp32, the logits and their gradient (8·V)."""
+    return batch_size * seq_len * cfg.vocab_size * (10 if dtype == "bf16" else 12)
+
+
+def kv_cache_bytes(cfg: ModelConfig, batch_size: int, seq_len: int, bytes_per_value: int = 2) -> int:
+    """A preallocated K and V cache: 2 · layers · batch · KV heads · seq · head_dim values."""
+    return 2 * cfg.n_layers * batch_size * cfg.num_kv_heads * seq_len * cfg.head_dim * bytes_per_value
+
+
+@dataclass
+class MemoryPlan:
+    """Bytes per GPU by category; `fits` compares `total` with `usable` (capacity - 1 GiB)."""
+
+    preset: str
+    phase: str
+    gpu: str
+    batch_size: int
+    seq_len: int
+    dtype: str
+    grad_checkpointing: bool
+    fsdp: int
+    parts: dict[str, int] = field(default_factory=dict)
+    capacity: float = 0.0
+    suggestions: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+    @property
+    def usable(self) -> float:
+        return self.capacity - CONTEXT_OVERHEAD
+
+    @property
+    def fits(self) -> bool:
+        return self.total <= self.usable
+
+    def report(self) -> str:
+        lines = [f"{self.preset} {self.phase} on {self.gpu} ({self.capacity / GiB:.0f} GiB, "
+                 f"{self.usable / GiB:.1f} usable): batch {self.batch_size} x seq {self.seq_len}, {self.dtype}"
+                 + (", gradient checkpointing" if self.grad_checkpointing else "")
+                 + (f", FSDP over {self.fsdp} GPUs (per GPU)" if self.fsdp > 1 else "")]
+        for name, n in self.parts.items():
+            lines.append(f"  {name:<24} {n / GiB:10.2f} GiB  ({n:,} bytes)")
+        lines.append(f"  {'total':<24} {self.total / GiB:10.2f} GiB -> "
+                     + ("fits" if self.fits else "DOES NOT FIT"))
+        lines += [f"  - {s}" for s in self.suggestions]
+        return "\n".join(lines)
+
+
+def _parts(cfg: ModelConfig, phase: str, batch_size: int, seq_len: int, dtype: str,
+           grad_checkpointing: bool, fsdp: int) -> dict[str, int]:
+    n = cfg.num_parameters()
+    if phase == "inference":
+        return {"weights (bf16)": 2 * n,
+                "kv cache (bf16)": kv_cache_bytes(cfg, batch_size, seq_len),
+                "prefill logits (fp32)": 6 * batch_size * seq_len * cfg.vocab_size,
+                "working activations": batch_size * seq_len * (8 * cfg.d_model + 6 * cfg.ffn_hidden_size)}
+    fsdp = max(fsdp, 1)
+    parts = {
+        "weights (fp32 master)": math.ceil(4 * n / fsdp),
+        "gradients (fp32)": math.ceil(4 * n / fsdp),
+        "AdamW m, v (fp32)": math.ceil(8 * n / fsdp) + 4 * num_param_tensors(cfg),
+    }
+    if fsdp > 1:
+        root = cfg.vocab_size * cfg.d_model * (1 if cfg.tie_embeddings else 2) + cfg.d_model
+        parts["gathered bf16 weights"] = 2 * (2 * block_params(cfg) + root)
+        parts["unsharded block grads"] = 4 * 2 * block_params(cfg)
+    elif dtype == "bf16":
+        parts["bf16 weight copies"] = 2 * n
+    parts["activations"] = activation_bytes(cfg, batch_size, seq_len, dtype, grad_checkpointing)
+    parts["logits + loss"] = logits_bytes(cfg, batch_size, seq_len, dtype)
+    return parts
+
+
+def plan(preset: str | ModelConfig, phase: str = "sft", gpu: str = "a100-40", batch_size: int = 1,
+         seq_len: Optional[int] = None, grad_checkpointing: bool = False, fsdp: int = 1,
+         dtype: str = "bf16", suggest: bool = True) -> MemoryPlan:
+    """Memory per GPU for `phase` ("pretrain" | "sft" | "polish" | "inference") of a preset.
+
+    `seq_len` defaults to the preset's max_seq_len. With `suggest`, a plan that does not fit lists
+    what would (checkpointing, a smaller batch or sequence, FSDP over n GPUs, CPU offload).
+
+    Raises:
+        ValueError: unknown preset, phase, GPU or dtype.
+    """
+    if phase not in PHASES:
+        raise ValueError(f"phase {phase!r}; choose one of {PHASES}")
+    if dtype not in ("bf16", "fp32"):
+        raise ValueError(f"dtype {dtype!r}; choose bf16 or fp32")
+    name = preset if isinstance(preset, str) else "custom"
+    cfg = ModelConfig.from_preset(preset) if isinstance(preset, str) else preset
+    seq_len = seq_len or cfg.max_seq_len
+    p = MemoryPlan(name, phase, gpu, batch_size, seq_len, dtype, grad_checkpointing, fsdp,
+                   _parts(cfg, phase, batch_size, seq_len, dtype, grad_checkpointing, fsdp),
+                   gpu_capacity(gpu))
+    if suggest and not p.fits:
+        p.suggestions = _suggestions(cfg, p)
+    return p
+
+
+def _suggestions(cfg: ModelConfig, p: MemoryPlan) -> list[str]:
+    out = []
+    usable = p.usable
+
+    def total(**kw) -> int:
+        args = dict(phase=p.phase, batch_size=p.batch_size, seq_len=p.seq_len, dtype=p.dtype,
+                    grad_checkpointing=p.grad_checkpointing, fsdp=p.fsdp)
+        args.update(kw)
+        return sum(_parts(cfg, **args).values())
+
+    if p.phase == "inference":
+        for b in range(p.batch_size - 1, 0, -1):
+            if total(batch_size=b) <= usable:
+                return [f"batch_size <= {b}"]
+        s = p.seq_len
+        while s > 128 and total(batch_size=1, seq_len=s) > usable:
+            s //= 2
+        if total(batch_size=1, seq_len=s) <= usable:
+            return [f"batch_size 1 and seq_len <= {s}"]
+        return [f"the bf16 weights alone need {2 * cfg.num_parameters() / GiB:.1f} GiB: use a larger GPU "
+                "or quantised weights (int8/int4; not in this kit)"]
+
+    fixed = total(batch_size=1, seq_len=1, grad_checkpointing=True)
+    if fixed > usable:
+        out.append(f"weights + gradients + AdamW states alone need {fixed / GiB:.1f} GiB per GPU "
+                   f"(> {usable / GiB:.1f} GiB usable): no batch size or checkpointing makes full "
+                   f"training fit" + (" one GPU" if p.fsdp <= 1 else f" {p.fsdp} GPUs"))
+    else:
+        if not p.grad_checkpointing and total(grad_checkpointing=True) <= usable:
+            out.append("enable gradient checkpointing (--gradient-checkpointing; ~1/3 more compute)")
+        for ckpt in ((False, True) if not p.grad_checkpointing else (True,)):
+            best = max((b for b in range(1, p.batch_size) if total(batch_size=b, grad_checkpointing=ckpt) <= usable),
+                       default=0)
+            if best:
+                out.append(f"batch_size <= {best}{' with checkpointing' if ckpt else ''} "
+                           "(raise grad_accum_steps to keep the tokens per step)")
+                break
+        s = p.seq_len // 2
+        while s >= 128 and total(batch_size=1, seq_len=s, grad_checkpointing=True) > usable:
+            s //= 2
+        if s >= 128 and s < p.seq_len:
+            out.append(f"seq_len <= {s} at batch 1 with checkpointing")
+    for n in (2, 4, 8, 16, 32, 64):
+        if n > p.fsdp and total(fsdp=n, grad_checkpointing=True) <= usable:
+            out.append(f"FSDP over {n} such GPUs with checkpointing: "
+                       f"{total(fsdp=n, grad_checkpointing=True) / GiB:.1f} GiB per GPU "
+                       f"(torchrun --nproc_per_node={n}, distributed: fsdp)")
+            break
+    host = 16 * cfg.num_parameters()
+    gpu_only = total(fsdp=10**9, grad_checkpointing=True)  # everything sharded away = offloaded
+    if gpu_only <= usable:
+        out.append(f"CPU offload of weights/grads/AdamW (FSDP2 CPUOffloadPolicy; not wired into the "
+                   f"Trainer): ~{gpu_only / GiB:.1f} GiB on the GPU, {host / GiB:.0f} GiB of host RAM, much slower")
+    out.append("or train a smaller preset / parameter-efficient fine-tuning (LoRA; not in this kit)")
+    return out
+
+
+def table(gpus: tuple[str, ...] = ("rtx4090-24", "a100-40", "a100-80"), phase: str = "pretrain",
+          batch_size: int = 1, seq_len: Optional[int] = None) -> str:
+    """Markdown table: per preset, training totals (with / without checkpointing) and bf16
+    inference, fits or not, on each GPU."""
+    head = "| preset | params | train GiB (no ckpt / ckpt) | infer GiB | " + " | ".join(gpus) + " |"
+    rows = [head, "|" + "---|" * (4 + len(gpus))]
+    for name, cfg in PRESETS.items():
+        s = seq_len or cfg.max_seq_len
+        plain = plan(name, phase, gpus[0], batch_size, s, suggest=False)
+        ck = plan(name, phase, gpus[0], batch_size, s, grad_checkpointing=True, suggest=False)
+        inf = plan(name, "inference", gpus[0], batch_size, s, suggest=False)
+        cells = []
+        for g in gpus:
+            cap = gpu_capacity(g) - CONTEXT_OVERHEAD
+            if plain.total <= cap:
+                cells.append("train")
+            elif ck.total <= cap:
+                cells.append("train w/ ckpt")
+            elif inf.total <= cap:
+                cn = next((n for n in (2, 4, 8, 16, 32) if
+                           plan(name, phase, g, batch_size, s, True, n, suggest=False).fits), None)
+                cells.append(f"infer only; FSDP x{cn} to train" if cn else "infer only")
+            else:
+                cells.append("no")
+        n = cfg.num_parameters()
+        size = f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+        rows.append(f"| {name} | {size} | {plain.total / GiB:.1f} / "
+                    f"{ck.total / GiB:.1f} | {inf.total / GiB:.1f} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + (f"\n\nbatch {batch_size} x each preset's max_seq_len, bf16 autocast, AdamW; "
+                              "usable = capacity - 1 GiB.")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m havoc_lite.memory", description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="7b", choices=sorted(PRESETS))
+    ap.add_argument("--gpu", default="a100-40", help=f"one of {sorted(GPUS)} or a size in GiB")
+    ap.add_argument("--phase", default="sft", choices=PHASES)
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--seq-len", type=int, default=None, help="default: the preset's max_seq_len")
+    ap.add_argument("--grad-checkpointing", action="store_true")
+    ap.add_argument("--fsdp", type=int, default=1, help="number of GPUs the states are sharded over")
+    ap.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"))
+    ap.add_argument("--all", action="store_true", help="table of every preset on 24/40/80 GB cards")
+    args = ap.parse_args(argv)
+    if args.all:
+        print(table(batch_size=args.batch_size, seq_len=args.seq_len))
+        return 0
+    p = plan(args.preset, args.phase, args.gpu, args.batch_size, args.seq_len, args.grad_checkpointing,
+             args.fsdp, args.dtype)
+    print(p.report())
+    return 0 if p.fits else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
