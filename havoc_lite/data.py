@@ -164,8 +164,8 @@ def _worker_init(model_proto: bytes) -> None:
     _WORKER_TOK = HavocTokenizer(model_proto)
 
 
-def _worker_encode(text: str) -> list[int]:
-    return _WORKER_TOK.encode(text)
+def _worker_encode(text: str) -> np.ndarray:
+    return np.asarray(_WORKER_TOK.encode(text), dtype=np.uint32)  # an array pickles ~10x faster than a list
 
 
 class _ShardWriter:
@@ -227,8 +227,8 @@ def prepare_pretraining(data_dir: PathLike, tokenizer, out_dir: PathLike, *, sha
     unless `overwrite`.
 
     Args:
-        num_workers: processes tokenising in parallel (multiprocessing pool); None = all CPUs when
-            the corpus is over 32 MB, else 0 (in-process).
+        num_workers: processes tokenising in parallel (multiprocessing pool); None = CPUs - 1 when
+            there are more than 2 CPUs and the corpus is over 32 MB, else 0 (in-process).
         block_chars: characters per unit of work (bounds memory: ~ 8 * num_workers blocks).
 
     Returns:
@@ -280,8 +280,9 @@ def prepare_pretraining(data_dir: PathLike, tokenizer, out_dir: PathLike, *, sha
         index["total_tokens"] += n
         _write_json_atomic(index_path, index)
 
-    if num_workers is None:
-        num_workers = (os.cpu_count() or 1) if total_bytes > 32 * 2**20 else 0
+    if num_workers is None:  # the main process reads and writes, so a pool needs spare cores to help
+        cpus = os.cpu_count() or 1
+        num_workers = cpus - 1 if cpus > 2 and total_bytes > 32 * 2**20 else 0
     # fork where the OS has it: workers only run sentencepiece, and spawn would re-run a user's
     # script that lacks an `if __name__ == "__main__":` guard.
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
@@ -305,7 +306,7 @@ def prepare_pretraining(data_dir: PathLike, tokenizer, out_dir: PathLike, *, sha
                 for (text, ends), ids in zip(pending, encode([t for t, _ in pending])):
                     doc_tokens += len(ids)
                     if ends and doc_tokens:
-                        ids = ids + [tokenizer.eos_id]
+                        ids = np.append(np.asarray(ids, dtype=np.int64), tokenizer.eos_id)
                         stats["documents"] += 1
                     if ends:
                         doc_tokens = 0
