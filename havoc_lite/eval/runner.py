@@ -75,13 +75,14 @@ def make_generate_fn(model, tokenizer, *, max_new_tokens: int = 256, temperature
         out: list[Sample] = []
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start:start + batch_size]
-            ids = [_render(tokenizer, p) for p in chunk]
             kw = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                       top_p=top_p, seed=seed + start)
-            if prime:
+            if prime:  # PRIME renders the conversation itself (adding its own system turn)
                 from ..prime import generate_with_prime
-                gens = generate_with_prime(model, tokenizer, ids, tools=tools, **kw, **prime_kwargs)
+                gens = generate_with_prime(model, tokenizer, list(chunk),
+                                           tools=tools if tools is not None else False, **kw, **prime_kwargs)
             else:
+                ids = [_render(tokenizer, p) for p in chunk]
                 gens = engine.generate(model, ids, stop_ids=stop_ids, tools=tools,
                                        tokenizer=tokenizer if tools is not None else None, **kw)
             for p, g in zip(chunk, gens):
@@ -123,48 +124,58 @@ def run_eval(items: Sequence[dict], verifier: Callable, generate_fn: GenerateFn,
     ks = sorted(set(int(x) for x in k))
     if samples < 1 or not ks or ks[0] < 1 or ks[-1] > samples:
         raise ValueError(f"need 1 <= k <= samples, got k={ks}, samples={samples}")
-    for i, item in enumerate(items):
-        if "prompt" not in item:
-            raise ValueError(f"item {i} (id={item.get('id')!r}) has no 'prompt'")
-    jobs = [(i, s) for i in range(len(items)) for s in range(samples)]
     verdicts: list[list] = [[] for _ in items]
-    tool_calls, latencies, total_tokens, wall = [], [], 0, 0.0
+    tool_calls, latencies, total_tokens = [], [], 0
     sink = None
     if output_jsonl is not None:
         Path(output_jsonl).parent.mkdir(parents=True, exist_ok=True)
         sink = open(output_jsonl, "w", encoding="utf-8")
+    t_start = time.perf_counter()
     try:
-        bar = tqdm(total=len(jobs), desc="eval", disable=not progress)
+        for i, s, out, v, dt in sample_and_verify(items, verifier, generate_fn, samples=samples,
+                                                  batch_size=batch_size, seed=seed, progress=progress):
+            verdicts[i].append(v)
+            latency = out.elapsed_s or dt
+            latencies.append(latency)
+            tool_calls.append(out.tool_calls)
+            total_tokens += out.num_tokens
+            if sink:
+                sink.write(json.dumps({
+                    "id": items[i].get("id", i), "sample": s, "prompt": items[i]["prompt"],
+                    "output": out.text, "answers": v.answers, "checks": v.checks,
+                    "passed": v.passed, "reward": v.reward, "tool_calls": out.tool_calls,
+                    "num_tokens": out.num_tokens, "finish_reason": out.finish_reason,
+                    "latency_s": round(latency, 4)}, ensure_ascii=False, default=str) + "\n")
+                sink.flush()
+    finally:
+        if sink:
+            sink.close()
+    wall = time.perf_counter() - t_start  # generation + verification, wall clock
+    return summarize(items, verdicts, ks, tool_calls, latencies, total_tokens, wall)
+
+
+def sample_and_verify(items: Sequence[dict], verifier: Callable, generate_fn: GenerateFn, *,
+                      samples: int = 1, batch_size: int = 16, seed: int = 0, progress: bool = True):
+    """Yield (item index, sample index, Sample, Verdict, batch seconds) for `samples` generations
+    of every item, `batch_size` prompts per `generate_fn` call (seeded `seed` + offset)."""
+    for i, item in enumerate(items):
+        if "prompt" not in item:
+            raise ValueError(f"item {i} (id={item.get('id')!r}) has no 'prompt'")
+    jobs = [(i, s) for i in range(len(items)) for s in range(samples)]
+    bar = tqdm(total=len(jobs), desc="generate+verify", disable=not progress)
+    try:
         for start in range(0, len(jobs), batch_size):
             batch = jobs[start:start + batch_size]
             t0 = time.perf_counter()
             outs = generate_fn([items[i]["prompt"] for i, _ in batch], seed + start)
             dt = time.perf_counter() - t0
-            wall += dt
             if len(outs) != len(batch):
                 raise RuntimeError(f"generate_fn returned {len(outs)} samples for {len(batch)} prompts")
             for (i, s), out in zip(batch, outs):
-                v = verifier(items[i], out.text, out.tool_calls)
-                verdicts[i].append(v)
-                latency = out.elapsed_s or dt
-                latencies.append(latency)
-                tool_calls.append(out.tool_calls)
-                total_tokens += out.num_tokens
-                if sink:
-                    sink.write(json.dumps({
-                        "id": items[i].get("id", i), "sample": s, "prompt": items[i]["prompt"],
-                        "output": out.text, "answers": v.answers, "checks": v.checks,
-                        "passed": v.passed, "reward": v.reward, "tool_calls": out.tool_calls,
-                        "num_tokens": out.num_tokens, "finish_reason": out.finish_reason,
-                        "latency_s": round(latency, 4)}, ensure_ascii=False, default=str) + "\n")
-            if sink:
-                sink.flush()
+                yield i, s, out, verifier(items[i], out.text, out.tool_calls), dt
             bar.update(len(batch))
-        bar.close()
     finally:
-        if sink:
-            sink.close()
-    return summarize(items, verdicts, ks, tool_calls, latencies, total_tokens, wall)
+        bar.close()
 
 
 def summarize(items, verdicts, ks, tool_calls, latencies, total_tokens, wall) -> dict:

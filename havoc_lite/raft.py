@@ -1,0 +1,228 @@
+"""RAFT: rejection-sampling fine-tuning (Dong et al. 2023, "RAFT: Reward rAnked FineTuning";
+the same loop as STaR / ReST-EM / expert iteration).
+
+One cycle: sample k answers per prompt at a temperature (batched engine, tools executed), verify
+each (GSM8K match, tool-answer match or unit tests), keep the passing ones (deduplicated per
+prompt, best reward first, the top `keep_fraction`), SFT one epoch on them with the `Trainer`
+(`data.SFTLoader` renders them; engine-written tool results carry no loss), checkpoint the cycle,
+and write its statistics. A held-out prompt set, if given, is scored greedily (pass@1) before the
+first cycle and after each one.
+
+    python -m havoc_lite.raft --checkpoint checkpoints/sft --prompts data/prompts.jsonl \
+        --verifier gsm8k --cycles 5
+
+Layout: `<out_dir>/cycle_01/step_XXXXXX/` (Trainer checkpoints, `latest`), `cycle_01/stats.json`,
+`cycle_01/samples.jsonl` (what was kept), `<out_dir>/stats.json` (all cycles), the tokenizer in
+`<out_dir>/`. A rerun with the same out_dir skips cycles whose stats.json exists and goes on
+from the last one's weights.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+import tyro
+
+from .eval.metrics import mean_pass_at_k
+from .eval.runner import make_generate_fn, sample_and_verify, write_json
+
+
+@dataclass
+class RaftConfig:
+    checkpoint: str
+    """starting model folder (or a checkpoint out_dir with `latest`)"""
+    prompts: str = ""
+    """prompts JSONL (question / messages / prompt, plus what the verifier needs)"""
+    verifier: str = "gsm8k"
+    """gsm8k | tool | pytest"""
+    eval_prompts: Optional[str] = None
+    """held-out prompts JSONL scored greedily (pass@1) before and after every cycle"""
+    tokenizer: Optional[str] = None
+    cycles: int = 5
+    samples_per_prompt: int = 8
+    """k: answers sampled per prompt each cycle"""
+    temperature: float = 0.8
+    top_p: Optional[float] = None
+    keep_fraction: float = 1.0
+    """share of the passing, deduplicated samples kept (best reward first)"""
+    max_keep_per_prompt: int = 4
+    max_new_tokens: int = 192
+    gen_batch_size: int = 64
+    train_batch_size: int = 8
+    seq_len: int = 256
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    system: Optional[str] = None
+    """system turn for 'question' prompts (default: none)"""
+    limit: Optional[int] = None
+    out_dir: str = "checkpoints/raft"
+    device: str = "auto"
+    dtype: str = "auto"
+    seed: int = 0
+    progress: bool = True
+
+
+def _strip_stop(tokens: list, stop_ids: set) -> list:
+    while tokens and tokens[-1] in stop_ids:
+        tokens = tokens[:-1]
+    return tokens
+
+
+def select_samples(results: Sequence[tuple[int, Any, Any]], keep_fraction: float = 1.0,
+                   max_per_prompt: Optional[int] = None) -> list[tuple[int, Any, Any]]:
+    """RAFT's filter. `results`: (item index, text, Verdict). Keeps passing samples, drops a text
+    already kept for the same item, caps each item at `max_per_prompt`, then keeps the best
+    ceil(keep_fraction · n) by reward (stable: earlier samples win ties)."""
+    seen, kept, per_item = set(), [], {}
+    for i, text, v in sorted(results, key=lambda r: -r[2].reward):
+        if not v.passed or (i, text) in seen:
+            continue
+        if max_per_prompt is not None and per_item.get(i, 0) >= max_per_prompt:
+            continue
+        seen.add((i, text))
+        per_item[i] = per_item.get(i, 0) + 1
+        kept.append((i, text, v))
+    return kept[:math.ceil(keep_fraction * len(kept))]
+
+
+def greedy_pass_at_1(model, tokenizer, items, verifier, *, max_new_tokens: int, batch_size: int,
+                     tools="default") -> float:
+    """Fraction of `items` whose greedy answer passes `verifier`."""
+    gen = make_generate_fn(model, tokenizer, max_new_tokens=max_new_tokens, temperature=0.0,
+                           tools=tools, batch_size=batch_size)
+    model.eval()
+    ok = [v.passed for _, _, _, v, _ in sample_and_verify(items, verifier, gen, samples=1,
+                                                          batch_size=batch_size, progress=False)]
+    return sum(ok) / max(len(ok), 1)
+
+
+def raft_cycle(model, tokenizer, items: Sequence[dict], verifier: Callable, cfg: RaftConfig,
+               cycle: int, cycle_dir: Path, tools="default") -> dict:
+    """One sample -> verify -> keep -> SFT cycle; trains `model` in place. Returns the stats."""
+    from . import data
+    from .config import TrainConfig
+    from .train import Trainer
+
+    t0 = time.perf_counter()
+    stop = {tokenizer.end_id, tokenizer.eos_id}
+    gen = make_generate_fn(model, tokenizer, max_new_tokens=cfg.max_new_tokens,
+                           temperature=cfg.temperature, top_p=cfg.top_p, tools=tools,
+                           batch_size=cfg.gen_batch_size)
+    model.eval()
+    results, counts = [], [[0, 0] for _ in items]
+    for i, s, out, v, _ in sample_and_verify(items, verifier, gen, samples=cfg.samples_per_prompt,
+                                             batch_size=cfg.gen_batch_size,
+                                             seed=cfg.seed + 100_003 * cycle, progress=cfg.progress):
+        text = tokenizer.decode(_strip_stop(list(out.tokens), stop)) if out.tokens else out.text
+        results.append((i, text, v))
+        counts[i][0] += 1
+        counts[i][1] += int(v.passed)
+    sample_s = time.perf_counter() - t0
+    kept = select_samples(results, cfg.keep_fraction, cfg.max_keep_per_prompt)
+    stats = {"cycle": cycle, "prompts": len(items), "samples": len(results),
+             "pass_rate": sum(c for _, c in counts) / max(len(results), 1),
+             "pass@1": mean_pass_at_k([tuple(c) for c in counts], 1),
+             f"pass@{cfg.samples_per_prompt}": mean_pass_at_k([tuple(c) for c in counts], cfg.samples_per_prompt),
+             "prompts_solved": sum(1 for _, c in counts if c), "kept": len(kept), "sample_s": sample_s}
+    cycle_dir.mkdir(parents=True, exist_ok=True)
+    with open(cycle_dir / "samples.jsonl", "w", encoding="utf-8") as f:
+        for i, text, v in kept:
+            f.write(json.dumps({"id": items[i].get("id", i), "prompt": items[i]["prompt"],
+                                "output": text, "reward": v.reward}, ensure_ascii=False) + "\n")
+    if not kept:
+        stats.update(loss=None, train_steps=0, checkpoint=None)
+        return stats
+
+    examples = [list(items[i]["prompt"]) + [{"role": "assistant", "content": text}] for i, text, _ in kept]
+    steps = math.ceil(len(examples) / cfg.train_batch_size)  # one epoch
+    tcfg = TrainConfig(phase="sft", batch_size=cfg.train_batch_size, max_steps=steps,
+                       seq_len=cfg.seq_len, lr=cfg.lr, min_lr=cfg.lr, warmup_steps=0,
+                       weight_decay=cfg.weight_decay, save_every=steps, keep_last=1, eval_every=0,
+                       out_dir=str(cycle_dir), resume="none", seed=cfg.seed + cycle,
+                       device=cfg.device, dtype=cfg.dtype, wandb_mode="disabled",
+                       progress=cfg.progress, log_every=max(1, steps))
+    loader = data.SFTLoader(examples, tokenizer, cfg.seq_len, cfg.train_batch_size, seed=cfg.seed + cycle)
+    t1 = time.perf_counter()
+    hist = Trainer(tcfg, model=model, tokenizer=tokenizer, train_loader=loader).train()
+    model.eval()
+    losses = hist["loss"]
+    stats.update(loss=sum(losses) / max(len(losses), 1), final_loss=losses[-1] if losses else None,
+                 train_steps=hist["final_step"], train_s=time.perf_counter() - t1,
+                 checkpoint=hist["checkpoint"])
+    return stats
+
+
+def run_raft(cfg: RaftConfig, model=None, tokenizer=None, items=None, eval_items=None,
+             verifier=None, tools="default") -> list[dict]:
+    """Run `cfg.cycles` RAFT cycles (skipping cycles already complete in `cfg.out_dir`).
+
+    model/tokenizer/items/eval_items/verifier default to what cfg names (loaded from files).
+    Returns the per-cycle stats, each with `eval_pass@1` when eval prompts are given (cycle 0 is
+    the starting model). Raises FileNotFoundError / ValueError for missing or bad inputs.
+    """
+    from .eval.__main__ import load_model_and_tokenizer
+    from .eval.runner import load_prompt_items
+    from .eval.verifiers import get_verifier
+    from .model import HavocModel
+
+    out = Path(cfg.out_dir)
+    if model is None or tokenizer is None:
+        model, tokenizer, _ = load_model_and_tokenizer(cfg.checkpoint, cfg.tokenizer,
+                                                       "auto" if cfg.device == "auto" else cfg.device)
+    if items is None:
+        items = load_prompt_items(cfg.prompts, system=cfg.system, limit=cfg.limit)
+    if eval_items is None and cfg.eval_prompts:
+        eval_items = load_prompt_items(cfg.eval_prompts, system=cfg.system)
+    for it in items:
+        if isinstance(it["prompt"], str):
+            raise ValueError(f"RAFT trains on chat prompts; item {it.get('id')} is a plain string")
+    verifier = verifier or get_verifier(cfg.verifier)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(out)
+    (out / "raft_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+
+    history: list[dict] = []
+    ev = dict(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size, tools=tools)
+    for cycle in range(1, cfg.cycles + 1):
+        cdir = out / f"cycle_{cycle:02d}"
+        if (cdir / "stats.json").is_file():  # done in an earlier run: take its weights and go on
+            stats = json.loads((cdir / "stats.json").read_text())
+            if stats.get("checkpoint"):
+                device = next(model.parameters()).device
+                model = HavocModel.from_pretrained(_latest(cdir), device=device).eval()
+            history.append(stats)
+            print(f"[raft] cycle {cycle} already complete in {cdir}; skipped")
+            continue
+        if cycle == 1 and eval_items:
+            history.append({"cycle": 0, "eval_pass@1": greedy_pass_at_1(model, tokenizer, eval_items,
+                                                                        verifier, **ev)})
+            print(f"[raft] start: held-out pass@1 {history[-1]['eval_pass@1']:.3f}")
+        stats = raft_cycle(model, tokenizer, items, verifier, cfg, cycle, cdir, tools=tools)
+        if eval_items:
+            stats["eval_pass@1"] = greedy_pass_at_1(model, tokenizer, eval_items, verifier, **ev)
+        write_json(stats, cdir / "stats.json")
+        history.append(stats)
+        print(f"[raft] cycle {cycle}: sample pass rate {stats['pass_rate']:.3f}, kept {stats['kept']}, "
+              f"loss {stats.get('loss')}" + (f", held-out pass@1 {stats['eval_pass@1']:.3f}"
+                                            if eval_items else ""))
+        write_json({"config": asdict(cfg), "cycles": history}, out / "stats.json")
+    return history
+
+
+def _latest(cycle_dir: Path) -> Path:
+    from .eval.__main__ import resolve_model_dir
+    return resolve_model_dir(cycle_dir)
+
+
+def main(argv: Optional[list[str]] = None) -> list[dict]:
+    cfg = tyro.cli(RaftConfig, args=argv)
+    return run_raft(cfg)
+
+
+if __name__ == "__main__":
+    main()
