@@ -1,0 +1,445 @@
+"""Helpers the notebooks call, so that no logic lives only in a notebook.
+
+    from havoc_lite import colab
+    run = colab.setup()                      # Drive in Colab, ./checkpoints elsewhere
+    sz = colab.sizes(SMOKE)                  # tiny CPU sizes or the A100 sizes
+    tok = colab.ensure_tokenizer(run, sz)    # 01 writes it; later notebooks load it (or, in smoke
+                                             # mode, train a small one when it is missing)
+
+The run folder is how the notebooks chain (each writes what the next one reads):
+
+    <run>/tokenizer/                   01  sentencepiece model + special tokens
+    <run>/data/traces/<topic>.jsonl    02  verified tool traces (offline generators, GSM8K)
+    <run>/data/claude/<topic>.jsonl    02  traces from Claude (when ANTHROPIC_API_KEY is set)
+    <run>/data/pretrain_text/, shards/ 03  text by domain and its token shards
+    <run>/pretrain/  step_XXXXXX/ latest   03  checkpoints (resume: re-run the cell)
+    <run>/sft/, <run>/polish/          04  SFT on tool traces, then the polish pass
+    <run>/eval/, <run>/raft/           05  GSM8K results, RAFT cycles, success criteria
+
+`ensure_*` functions return what a notebook needs: read from the run folder when an earlier
+notebook made it, else (when `create` is true, the default in smoke mode) made cheaply with the
+package's own functions, else a FileNotFoundError naming the notebook to run first.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+ASSETS = Path(__file__).parent / "assets"
+DRIVE_ROOT = Path("/content/drive")
+BUDGETS = ("auto", "minimal", "light", "medium", "heavy")
+
+
+# --- set-up -----------------------------------------------------------------------------------
+def in_colab() -> bool:
+    """True inside a Google Colab runtime (the `google.colab` module exists)."""
+    import importlib.util
+    return importlib.util.find_spec("google.colab") is not None
+
+
+def setup(run_name: str = "havoc_lite", run_dir: Optional[str] = None) -> Path:
+    """The run folder, created: `run_dir`, else $HAVOC_RUN_DIR, else in Colab
+    `/content/drive/MyDrive/<run_name>` (Drive is mounted first, so checkpoints survive a
+    disconnect), else `./checkpoints/<run_name>`. Prints the torch version and the device."""
+    import torch
+    if run_dir is None:
+        run_dir = os.environ.get("HAVOC_RUN_DIR")
+    if run_dir is None and in_colab():
+        from google.colab import drive  # type: ignore[import-not-found]
+        if not (DRIVE_ROOT / "MyDrive").is_dir():
+            drive.mount(str(DRIVE_ROOT))
+        run_dir = str(DRIVE_ROOT / "MyDrive" / run_name)
+    run = Path(run_dir if run_dir is not None else Path("checkpoints") / run_name).resolve()
+    run.mkdir(parents=True, exist_ok=True)
+    dev = device()
+    gpu = f" ({torch.cuda.get_device_name(0)})" if dev == "cuda" else ""
+    print(f"havoc_lite run folder: {run}\ntorch {torch.__version__}, device {dev}{gpu}")
+    return run
+
+
+def device() -> str:
+    """"cuda" when a GPU is there, else "mps" on Apple silicon, else "cpu"."""
+    import torch
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    return "mps" if mps is not None and mps.is_available() else "cpu"
+
+
+def tools():
+    """One `tools.default_registry()` per process: its worker process (scipy, sympy) starts once."""
+    global _TOOLS
+    if _TOOLS is None:
+        from .tools import default_registry
+        _TOOLS = default_registry()
+    return _TOOLS
+
+
+_TOOLS = None
+
+
+# --- sizes ------------------------------------------------------------------------------------
+@dataclass
+class Sizes:
+    """Every size the notebooks use. `SMOKE` sizes run all six notebooks on a CPU in minutes;
+    `A100` sizes are for one Colab A100 (40 GB): the 50M preset, hours of training."""
+
+    preset: str                 # model preset (`config.PRESETS`)
+    vocab_size: int             # tokenizer pieces (an upper bound on a small corpus)
+    pretrain_config: str        # a `havoc_lite/configs/` name, overridden below
+    pretrain_steps: int
+    pretrain_docs: int          # hub documents for pretraining text (0: bundled text only)
+    batch_size: int
+    seq_len: int                # pretraining sequence length (tokens)
+    sft_seq_len: int            # SFT / polish sequence length (tokens)
+    save_every: int
+    offline_traces: int         # per offline topic
+    claude_traces: int          # per topic, only with ANTHROPIC_API_KEY
+    sft_config: str
+    sft_steps: int
+    polish_config: str
+    polish_steps: int
+    polish_examples: int
+    eval_limit: Optional[int]   # GSM8K test problems (None: all of --data)
+    eval_data: Optional[str]    # None: the bundled 100; "hub": openai/gsm8k test (1,319)
+    eval_samples: int           # samples per problem for pass@k
+    raft_prompts: int
+    raft_samples: int
+    raft_cycles: int
+    max_new_tokens: int
+    gen_batch_size: int
+
+
+SMOKE = Sizes(preset="tiny", vocab_size=1024, pretrain_config="pretrain_tiny", pretrain_steps=8,
+              pretrain_docs=0, batch_size=8, seq_len=128, sft_seq_len=192, save_every=4, offline_traces=40,
+              claude_traces=2, sft_config="sft_tiny", sft_steps=8, polish_config="polish_tiny",
+              polish_steps=3, polish_examples=40, eval_limit=4, eval_data=None, eval_samples=2,
+              raft_prompts=4, raft_samples=2, raft_cycles=1, max_new_tokens=48, gen_batch_size=8)
+A100 = Sizes(preset="50m", vocab_size=32000, pretrain_config="pretrain_50m", pretrain_steps=2000,
+             pretrain_docs=60_000, batch_size=16, seq_len=512, sft_seq_len=512, save_every=250, offline_traces=3000,
+             claude_traces=200, sft_config="sft_50m", sft_steps=1000, polish_config="polish_tiny",
+             polish_steps=200, polish_examples=5000, eval_limit=None, eval_data="hub",
+             eval_samples=8, raft_prompts=500, raft_samples=8, raft_cycles=3, max_new_tokens=256,
+             gen_batch_size=64)
+OFFLINE_TOPICS = ("arithmetic", "stats_tests", "algebra_calculus", "doe", "retrieval")
+
+
+def sizes(smoke: bool) -> Sizes:
+    """`SMOKE` or `A100` (a copy: a notebook may change fields)."""
+    return replace(SMOKE if smoke else A100)
+
+
+# --- the run folder ---------------------------------------------------------------------------
+def _need(path: Path, what: str, notebook: str) -> FileNotFoundError:
+    return FileNotFoundError(f"{path}: no {what}; run notebooks/{notebook} first (or set "
+                             "HAVOC_SMOKE=1 to make a small one here)")
+
+
+def tokenizer_texts(run: Path, sz: Sizes) -> list[str]:
+    """Texts the tokenizer learns from: bundled Tiny Shakespeare and GSM8K, rendered offline
+    tool traces (so markup-heavy text is well covered), and the hub pretraining text if written."""
+    from synth.offline import generate_offline
+    from .data import render_trace
+    traces = generate_offline("arithmetic", max(200, sz.offline_traces), seed=100, registry=tools())
+    texts = [t["question"] + "\n" + render_trace(t) for t in traces]
+    for line in open(ASSETS / "gsm8k_train_500.jsonl", encoding="utf-8"):
+        g = json.loads(line)
+        texts.append(g["question"] + "\n" + g["answer"])
+    texts.append((ASSETS / "tinyshakespeare_200k.txt").read_text(encoding="utf-8"))
+    hub = run / "data" / "pretrain_text" / "general" / "fineweb_edu.jsonl"
+    if hub.is_file():
+        texts += [json.loads(line)["text"] for line in open(hub, encoding="utf-8")]
+    return texts
+
+
+def ensure_tokenizer(run: Path, sz: Sizes, create: Optional[bool] = None, retrain: bool = False):
+    """The run's `HavocTokenizer` (`<run>/tokenizer`), trained on `tokenizer_texts` when absent
+    (or `retrain`) and `create` (default: smoke sizes only)."""
+    from .tokenizer import HavocTokenizer, train_tokenizer
+    folder = Path(run) / "tokenizer"
+    if (folder / "tokenizer.model").is_file() and not retrain:
+        return HavocTokenizer.load(folder)
+    if not (create if create is not None else sz.preset == "tiny"):
+        raise _need(folder, "tokenizer", "01_tokenizer.ipynb")
+    return train_tokenizer(tokenizer_texts(Path(run), sz), folder, vocab_size=sz.vocab_size)
+
+
+def write_offline_traces(run: Path, sz: Sizes, topics: Sequence[str] = OFFLINE_TOPICS,
+                         seed: int = 0) -> dict[str, Path]:
+    """`sz.offline_traces` verified traces per topic (synth.offline) plus all bundled GSM8K train
+    problems as calculator traces, one JSONL per topic in `<run>/data/traces/`. Existing files
+    are kept. Returns {topic: path}."""
+    from synth.offline import generate_offline, write_jsonl
+    from .data import gsm8k_to_trace
+    out = Path(run) / "data" / "traces"
+    paths = {}
+    for topic in topics:
+        path = out / f"{topic}.jsonl"
+        if not path.is_file():
+            write_jsonl(generate_offline(topic, sz.offline_traces, seed=seed, registry=tools()), path)
+        paths[topic] = path
+    path = out / "gsm8k.jsonl"
+    if not path.is_file():
+        gsm = [json.loads(line) for line in open(ASSETS / "gsm8k_train_500.jsonl", encoding="utf-8")]
+        write_jsonl([gsm8k_to_trace(g) for g in gsm], path)
+    paths["gsm8k"] = path
+    return paths
+
+
+def trace_files(run: Path, sz: Sizes, create: Optional[bool] = None) -> list[Path]:
+    """Every trace JSONL of the run (`data/traces/` and `data/claude/`); written by
+    `write_offline_traces` when there is none and `create` (default: smoke sizes)."""
+    data = Path(run) / "data"
+    files = sorted((data / "traces").glob("*.jsonl")) + sorted((data / "claude").glob("*.jsonl"))
+    files = [f for f in files if not f.name.endswith((".ledger.jsonl",)) and f.stat().st_size]
+    if files:
+        return files
+    if not (create if create is not None else sz.preset == "tiny"):
+        raise _need(data / "traces", "tool traces", "02_synth_tool_traces.ipynb")
+    return list(write_offline_traces(run, sz).values())
+
+
+def write_pretraining_text(run: Path, sz: Sizes) -> Path:
+    """`<run>/data/pretrain_text/{general,math}/`: Tiny Shakespeare (bundled) and, at A100 sizes,
+    `sz.pretrain_docs` FineWeb-Edu documents streamed from the hub (general); GSM8K train problems
+    and rendered tool traces (math). Files already there are kept."""
+    from .data import render_trace
+    raw = Path(run) / "data" / "pretrain_text"
+    (raw / "general").mkdir(parents=True, exist_ok=True)
+    (raw / "math").mkdir(parents=True, exist_ok=True)
+    if not (raw / "general" / "shakespeare.txt").is_file():
+        shutil.copy(ASSETS / "tinyshakespeare_200k.txt", raw / "general" / "shakespeare.txt")
+    hub = raw / "general" / "fineweb_edu.jsonl"
+    if sz.pretrain_docs and not hub.is_file():
+        import datasets
+        from tqdm.auto import tqdm
+        ds = datasets.load_dataset("HuggingFaceFW/fineweb-edu", "sample-10BT", split="train", streaming=True)
+        tmp = hub.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for i, row in enumerate(tqdm(ds, total=sz.pretrain_docs, desc="fineweb-edu")):
+                if i >= sz.pretrain_docs:
+                    break
+                f.write(json.dumps({"text": row["text"]}, ensure_ascii=False) + "\n")
+        tmp.rename(hub)
+    math = raw / "math" / "gsm8k_and_traces.jsonl"
+    if not math.is_file():
+        with open(math, "w", encoding="utf-8") as f:
+            for line in open(ASSETS / "gsm8k_train_500.jsonl", encoding="utf-8"):
+                g = json.loads(line)
+                f.write(json.dumps({"text": g["question"] + "\n" + g["answer"]}) + "\n")
+            for path in (Path(run) / "data" / "traces").glob("*.jsonl"):
+                for line in open(path, encoding="utf-8"):
+                    t = json.loads(line)
+                    f.write(json.dumps({"text": t["question"] + "\n" + render_trace(t)}) + "\n")
+    return raw
+
+
+def ensure_shards(run: Path, sz: Sizes, tokenizer) -> dict:
+    """Token shards of `write_pretraining_text` in `<run>/data/shards` (the index dict). A
+    complete index for the same tokenizer and files is reused without work."""
+    from .data import prepare_pretraining
+    return prepare_pretraining(write_pretraining_text(run, sz), tokenizer, Path(run) / "data" / "shards")
+
+
+def _config(name: str, run: Path, sz: Sizes, **fields):
+    from .config import TrainConfig
+    cfg = TrainConfig.load(name)
+    base = dict(model=sz.preset, tokenizer=str(Path(run) / "tokenizer"), raw_data=None,
+                eval_data=None, device="auto", resume="auto", wandb_mode="auto")
+    if sz.preset == "tiny":   # CPU smoke: no W&B, small batches, quiet logs
+        base.update(wandb_mode="disabled", batch_size=sz.batch_size, seq_len=sz.seq_len,
+                    eval_batches=2, log_every=max(1, sz.save_every))
+    return replace(cfg, **{**base, **fields})
+
+
+def pretrain_config(run: Path, sz: Sizes, **fields):
+    """`TrainConfig` for notebook 03: `sz.pretrain_config` with the run's paths,
+    `out_dir=<run>/pretrain`, `resume="auto"` (re-running continues from `latest`)."""
+    n = sz.pretrain_steps
+    return _config(sz.pretrain_config, run, sz, train_data=str(Path(run) / "data" / "shards"),
+                   out_dir=str(Path(run) / "pretrain"), max_steps=n,
+                   domain_weights={"general": 0.7, "math": 0.3}, save_every=sz.save_every,
+                   warmup_steps=min(100, max(1, n // 10)), eval_every=0 if sz.preset == "tiny" else 250,
+                   **({"lr": 3e-3, "min_lr": 3e-4} if sz.preset == "tiny" else {}), **fields)
+
+
+def latest_model(out_dir: Path) -> Optional[Path]:
+    """The newest step folder of a checkpoint out_dir (via `latest`), or None."""
+    from .eval.__main__ import resolve_model_dir
+    try:
+        return resolve_model_dir(out_dir)
+    except FileNotFoundError:
+        return None
+
+
+def ensure_pretrained(run: Path, sz: Sizes, create: Optional[bool] = None) -> Path:
+    """The pretrained model folder (`<run>/pretrain` latest); in smoke mode trained here when
+    missing (tokenizer, shards and `sz.pretrain_steps` steps)."""
+    found = latest_model(Path(run) / "pretrain")
+    if found is not None:
+        return found
+    if not (create if create is not None else sz.preset == "tiny"):
+        raise _need(Path(run) / "pretrain", "pretrained checkpoint", "03_pretrain.ipynb")
+    from .train import Trainer
+    tok = ensure_tokenizer(run, sz, create=True)
+    ensure_shards(run, sz, tok)
+    hist = Trainer(pretrain_config(run, sz, progress=False), tokenizer=tok).train()
+    return Path(hist["checkpoint"])
+
+
+def sft_config(run: Path, sz: Sizes, init_from: Path, train_files: Sequence[Path], **fields):
+    """`TrainConfig` for SFT on tool traces (notebook 04): `sz.sft_config` with the run's paths."""
+    n = sz.sft_steps
+    return _config(sz.sft_config, run, sz, init_from=str(init_from),
+                   train_data=",".join(str(p) for p in train_files), out_dir=str(Path(run) / "sft"),
+                   seq_len=sz.sft_seq_len,
+                   max_steps=n, save_every=max(1, min(250, n)), eval_every=max(1, min(250, n)),
+                   warmup_steps=min(50, max(1, n // 10)),
+                   **({"lr": 2e-3, "min_lr": 2e-4} if sz.preset == "tiny" else {}), **fields)
+
+
+def write_polish_data(run: Path, sz: Sizes) -> Path:
+    """`<run>/data/polish.jsonl` of clean chat conversations: at A100 sizes `sz.polish_examples`
+    from SlimOrca (hub) plus GSM8K chats; in smoke sizes the bundled GSM8K problems as chats."""
+    from .data import load_hub_sft, record_to_messages
+    path = Path(run) / "data" / "polish.jsonl"
+    if path.is_file():
+        return path
+    chats = [record_to_messages(json.loads(line), "gsm8k", where=f"gsm8k line {i}")
+             for i, line in enumerate(open(ASSETS / "gsm8k_train_500.jsonl", encoding="utf-8"), 1)]
+    chats = chats[:sz.polish_examples]
+    if sz.preset != "tiny":
+        chats += load_hub_sft("slimorca", limit=sz.polish_examples)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps({"messages": m}, ensure_ascii=False) + "\n" for m in chats),
+                   encoding="utf-8")
+    tmp.rename(path)
+    return path
+
+
+def polish_config(run: Path, sz: Sizes, init_from: Path, **fields):
+    """`TrainConfig` for the polish pass (notebook 04): low lr, short, on `write_polish_data`."""
+    n = sz.polish_steps
+    return _config(sz.polish_config, run, sz, model=sz.preset, init_from=str(init_from),
+                   train_data=str(write_polish_data(run, sz)), out_dir=str(Path(run) / "polish"),
+                   seq_len=sz.sft_seq_len,
+                   max_steps=n, save_every=n, eval_every=n, warmup_steps=max(1, n // 10), **fields)
+
+
+def ensure_chat_model(run: Path, sz: Sizes, create: Optional[bool] = None) -> Path:
+    """The model to evaluate: `<run>/polish`, else `<run>/sft` (latest); in smoke mode a short SFT
+    from `ensure_pretrained` when neither exists."""
+    for sub in ("polish", "sft"):
+        found = latest_model(Path(run) / sub)
+        if found is not None:
+            return found
+    if not (create if create is not None else sz.preset == "tiny"):
+        raise _need(Path(run) / "sft", "SFT checkpoint", "04_sft.ipynb")
+    from .train import Trainer
+    init = ensure_pretrained(run, sz, create=True)
+    cfg = sft_config(run, sz, init, trace_files(run, sz, create=True), progress=False)
+    return Path(Trainer(cfg).train()["checkpoint"])
+
+
+def load_model(folder: Path, tokenizer_dir: Optional[Path] = None):
+    """(HavocModel in eval mode, HavocTokenizer) for a model folder or checkpoint out_dir; the
+    tokenizer is looked up next to it unless given (`eval.__main__.load_model_and_tokenizer`)."""
+    from .eval.__main__ import load_model_and_tokenizer
+    model, tok, _ = load_model_and_tokenizer(str(folder), str(tokenizer_dir) if tokenizer_dir else None)
+    return model, tok
+
+
+# --- plots and tables -------------------------------------------------------------------------
+def plot_history(hist: dict, title: str = "training", ax=None):
+    """Train loss per step (and eval loss where measured) of a `Trainer.train()` history; returns
+    the matplotlib Figure."""
+    import matplotlib.pyplot as plt
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+    else:
+        fig = ax.figure
+    ax.plot(hist["step"], hist["loss"], lw=1, label="train loss")
+    if hist.get("eval_step"):
+        ax.plot(hist["eval_step"], hist["eval_loss"], "o-", label="eval loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def history_frame(hist: dict):
+    """A `Trainer.train()` history as a pandas DataFrame (step, loss, lr, grad_norm, tokens_per_s)."""
+    import pandas as pd
+    keys = [k for k in ("step", "loss", "lr", "grad_norm", "tokens_per_s") if hist.get(k)]
+    return pd.DataFrame({k: hist[k] for k in keys})
+
+
+def memory_frame(preset: str, gpus: Sequence[str] = ("t4-16", "a100-40", "a100-80"),
+                 batch_size: int = 16, seq_len: int = 512):
+    """Memory planner (`havoc_lite.memory.plan`) for `preset`: one row per phase, GiB per GPU
+    and whether it fits each card."""
+    import pandas as pd
+    from .memory import GiB, plan
+    rows = []
+    for phase, ckpt in (("pretrain", False), ("pretrain", True), ("inference", False)):
+        p = plan(preset, phase, gpus[0], batch_size, seq_len, grad_checkpointing=ckpt, suggest=False)
+        row = {"phase": phase + (" + grad ckpt" if ckpt else ""), "GiB": round(p.total / GiB, 2)}
+        for g in gpus:
+            row[g] = "fits" if plan(preset, phase, g, batch_size, seq_len, ckpt, suggest=False).fits else "no"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def prime_frame(results: Sequence[Any]):
+    """PRIME results as a DataFrame: question, budget, answer, tool calls, verified, tokens, s."""
+    import pandas as pd
+    return pd.DataFrame([{
+        "question": r.prompt[:60], "budget": r.routing.budget.value, "answer": r.answer,
+        "tool_calls": len(r.tool_calls),
+        "tool_ok": sum(c["result"].status == "success" for c in r.tool_calls),
+        "verified": r.verification.passed, "forced": ",".join(r.forced_sections),
+        "tokens": r.num_tokens, "seconds": round(r.elapsed_s, 2)} for r in results])
+
+
+# --- PRIME demo widget ------------------------------------------------------------------------
+def prime_demo(model, tokenizer, questions: Sequence[str], max_new_tokens: Optional[int] = None,
+               tools: Any = None):
+    """A budget selector (ipywidgets Dropdown: auto | minimal | light | medium | heavy), a question
+    picker and a Run button over `generate_with_prime`; the output area shows the folded turn
+    (`chat.render_turn`) and a one-row table.
+
+    Returns:
+        (widget, run): display `widget`; `run(budget, question=None) -> PrimeResult` is the same
+        handler the button calls (notebooks in smoke mode call it directly).
+    """
+    import ipywidgets as w
+    from IPython.display import display
+    from .chat import render_turn
+    from .prime import generate_with_prime
+
+    budget = w.Dropdown(options=list(BUDGETS), value="auto", description="budget")
+    question = w.Combobox(options=list(questions), value=questions[0], description="question",
+                          layout=w.Layout(width="90%"))
+    button = w.Button(description="Run PRIME", button_style="primary")
+    out = w.Output()
+
+    def run(budget_name: str, q: Optional[str] = None):
+        q = q or question.value
+        result = generate_with_prime(model, tokenizer, q, budget=None if budget_name == "auto" else budget_name,
+                                     max_new_tokens=max_new_tokens, tools=tools)
+        with out:
+            out.clear_output()
+            print(f"Q: {q}\nbudget {result.routing.budget.value} ({'; '.join(result.routing.reasons)})")
+            print(render_turn(result.text, show_sections=False).strip())
+            display(prime_frame([result]))
+        return result
+
+    button.on_click(lambda _: run(budget.value))
+    return w.VBox([w.HBox([budget, button]), question, out]), run
