@@ -190,6 +190,10 @@ class Trainer:
         if model is None:
             model = self._build_model()
         self.model_config = model.config
+        if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
+            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model's vocab_size is "
+                             f"{model.config.vocab_size} (init_from={cfg.init_from}); use the tokenizer "
+                             "the model was trained with")
         if train_loader is None:
             train_loader, built_eval = build_loaders(cfg, tokenizer, self.dist.rank, self.dist.world_size)
             eval_loader = eval_loader if eval_loader is not None else built_eval

@@ -41,7 +41,15 @@ def test_mode_resolution(monkeypatch):
 
 
 def test_offline_history_written_and_resume_reuses_run_id(tmp_path, monkeypatch):
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        _offline_run_and_resume(tmp_path, monkeypatch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _offline_run_and_resume(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
