@@ -378,7 +378,10 @@ class Trainer:
         if cfg.progress and self.is_main:
             from tqdm.auto import tqdm
             bar = tqdm(total=cfg.max_steps, initial=self.step, desc=f"{cfg.phase}", dynamic_ncols=True)
-        last_saved, saved_path = None, None
+        # A run resumed exactly at its last checkpoint does not rewrite that folder at the end.
+        at_resume_point = self.resumed_from is not None and self.resumed_from.name == ckpt.step_dir_name(self.step)
+        last_saved = self.step if at_resume_point else None
+        saved_path = self.resumed_from if at_resume_point else None
         try:
             while self.step < end:
                 t0 = time.perf_counter()
@@ -478,7 +481,7 @@ def parse_args(argv: Optional[list[str]] = None) -> TrainConfig:
         rest.append(flag + eq + value)
         i += 1
     base = TrainConfig.load(config_name) if config_name else TrainConfig()
-    return tyro.cli(TrainConfig, default=base, args=rest,
+    return tyro.cli(TrainConfig, default=base, args=rest, prog="python -m havoc_lite.train",
                     description="Train a havoc_lite model. Start with --config NAME (see havoc_lite/configs/).")
 
 
@@ -493,7 +496,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     finally:
         dist_utils.cleanup()
     if trainer.is_main:
-        last = hist["loss"][-1] if hist["loss"] else float("nan")
+        last = hist["loss"][-1] if hist["loss"] else trainer.last_loss
         print(f"[train] {hist['stopped']} at step {hist['final_step']}: loss {last:.4f}, "
               f"{hist['tokens_seen']:,} tokens, checkpoint {hist['checkpoint']}")
     return 0
