@@ -52,20 +52,30 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+_CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _timed(fn: Callable[[], None], device: torch.device, repeat: int = 1, clock: str = "wall") -> float:
+    """Seconds for `repeat` calls of fn. clock "cpu" counts this process's CPU seconds (all
+    threads), which a shared, overloaded machine disturbs far less than wall time."""
+    now = _CLOCKS[clock]
+    _sync(device)
+    t0 = now()
+    for _ in range(repeat):
+        fn()
+    _sync(device)
+    return now() - t0
+
+
 def measure_peak_flops(device: torch.device, dtype: torch.dtype, n: int | None = None,
-                       reps: int = 5) -> float:
+                       reps: int = 5, clock: str = "wall") -> float:
     """Best FLOP/s of an n×n @ n×n matmul (2·n³ FLOPs) in `dtype`: the device's practical peak."""
     n = n or (8192 if device.type == "cuda" else 1024)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     _sync(device)
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
+    best = min(_timed(lambda: a @ b, device, 1, clock) for _ in range(reps))
     return 2 * n ** 3 / best
 
 
@@ -101,21 +111,14 @@ def _train_step_fn(model, hf: bool, x, y, dtype, device) -> Callable[[], None]:
     return step
 
 
-def _timed(fn: Callable[[], None], device: torch.device, repeat: int = 1) -> float:
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    _sync(device)
-    return time.perf_counter() - t0
-
-
 def run(preset: str = "tiny", device: str = "auto", steps: int | None = None,
         seq_len: int | None = None, batch_size: int | None = None, new_tokens: int = 256,
         gen_batches: tuple = (1, 8), prompt_len: int = 32, reps: int = 3,
-        dtype: str | None = None, verbose: bool = True) -> dict:
+        dtype: str | None = None, clock: str = "wall", verbose: bool = True) -> dict:
     """Run the benchmark and return the figures (tokens/s, ratios ours/HF, MFU) as a dict."""
     dev = pick_device(device)
+    if clock not in _CLOCKS or (clock == "cpu" and dev.type != "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu' (cpu only on a CPU device), got {clock!r}")
     dt = getattr(torch, dtype) if dtype else (torch.bfloat16 if dev.type == "cuda" else torch.float32)
     b0, t0_, s0 = _DEFAULTS.get(preset, (4, 128, 3))
     B, T, steps = batch_size or b0, seq_len or t0_, steps or s0
@@ -123,14 +126,14 @@ def run(preset: str = "tiny", device: str = "auto", steps: int | None = None,
     T = min(T, cfg.max_seq_len)
     log = print if verbose else (lambda *a, **k: None)
     log(f"havoc_lite.bench: preset {preset} on {dev} ({platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads), {dt}, torch {torch.__version__}")
+        f"{torch.get_num_threads()} threads), {dt}, torch {torch.__version__}, {clock} clock")
 
-    peak = measure_peak_flops(dev, dt)
+    peak = measure_peak_flops(dev, dt, clock=clock)
     log(f"matmul peak: {peak / 1e9:.1f} GFLOP/s")
     results: dict = {"preset": preset, "device": str(dev), "dtype": str(dt).replace("torch.", ""),
                      "torch": torch.__version__, "threads": torch.get_num_threads(),
                      "peak_flops": peak, "batch_size": B, "seq_len": T, "steps": steps,
-                     "new_tokens": new_tokens, "reps": reps}
+                     "new_tokens": new_tokens, "reps": reps, "clock": clock}
 
     # --- training ---------------------------------------------------------------------------
     ours, hf = build_pair(cfg, dev)
@@ -146,7 +149,7 @@ def run(preset: str = "tiny", device: str = "auto", steps: int | None = None,
         fn()                                     # warm-up (allocator, kernels, optimizer state)
     for _ in range(reps):
         for name, fn in fns.items():
-            times[name].append(_timed(fn, dev, steps))
+            times[name].append(_timed(fn, dev, steps, clock))
     train = {k: B * T * steps / statistics.median(v) for k, v in times.items()}
     fpt = flops_per_token(cfg, n_params, T)
     results["train_tokens_per_s"] = train
@@ -186,7 +189,7 @@ def run(preset: str = "tiny", device: str = "auto", steps: int | None = None,
         gtimes: dict = {k: [] for k in gfns}
         for _ in range(reps):
             for name, fn in gfns.items():
-                gtimes[name].append(_timed(fn, dev))
+                gtimes[name].append(_timed(fn, dev, 1, clock))
         tps = {k: gb * new_tokens / statistics.median(v) for k, v in gtimes.items()}
         gfpt = fpt / 3
         entry = {"tokens_per_s": tps, "ratio": tps["ours"] / tps["hf"],
@@ -210,12 +213,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: bf16 on cuda)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (1 gives steadier figures on a shared machine)")
+    ap.add_argument("--clock", default="wall", choices=sorted(_CLOCKS),
+                    help="wall seconds, or this process's CPU seconds (steadier on a busy CPU box)")
     ap.add_argument("--json", default=None, help="write the figures to this JSON file")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     res = run(a.preset, a.device, a.steps, a.seq_len, a.batch_size, a.new_tokens,
-              tuple(a.gen_batches), reps=a.reps, dtype=a.dtype)
+              tuple(a.gen_batches), reps=a.reps, dtype=a.dtype, clock=a.clock)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=2)
