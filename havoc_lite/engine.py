@@ -21,6 +21,7 @@ of short ones does not pay for the short ones.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
@@ -195,7 +196,21 @@ class _ToolHook:
 
 
 # --- generate -------------------------------------------------------------------------------------
-@torch.inference_mode()
+def _eval_mode(fn):
+    """Run `fn` under inference_mode with the model in eval mode (no dropout), then restore."""
+    @functools.wraps(fn)
+    def wrapper(model, *args, **kwargs):
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                return fn(model, *args, **kwargs)
+        finally:
+            model.train(was_training)
+    return wrapper
+
+
+@_eval_mode
 def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *,
              max_new_tokens: int = 256, temperature: float = 0.0, top_k: Optional[int] = None,
              top_p: Optional[float] = None, stop_ids: Sequence[int] = (), seed: Optional[int] = None,
@@ -225,6 +240,9 @@ def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *,
             ids are appended (engine_mask = engine_written) and prefilled with the next forward.
             If the sampled token was a stop id, returned ids REPLACE it and the row goes on (e.g.
             PRIME opening a missing `<answer>`). Forced ids never trigger a tool call.
+
+    The model runs in eval mode (no dropout) under `torch.inference_mode()`; its training flag
+    is restored afterwards, so a trainer can sample mid-run.
 
     Returns:
         B `Generation`s, in prompt order.
@@ -327,7 +345,7 @@ def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *,
     return outs
 
 
-@torch.inference_mode()
+@_eval_mode
 def generate_reference(model: torch.nn.Module, prompt_ids: Sequence[int], *,
                        max_new_tokens: int = 256, temperature: float = 0.0,
                        top_k: Optional[int] = None, top_p: Optional[float] = None,

@@ -40,6 +40,16 @@ def test_sampled_batch_of_one_equals_reference_with_same_seed(model):
         assert got == generate_reference(model, PROMPTS[0], max_new_tokens=25, seed=11, **kw)
 
 
+def test_generate_turns_dropout_off_and_restores_training_mode():
+    torch.manual_seed(0)
+    m = HavocModel(ModelConfig.from_preset("tiny", vocab_size=97, n_layers=2, dropout=0.5,
+                                           initializer_range=0.1)).train()
+    out = generate(m, [PROMPTS[0]], max_new_tokens=10)[0].tokens
+    assert m.training
+    assert out == generate_reference(m, PROMPTS[0], max_new_tokens=10)
+    assert out == generate(m.eval(), [PROMPTS[0]], max_new_tokens=10)[0].tokens
+
+
 def test_seed_reproducibility(model):
     a = generate(model, PROMPTS, max_new_tokens=20, temperature=1.5, seed=7)
     b = generate(model, PROMPTS, max_new_tokens=20, temperature=1.5, seed=7)
