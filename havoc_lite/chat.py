@@ -29,7 +29,9 @@ _TAG = re.compile(r"<(/?)(reason|tool_result|tool|advocate|attack|pragmatist|ver
 BUDGETS = ("auto", "minimal", "light", "medium", "heavy")
 
 
-def _strip_chat_tokens(text: str) -> str:
+def strip_chat_tokens(text: str) -> str:
+    """`text` without the chat-structure tokens (`<|end|>`, `<|assistant|>`, ...), which must not
+    reappear inside a message of the kept conversation."""
     for t in CHAT_TOKENS:
         text = text.replace(t, "")
     return text
@@ -65,7 +67,7 @@ def render_turn(text: str, show_sections: bool) -> str:
     is written, the result when the engine has appended it), the answer after `Answer: `, and text
     outside any section as written.
     """
-    text = _strip_chat_tokens(text)
+    text = strip_chat_tokens(text)
     if show_sections:
         return text
     out: list[str] = []
@@ -189,7 +191,7 @@ class ChatSession:
                 self.messages = self.messages[2:]   # forget the oldest exchange and try again
                 self.out.write("(conversation too long for the model's context: oldest turn dropped)\n")
         printer.finish()
-        reply = _strip_chat_tokens(result.text).strip()
+        reply = strip_chat_tokens(result.text).strip()
         self.messages += [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
         return result
 

@@ -203,17 +203,15 @@ def trace_files(run: Path, sz: Sizes, create: Optional[bool] = None) -> list[Pat
     return list(write_offline_traces(run, sz).values())
 
 
-def write_pretraining_text(run: Path, sz: Sizes) -> Path:
-    """`<run>/data/pretrain_text/{general,math}/`: Tiny Shakespeare (bundled) and, at A100 sizes,
-    `sz.pretrain_docs` FineWeb-Edu documents streamed from the hub (general); GSM8K train problems
-    and rendered tool traces (math). Files already there are kept."""
-    from .data import render_trace
-    raw = Path(run) / "data" / "pretrain_text"
-    (raw / "general").mkdir(parents=True, exist_ok=True)
-    (raw / "math").mkdir(parents=True, exist_ok=True)
-    if not (raw / "general" / "shakespeare.txt").is_file():
-        shutil.copy(ASSETS / "tinyshakespeare_200k.txt", raw / "general" / "shakespeare.txt")
-    hub = raw / "general" / "fineweb_edu.jsonl"
+def write_general_text(run: Path, sz: Sizes) -> Path:
+    """`<run>/data/pretrain_text/general/`: Tiny Shakespeare (bundled) and, at A100 sizes,
+    `sz.pretrain_docs` FineWeb-Edu documents streamed from the hub (written to a temp file, then
+    renamed, so an interrupted download is redone). Files already there are kept."""
+    general = Path(run) / "data" / "pretrain_text" / "general"
+    general.mkdir(parents=True, exist_ok=True)
+    if not (general / "shakespeare.txt").is_file():
+        shutil.copy(ASSETS / "tinyshakespeare_200k.txt", general / "shakespeare.txt")
+    hub = general / "fineweb_edu.jsonl"
     if sz.pretrain_docs and not hub.is_file():
         import datasets
         from tqdm.auto import tqdm
@@ -225,6 +223,15 @@ def write_pretraining_text(run: Path, sz: Sizes) -> Path:
                     break
                 f.write(json.dumps({"text": row["text"]}, ensure_ascii=False) + "\n")
         tmp.rename(hub)
+    return general
+
+
+def write_pretraining_text(run: Path, sz: Sizes) -> Path:
+    """`<run>/data/pretrain_text/`: `write_general_text` (general) plus GSM8K train problems and
+    the run's rendered tool traces (math). Files already there are kept."""
+    from .data import render_trace
+    raw = write_general_text(run, sz).parent
+    (raw / "math").mkdir(parents=True, exist_ok=True)
     math = raw / "math" / "gsm8k_and_traces.jsonl"
     if not math.is_file():
         with open(math, "w", encoding="utf-8") as f:
