@@ -89,7 +89,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
         self.dropout = cfg.dropout
 
-    def forward(self, x, cos, sin, positions=None, k_cache=None, v_cache=None):
+    def forward(self, x, cos, sin, positions=None, k_cache=None, v_cache=None, cache_meta=None):
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -99,13 +99,10 @@ class Attention(nn.Module):
         mask, is_causal = None, True
         if k_cache is not None:
             # Scatter the new K/V into each row's slots, then attend over the filled prefix.
-            rows = torch.arange(B, device=x.device)[:, None].expand(B, T)
+            rows, L, mask = cache_meta
             k_cache[rows, :, positions] = k.transpose(1, 2).to(k_cache.dtype)
             v_cache[rows, :, positions] = v.transpose(1, 2).to(v_cache.dtype)
-            L = int(positions.max()) + 1
             k, v = k_cache[:, :, :L].to(q.dtype), v_cache[:, :, :L].to(q.dtype)
-            slots = torch.arange(L, device=x.device)
-            mask = (slots[None, None, :] <= positions[:, :, None])[:, None]  # [B, 1, T, L]
             is_causal = False
 
         rep = self.n_heads // self.num_kv_heads
@@ -146,8 +143,8 @@ class Block(nn.Module):
         self.mlp = SwiGLU(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, cos, sin, positions=None, k_cache=None, v_cache=None):
-        x = x + self.drop(self.attn(self.input_norm(x), cos, sin, positions, k_cache, v_cache))
+    def forward(self, x, cos, sin, positions=None, k_cache=None, v_cache=None, cache_meta=None):
+        x = x + self.drop(self.attn(self.input_norm(x), cos, sin, positions, k_cache, v_cache, cache_meta))
         return x + self.drop(self.mlp(self.post_attn_norm(x)))
 
 
@@ -211,7 +208,8 @@ class HavocModel(nn.Module):
             raise ValueError(f"input_ids must be [B, T], got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
         if not torch.compiler.is_compiling():
-            if input_ids.numel() and bool(((input_ids < 0) | (input_ids >= cfg.vocab_size)).any()):
+            lo, hi = torch.aminmax(input_ids) if input_ids.numel() else (0, 0)
+            if input_ids.numel() and (int(lo) < 0 or int(hi) >= cfg.vocab_size):
                 bad = input_ids[(input_ids < 0) | (input_ids >= cfg.vocab_size)][0].item()
                 raise ValueError(f"token id {bad} is outside the vocabulary [0, {cfg.vocab_size})")
         if positions is None:
@@ -221,18 +219,27 @@ class HavocModel(nn.Module):
                 raise ValueError(f"sequence of {T} tokens is longer than max_seq_len={cfg.max_seq_len}")
             cos, sin = self.rope_cos[:T][None, None], self.rope_sin[:T][None, None]
         else:
-            if not torch.compiler.is_compiling() and int(positions.max()) >= cfg.max_seq_len:
-                raise ValueError(f"position {int(positions.max())} is beyond max_seq_len={cfg.max_seq_len}")
-            cos, sin = self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]
+            max_pos = int(positions.max())
+            if max_pos >= cfg.max_seq_len:
+                raise ValueError(f"position {max_pos} is beyond max_seq_len={cfg.max_seq_len}")
+            flat = positions.reshape(-1)
+            cos = self.rope_cos.index_select(0, flat).view(B, 1, T, -1)
+            sin = self.rope_sin.index_select(0, flat).view(B, 1, T, -1)
+        cache_meta = None
+        if kv_cache is not None:
+            # shared by every layer: row index, filled length, and the [B, 1, T, L] visibility mask
+            rows = torch.arange(B, device=input_ids.device)[:, None].expand(B, T)
+            slots = torch.arange(max_pos + 1, device=input_ids.device)
+            cache_meta = (rows, max_pos + 1, (slots[None, None, :] <= positions[:, :, None])[:, None])
 
         x = self.drop(self.embed_tokens(input_ids))
         for i, layer in enumerate(self.layers):
             kc = kv_cache.k[i] if kv_cache is not None else None
             vc = kv_cache.v[i] if kv_cache is not None else None
             if self.gradient_checkpointing and self.training:
-                x = checkpoint(layer, x, cos, sin, positions, kc, vc, use_reentrant=False)
+                x = checkpoint(layer, x, cos, sin, positions, kc, vc, cache_meta, use_reentrant=False)
             else:
-                x = layer(x, cos, sin, positions, kc, vc)
+                x = layer(x, cos, sin, positions, kc, vc, cache_meta)
         return self.lm_head(self.norm(x)).float()
 
     def loss(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
