@@ -54,3 +54,30 @@ def test_measure_latency_counts_single_queries():
 
     r = measure_latency(generate_fn, ["a", "b", "c"], repeats=2)
     assert calls == [1] * 6 and r["n"] == 6 and r["p50_s"] >= 0
+
+
+def test_cli_end_to_end_on_a_tiny_model(tmp_path, capsys):
+    """`python -m havoc_lite.eval` path: model folder + tokenizer -> results JSON, records, report."""
+    import torch
+    from havoc_lite.config import ModelConfig
+    from havoc_lite.eval.__main__ import EvalArgs, main
+    from havoc_lite.eval.gsm8k import ASSET_TEST
+    from havoc_lite.model import HavocModel
+    from havoc_lite.tokenizer import train_tokenizer
+
+    tok = train_tokenizer([ASSET_TEST], tmp_path / "model", vocab_size=500)
+    torch.manual_seed(0)
+    HavocModel(ModelConfig.from_preset("tiny", vocab_size=tok.vocab_size, n_layers=1)).save_pretrained(
+        tmp_path / "model")
+    out = tmp_path / "res" / "x.json"
+    res = main(EvalArgs(model=str(tmp_path / "model"), limit=3, samples=2, k="1,2", max_new_tokens=6,
+                        batch_size=4, latency_probes=1, output=str(out), device="cpu"))
+    saved = json.loads(out.read_text())
+    g = saved["benchmarks"]["gsm8k"]
+    assert g["num_examples"] == 3 and g["samples"] == 2 and set(g["k"]) == {1, 2}
+    assert len(out.with_suffix(".gsm8k.jsonl").read_text().splitlines()) == 6
+    rows = {r["criterion"]: r for r in saved["success_criteria"]}
+    assert rows["inference memory"]["met"] is True          # a tiny model fits a 40 GB card
+    assert rows["GSM8K accuracy (strict)"]["met"] is False  # an untrained one does not solve GSM8K
+    assert "| criterion | target | measured | met |" in capsys.readouterr().out
+    assert res["latency_single_query"]["n"] == 1

@@ -1,0 +1,70 @@
+"""Outcome reward model on the tiny preset: planted-error pairs from offline arithmetic traces.
+
+The model sees the rendered trace (question, calculator calls, their results, the answer); a
+planted error changes the answer so it no longer matches the last tool result. After a short BCE
+fit, its catch-rate on held-out planted errors must beat chance by a wide margin.
+"""
+import random
+
+import pytest
+import torch
+
+from havoc_lite.reward_model import (RewardModel, perturb_number, planted_error_pairs,
+                                     train_reward_model)
+
+
+@pytest.fixture(scope="module")
+def tok_and_traces(tmp_path_factory):
+    from synth.offline import generate_offline
+    from havoc_lite.reward_model import solution_text
+    from havoc_lite.tokenizer import train_tokenizer
+    train = generate_offline("arithmetic", 600, seed=0, split="train")
+    test = generate_offline("arithmetic", 120, seed=1, split="test")
+    texts = [t["question"] + " " + solution_text(t) for t in train]
+    tok = train_tokenizer(texts, tmp_path_factory.mktemp("tok"), vocab_size=1000)
+    return tok, train, test
+
+
+def test_perturb_number_always_differs():
+    rng = random.Random(0)
+    for v in ["0", "7", "37", "1200", "-4", "2.5", "0.3333333333"]:
+        for _ in range(50):
+            p = perturb_number(v, rng)
+            assert p != v and float(p) != float(v)
+
+
+def test_planted_pairs_label_the_changed_answer(tok_and_traces):
+    _, train, _ = tok_and_traces
+    triples = planted_error_pairs(train[:200], seed=0)
+    assert 60 < sum(1 for *_, ok in triples if not ok) < 140
+    for (q, text, ok), tr in zip(triples, train[:200]):
+        assert q == tr["question"]
+        assert (f"<answer>{tr['answer']}</answer>" in text) == ok
+
+
+def test_reward_model_catches_planted_errors(tok_and_traces, tmp_path):
+    tok, train, test = tok_and_traces
+    torch.manual_seed(0)
+    # the last 40 tokens hold the final tool result and the answer: enough to judge, and short
+    # enough to fit on a CPU in seconds
+    rm = RewardModel.from_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=40, n_layers=2)
+    before = rm.catch_rate(tok, planted_error_pairs(test, seed=1))
+    hist = train_reward_model(rm, tok, planted_error_pairs(train, seed=0), steps=400, batch_size=32,
+                              lr=3e-3, seed=0)
+    assert sum(hist["loss"][-20:]) / 20 < sum(hist["loss"][:20]) / 20
+    held_out = planted_error_pairs(test, seed=1)
+    after = rm.catch_rate(tok, held_out)
+    print("reward model before", before, "after", after)
+    # chance: AUC 0.5 and a catch-rate equal to the false-alarm rate (a coin that flags p of all
+    # items flags p of the wrong ones too). AUC's null s.d. here is ~0.05.
+    assert before["auc"] == pytest.approx(0.5, abs=0.05)
+    assert after["auc"] > 0.6, after
+    assert after["catch_rate"] > after["false_alarm_rate"] + 0.15, after
+
+    rm.save_pretrained(tmp_path / "rm")
+    again = RewardModel.from_pretrained(tmp_path / "rm")
+    pairs = [(q, s) for q, s, _ in held_out[:8]]
+    assert again.score(tok, pairs) == pytest.approx(rm.score(tok, pairs), abs=1e-5)
+    q, s, _ = next(t for t in held_out if t[2])
+    wrong = s.replace("<answer>", "<answer>9").replace("</answer>", "9</answer>")
+    assert rm.rank(tok, q, [wrong, s])[0] == 1  # best-of-n prefers the right one
