@@ -49,6 +49,11 @@ GPUS: dict[str, float] = {  # name -> capacity in GiB
     "t4-16": 16, "v100-16": 16, "rtx3090-24": 24, "rtx4090-24": 24, "l4-24": 24, "a10-24": 24,
     "v100-32": 32, "a100-40": 40, "l40s-48": 48, "a100-80": 80, "h100-80": 80, "h200-141": 141,
 }
+# Dense bf16 tensor-core peak, TFLOP/s, from the vendors' data sheets (no sparsity).
+PEAK_BF16_TFLOPS: dict[str, float] = {
+    "t4-16": 65, "v100-16": 125, "v100-32": 125, "rtx3090-24": 71, "rtx4090-24": 165, "l4-24": 121,
+    "a10-24": 125, "a100-40": 312, "l40s-48": 362, "a100-80": 312, "h100-80": 989, "h200-141": 989,
+}
 CONTEXT_OVERHEAD = 1.0 * GiB
 PHASES = ("pretrain", "sft", "polish", "inference")
 
@@ -293,6 +298,26 @@ def table(gpus: tuple[str, ...] = ("rtx4090-24", "a100-40", "a100-80"), phase: s
                               "usable = capacity - 1 GiB.")
 
 
+def train_hours(cfg: ModelConfig, tokens: float, gpu: str = "a100-40", mfu: float = 0.4,
+                num_gpus: int = 1) -> float:
+    """Wall-clock hours to train `cfg` on `tokens` tokens: 6·N·tokens FLOPs (Kaplan et al. 2020,
+    forward + backward) over `num_gpus` × the GPU's dense bf16 peak × `mfu`.
+
+    `mfu` (model FLOPs utilisation) is an assumption, not a measurement: 0.3–0.5 is typical for a
+    well-fed decoder on A100/H100 (Chowdhery et al. 2022, PaLM, Table 3); `python -m havoc_lite.bench`
+    on the GPU measures the real figure. Gradient checkpointing adds about a third (one more forward).
+
+    Raises:
+        ValueError: a GPU without a known peak, or mfu outside (0, 1].
+    """
+    if gpu not in PEAK_BF16_TFLOPS:
+        raise ValueError(f"no bf16 peak known for GPU {gpu!r}; one of {sorted(PEAK_BF16_TFLOPS)}")
+    if not 0 < mfu <= 1:
+        raise ValueError(f"mfu must be in (0, 1], got {mfu}")
+    flops = 6 * cfg.num_parameters() * tokens
+    return flops / (num_gpus * PEAK_BF16_TFLOPS[gpu] * 1e12 * mfu) / 3600
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m havoc_lite.memory", description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="7b", choices=sorted(PRESETS))
@@ -304,6 +329,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--fsdp", type=int, default=1, help="number of GPUs the states are sharded over")
     ap.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"))
     ap.add_argument("--all", action="store_true", help="table of every preset on 24/40/80 GB cards")
+    ap.add_argument("--tokens", type=float, default=None,
+                    help="also estimate training hours for this many tokens (6·N·tokens FLOPs)")
+    ap.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation for --tokens")
     args = ap.parse_args(argv)
     if args.all:
         print(table(batch_size=args.batch_size, seq_len=args.seq_len))
@@ -311,6 +339,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     p = plan(args.preset, args.phase, args.gpu, args.batch_size, args.seq_len, args.grad_checkpointing,
              args.fsdp, args.dtype)
     print(p.report())
+    if args.tokens:
+        hours = train_hours(PRESETS[args.preset], args.tokens, args.gpu, args.mfu, max(1, args.fsdp))
+        print(f"  time: {args.tokens:.3g} tokens x 6 x {PRESETS[args.preset].num_parameters():,} params "
+              f"on {max(1, args.fsdp)} x {args.gpu} at an assumed MFU of {args.mfu:.0%}: "
+              f"~{hours:.1f} h (estimate, not a measurement)")
     return 0 if p.fits else 1
 
 

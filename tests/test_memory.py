@@ -89,3 +89,14 @@ def test_cli_and_table(capsys):
     assert out.count("\n| ") >= len(memory.PRESETS) and "7b" in out
     with pytest.raises(ValueError, match="unknown GPU"):
         memory.plan("7b", gpu="a200")
+
+
+def test_train_hours_is_six_n_d_over_peak_times_mfu():
+    from havoc_lite.config import PRESETS
+    from havoc_lite.memory import PEAK_BF16_TFLOPS, train_hours
+    cfg = PRESETS["50m"]
+    hours = train_hours(cfg, 1e9, "a100-40", mfu=0.5, num_gpus=2)
+    assert hours == pytest.approx(6 * cfg.num_parameters() * 1e9 / (2 * 312e12 * 0.5) / 3600)
+    assert PEAK_BF16_TFLOPS["a100-40"] == 312
+    with pytest.raises(ValueError, match="mfu"):
+        train_hours(cfg, 1e9, "a100-40", mfu=0)
