@@ -91,8 +91,11 @@ Writes `<run>/tokenizer/`, which every later notebook loads.
     code(SETUP),
     code(PARAMS),
     code('''
+# An existing tokenizer is kept: the shards and checkpoints of 03-05 depend on it. To retrain,
+# set RETRAIN = True (then re-run 03-05 from scratch).
+RETRAIN = False
 colab.write_general_text(RUN, SZ)   # hub text at A100 sizes (streamed), bundled text always
-tok = colab.ensure_tokenizer(RUN, SZ, create=True, retrain=True)
+tok = colab.ensure_tokenizer(RUN, SZ, create=True, retrain=RETRAIN)
 tok
 '''),
     code('''
@@ -135,10 +138,11 @@ Verified tool-use traces for SFT, written to `<run>/data/`:
 # Dry run: the prompts Claude would get and what the run would cost. Nothing is sent.
 from synth.generate import GenerateArgs, run_generation
 TOPICS = ["stats_tests", "arithmetic", "algebra_calculus", "doe", "retrieval"]
-MODEL, MAX_USD = "claude-sonnet-4-5", 1.0 if SMOKE else 10.0
+MODEL = "claude-sonnet-4-5"
+MAX_USD_PER_TOPIC = 0.5 if SMOKE else 5.0   # hard cap per topic's output file, resumed runs included
 claude_dir = RUN / "data" / "claude"
 def claude_args(topic, **kw):
-    return GenerateArgs(topic=topic, num_examples=SZ.claude_traces, model=MODEL, max_usd=MAX_USD,
+    return GenerateArgs(topic=topic, num_examples=SZ.claude_traces, model=MODEL, max_usd=MAX_USD_PER_TOPIC,
                         output=str(claude_dir / f"{topic}.jsonl"), **kw)
 estimate = run_generation(claude_args(TOPICS[0], dry_run=True), registry=colab.tools())
 estimate
