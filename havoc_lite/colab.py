@@ -38,7 +38,10 @@ BUDGETS = ("auto", "minimal", "light", "medium", "heavy")
 def in_colab() -> bool:
     """True inside a Google Colab runtime (the `google.colab` module exists)."""
     import importlib.util
-    return importlib.util.find_spec("google.colab") is not None
+    try:
+        return importlib.util.find_spec("google.colab") is not None
+    except ModuleNotFoundError:   # no `google` package at all
+        return False
 
 
 def setup(run_name: str = "havoc_lite", run_dir: Optional[str] = None) -> Path:
