@@ -12,17 +12,22 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).parent
-REPO_URL = "https://github.com/svend-ai/havoc_lite"   # where Colab clones the kit from
 
-SETUP = f'''# Set-up: install the kit (from this checkout with `pip install -e`, else cloned from the repo),
-# then the run folder: Google Drive in Colab (checkpoints survive a disconnect), ./checkpoints elsewhere.
+SETUP = '''# Set-up: install the kit from a checkout (this folder's parent, /content/havoc_lite, a copy on
+# Drive, or a clone of HAVOC_REPO_URL), then the run folder: Google Drive in Colab (checkpoints
+# survive a disconnect), ./checkpoints elsewhere.
 import importlib.util, os, subprocess, sys
 if importlib.util.find_spec("havoc_lite") is None:
-    ROOT = next((p for p in (os.getcwd(), os.path.dirname(os.getcwd()))
-                 if os.path.isfile(os.path.join(p, "havoc_lite", "__init__.py"))), None)
-    if ROOT is None:
+    HAVOC_REPO_URL = os.environ.get("HAVOC_REPO_URL", "")   # your fork's git URL, if you clone
+    candidates = (os.getcwd(), os.path.dirname(os.getcwd()), "/content/havoc_lite",
+                  "/content/drive/MyDrive/havoc_lite")
+    ROOT = next((p for p in candidates if os.path.isfile(os.path.join(p, "havoc_lite", "__init__.py"))), None)
+    if ROOT is None and HAVOC_REPO_URL:
         ROOT = "/content/havoc_lite"
-        subprocess.run(["git", "clone", "--depth", "1", "{REPO_URL}", ROOT], check=True)
+        subprocess.run(["git", "clone", "--depth", "1", HAVOC_REPO_URL, ROOT], check=True)
+    if ROOT is None:
+        raise RuntimeError("havoc_lite is not installed: upload the repository to /content/havoc_lite or "
+                           "MyDrive/havoc_lite, or set HAVOC_REPO_URL to a git URL to clone")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", ROOT], check=True)
     sys.path.insert(0, ROOT)
 from havoc_lite import colab
