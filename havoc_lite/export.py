@@ -18,7 +18,7 @@ from typing import Any, Optional
 import torch
 
 from .config import ModelConfig
-from .model import HavocModel, rope_cache
+from .model import HavocModel
 
 # ours -> HF, per layer ({i} is the layer index); the rest are global names
 _LAYER_MAP = {
@@ -223,23 +223,5 @@ def from_hf_llama(model_dir: str | Path, device: str | torch.device = "cpu",
             state[havoc_name(key)] = tensor
         except KeyError:
             unexpected.append(key)
-    if cfg.tie_embeddings:
-        state.pop("lm_head.weight", None)
-    with torch.device("meta"):
-        model = HavocModel(cfg)
-    expected = dict(model.state_dict())
-    if cfg.tie_embeddings:
-        expected.pop("lm_head.weight")
-    missing = sorted(set(expected) - set(state))
-    if missing or unexpected:
-        raise ValueError(f"{model_dir}: weights missing {[hf_name(k) for k in missing][:5]}, "
-                         f"unexpected {sorted(unexpected)[:5]}")
-    for k, v in state.items():
-        if tuple(v.shape) != tuple(expected[k].shape):
-            raise ValueError(f"{model_dir}: {hf_name(k)} has shape {tuple(v.shape)}, config.json implies "
-                             f"{tuple(expected[k].shape)}")
-    model.load_state_dict(state, strict=False, assign=True)
-    if cfg.tie_embeddings:
-        model.lm_head.weight = model.embed_tokens.weight
-    model.rope_cos, model.rope_sin = rope_cache(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta)
+    model = HavocModel.from_state_dict(cfg, state, source=str(model_dir), unexpected=unexpected, name=hf_name)
     return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -277,26 +277,42 @@ class HavocModel(nn.Module):
                 raise FileNotFoundError(f"{model_dir / name} not found (expected a folder written by "
                                         "HavocModel.save_pretrained)")
         cfg = ModelConfig.load_json(model_dir / "config.json")
+        state = load_file(str(model_dir / "model.safetensors"))
+        model = cls.from_state_dict(cfg, state, source=str(model_dir / "model.safetensors"))
+        return model.to(device=device, dtype=dtype) if dtype else model.to(device)
+
+    @classmethod
+    def from_state_dict(cls, cfg: ModelConfig, state: dict[str, torch.Tensor], source: str = "state dict",
+                        unexpected: Sequence[str] = (), name: Callable[[str], str] = str) -> "HavocModel":
+        """Build a model for `cfg` around the tensors of `state` (our parameter names), without
+        allocating weights twice (meta device, then `assign`). A tied head may be absent or present.
+
+        Args:
+            unexpected: keys the caller could not map (reported together with ours).
+            name: how to print a parameter name in errors (e.g. its Hugging Face name).
+        Raises:
+            ValueError: missing, unexpected or mis-shaped weights, named, with `source`.
+        """
         with torch.device("meta"):
             model = cls(cfg)
-        state = load_file(str(model_dir / "model.safetensors"))
-        expected = {k: v for k, v in model.state_dict().items()}
+        expected = dict(model.state_dict())
         if cfg.tie_embeddings:
             expected.pop("lm_head.weight", None)
-        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+            state = {k: v for k, v in state.items() if k != "lm_head.weight"}
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(unexpected) + sorted(name(k) for k in set(state) - set(expected))
         if missing or unexpected:
-            raise ValueError(f"{model_dir / 'model.safetensors'}: missing {missing[:5]}, "
+            raise ValueError(f"{source}: weights missing {[name(k) for k in missing][:5]}, "
                              f"unexpected {unexpected[:5]}")
         for k, v in state.items():
             if tuple(v.shape) != tuple(expected[k].shape):
-                raise ValueError(f"{model_dir / 'model.safetensors'}: {k} has shape {tuple(v.shape)},"
-                                 f" config.json implies {tuple(expected[k].shape)}")
+                raise ValueError(f"{source}: {name(k)} has shape {tuple(v.shape)}, config.json implies "
+                                 f"{tuple(expected[k].shape)}")
         model.load_state_dict(state, strict=False, assign=True)
         if cfg.tie_embeddings:
             model.lm_head.weight = model.embed_tokens.weight
-        cos, sin = rope_cache(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta)
-        model.rope_cos, model.rope_sin = cos, sin
-        return model.to(device=device, dtype=dtype) if dtype else model.to(device)
+        model.rope_cos, model.rope_sin = rope_cache(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta)
+        return model
 
     def num_parameters(self) -> int:
         """Unique parameters (the tied head counted once)."""
