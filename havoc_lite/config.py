@@ -16,6 +16,14 @@ from typing import Any, Optional
 import yaml
 
 
+def check_fields(cls, data: dict[str, Any], source: str) -> None:
+    """Raise ValueError naming `source` and any key of `data` that is not a field of dataclass `cls`."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}")
+
+
 @dataclass
 class ModelConfig:
     """Shape of a `HavocModel`.
@@ -97,10 +105,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "ModelConfig":
         """Build from a dict; unknown keys are an error naming them and `source`."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown ModelConfig field(s) {unknown}; known: {sorted(known)}")
+        check_fields(cls, data, source)
         return cls(**data)
 
     def save_json(self, path: str | Path) -> None:
@@ -272,10 +277,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "TrainConfig":
         """Build from a dict; unknown keys are an error naming them and `source`."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown TrainConfig field(s) {unknown}; known: {sorted(known)}")
+        check_fields(cls, data, source)
         cfg = cls.__new__(cls)
         for f in fields(cls):
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
