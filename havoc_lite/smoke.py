@@ -1,8 +1,10 @@
 """`python -m havoc_lite.smoke`: the whole pipeline, tiny, on real bundled text, in minutes.
 
 Stages (each timed; the run stops at the first failure and exits non-zero):
- 1. tokenizer  — sentencepiece on Tiny Shakespeare + GSM8K + offline tool traces (bundled slices)
- 2. pretrain   — the `tiny` preset on Shakespeare + GSM8K token shards; the loss must fall
+ 1. tokenizer  — offline calculator traces are generated, then sentencepiece learns Tiny
+                 Shakespeare + GSM8K + those traces (bundled slices)
+ 2. pretrain   — the `tiny` preset on two domains: general (Shakespeare) and math (GSM8K
+                 solutions + the calculator traces as plain text); the loss must fall
  3. resume     — restart from the half-way checkpoint; the continuation must match the
                  uninterrupted run step for step
  4. sft        — offline calculator traces + converted GSM8K traces, loss on the answer only
@@ -45,15 +47,18 @@ class Sizes:
     n_train_traces: int
     n_test_problems: int
     n_gsm8k: int
+    n_gsm8k_traces: int = 200
     batch_size: int = 16
     pretrain_seq_len: int = 128
     sft_seq_len: int = 160
 
 
-FULL = Sizes(vocab_size=2048, pretrain_steps=200, sft_steps=600, resume_check_steps=10,
+# FULL: measured on 2 CPU cores, the tiny model goes from ~3 % to ~80 % held-out accuracy with the
+# calculator between SFT steps 300 and 400 (it has to learn to copy numbers into the call).
+FULL = Sizes(vocab_size=2048, pretrain_steps=120, sft_steps=600, resume_check_steps=10,
              n_train_traces=3000, n_test_problems=60, n_gsm8k=20)
 QUICK = Sizes(vocab_size=1024, pretrain_steps=40, sft_steps=60, resume_check_steps=4,
-              n_train_traces=400, n_test_problems=12, n_gsm8k=4)
+              n_train_traces=400, n_test_problems=12, n_gsm8k=4, n_gsm8k_traces=50)
 
 
 def _device(name: str) -> str:
@@ -103,20 +108,29 @@ class Smoke:
 
     # --- stages ---------------------------------------------------------------------------
     def stage_tokenizer(self) -> dict:
-        from synth.offline import generate_offline
+        from synth.offline import generate_offline, write_jsonl
         from .data import render_trace
         from .tokenizer import train_tokenizer
-        traces = generate_offline("arithmetic", 500, seed=self.args.seed + 100)
-        texts = [t["question"] + "\n" + render_trace(t) for t in traces]
-        gsm = [json.loads(line) for line in open(ASSETS / "gsm8k_train_500.jsonl", encoding="utf-8")]
-        texts += [g["question"] + "\n" + g["answer"] for g in gsm]
-        texts.append((ASSETS / "tinyshakespeare_200k.txt").read_text(encoding="utf-8"))
+        self.traces = generate_offline("arithmetic", self.sizes.n_train_traces, seed=self.args.seed)
+        write_jsonl(self.traces, self.out / "sft" / "arithmetic_traces.jsonl")
+        self.trace_texts = [t["question"] + "\n" + render_trace(t) for t in self.traces]
+        self.gsm8k = [json.loads(line) for line in open(ASSETS / "gsm8k_train_500.jsonl", encoding="utf-8")]
+        self.gsm8k_texts = [g["question"] + "\n" + g["answer"] for g in self.gsm8k]
+        shakespeare = (ASSETS / "tinyshakespeare_200k.txt").read_text(encoding="utf-8")
         t0 = time.perf_counter()
-        tok = train_tokenizer(texts, self.out / "tokenizer", vocab_size=self.sizes.vocab_size)
-        sample = texts[0]
+        tok = train_tokenizer(self.trace_texts + self.gsm8k_texts + [shakespeare], self.out / "tokenizer",
+                              vocab_size=self.sizes.vocab_size)
         self.tokenizer = tok
+        sample = self.trace_texts[0]
         return {"vocab_size": tok.vocab_size, "train_s": round(time.perf_counter() - t0, 2),
                 "chars_per_token": round(len(sample) / len(tok.encode(sample, allow_special=True)), 2)}
+
+    def pretrain_config(self, **fields):
+        n = self.sizes.pretrain_steps
+        return self.train_config(phase="pretrain", train_data=str(self.out / "shards"),
+                                 domain_weights={"general": 0.2, "math": 0.8},
+                                 seq_len=self.sizes.pretrain_seq_len, max_steps=n, lr=3e-3, min_lr=3e-4,
+                                 warmup_steps=max(1, n // 10), **fields)
 
     def stage_pretrain(self) -> dict:
         from .data import prepare_pretraining
@@ -125,17 +139,12 @@ class Smoke:
         (raw / "general").mkdir(parents=True, exist_ok=True)
         (raw / "math").mkdir(parents=True, exist_ok=True)
         shutil.copy(ASSETS / "tinyshakespeare_200k.txt", raw / "general" / "shakespeare.txt")
-        with open(raw / "math" / "gsm8k.jsonl", "w", encoding="utf-8") as f:
-            for line in open(ASSETS / "gsm8k_train_500.jsonl", encoding="utf-8"):
-                g = json.loads(line)
-                f.write(json.dumps({"text": g["question"] + "\n" + g["answer"]}) + "\n")
+        with open(raw / "math" / "gsm8k_and_traces.jsonl", "w", encoding="utf-8") as f:
+            for text in self.gsm8k_texts + self.trace_texts:
+                f.write(json.dumps({"text": text}) + "\n")
         index = prepare_pretraining(raw, self.tokenizer, self.out / "shards")
         n = self.sizes.pretrain_steps
-        cfg = self.train_config(phase="pretrain", train_data=str(self.out / "shards"),
-                                domain_weights={"general": 0.5, "math": 0.5},
-                                seq_len=self.sizes.pretrain_seq_len, max_steps=n, lr=3e-3,
-                                min_lr=3e-4, warmup_steps=max(1, n // 10), save_every=n // 2,
-                                out_dir=str(self.out / "pretrain"))
+        cfg = self.pretrain_config(save_every=n // 2, out_dir=str(self.out / "pretrain"))
         hist = Trainer(cfg, tokenizer=self.tokenizer).train()
         self.pretrain_hist = hist
         k = max(1, n // 10)
@@ -149,12 +158,8 @@ class Smoke:
         from .train import Trainer
         n, k = self.sizes.pretrain_steps, self.sizes.resume_check_steps
         half = self.out / "pretrain" / f"step_{n // 2:06d}"
-        cfg = self.train_config(phase="pretrain", train_data=str(self.out / "shards"),
-                                domain_weights={"general": 0.5, "math": 0.5},
-                                seq_len=self.sizes.pretrain_seq_len, max_steps=n, lr=3e-3,
-                                min_lr=3e-4, warmup_steps=max(1, n // 10), save_every=n,
-                                out_dir=str(self.out / "resumed"), resume=str(half),
-                                stop_at_step=n // 2 + k)
+        cfg = self.pretrain_config(save_every=n, out_dir=str(self.out / "resumed"), resume=str(half),
+                                   stop_at_step=n // 2 + k)
         trainer = Trainer(cfg, tokenizer=self.tokenizer)
         start = trainer.step
         hist = trainer.train()
@@ -165,26 +170,23 @@ class Smoke:
                 "resumed_at": start, "steps_compared": len(diffs), "max_abs_loss_diff": max(diffs)}
 
     def stage_sft(self) -> dict:
-        from synth.offline import generate_offline, write_jsonl
+        from synth.offline import write_jsonl
         from .data import gsm8k_to_trace
         from .train import Trainer
-        traces = generate_offline("arithmetic", self.sizes.n_train_traces, seed=self.args.seed)
-        write_jsonl(traces, self.out / "sft" / "arithmetic_traces.jsonl")
-        gsm = [gsm8k_to_trace(json.loads(line))
-               for line in open(ASSETS / "gsm8k_train_500.jsonl", encoding="utf-8")]
+        gsm = [gsm8k_to_trace(g) for g in self.gsm8k[:self.sizes.n_gsm8k_traces]]
         write_jsonl(gsm, self.out / "sft" / "gsm8k_traces.jsonl")
         n = self.sizes.sft_steps
         cfg = self.train_config(
             phase="sft", init_from=str(self.out / "pretrain" / f"step_{self.sizes.pretrain_steps:06d}"),
             train_data=f"{self.out / 'sft' / 'arithmetic_traces.jsonl'},{self.out / 'sft' / 'gsm8k_traces.jsonl'}",
-            seq_len=self.sizes.sft_seq_len, max_steps=n, lr=2e-3, min_lr=2e-4,
+            seq_len=self.sizes.sft_seq_len, max_steps=n, lr=3e-3, min_lr=3e-4,
             warmup_steps=max(1, n // 20), save_every=n, eval_every=n, eval_batches=4,
             out_dir=str(self.out / "sft_run"))
         hist = Trainer(cfg, tokenizer=self.tokenizer).train()
         self.sft_hist = hist
         self.sft_dir = Path(hist["checkpoint"])
         k = max(1, n // 10)
-        return {"traces": len(traces) + len(gsm), "loss_first": round(sum(hist["loss"][:k]) / k, 3),
+        return {"traces": len(self.traces) + len(gsm), "loss_first": round(sum(hist["loss"][:k]) / k, 3),
                 "loss_last": round(sum(hist["loss"][-k:]) / k, 3),
                 "eval_loss": round(hist["eval_loss"][-1], 3) if hist["eval_loss"] else None,
                 "curve": hist["loss"]}
