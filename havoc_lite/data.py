@@ -61,26 +61,32 @@ def _strings(obj) -> Iterator[str]:
             yield from _strings(v)
 
 
+def iter_lines(path: PathLike) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a UTF-8 text file, streamed; DataError names file and line of
+    invalid UTF-8."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+
+
 def iter_jsonl(path: PathLike) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a JSONL file, streamed.
 
     Raises DataError naming file and line for invalid UTF-8, invalid JSON or a non-object line.
     """
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg}, column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg}, column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
 
 
 def iter_text_blocks(path: PathLike, block_chars: int = 1 << 20, any_text: bool = False
@@ -111,17 +117,12 @@ def iter_text_blocks(path: PathLike, block_chars: int = 1 << 20, any_text: bool 
             continue
         buf: list[str] = []
         size = 0
-        with open(f, "rb") as fh:
-            for lineno, raw in enumerate(fh, 1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise DataError(f"{f}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
-                buf.append(line)
-                size += len(line)
-                if size >= block_chars:
-                    yield "".join(buf), False
-                    buf, size = [], 0
+        for _, line in iter_lines(f):
+            buf.append(line)
+            size += len(line)
+            if size >= block_chars:
+                yield "".join(buf), False
+                buf, size = [], 0
         yield "".join(buf), True
 
 

@@ -59,13 +59,6 @@ def torchrun(tmp_path, cfg: dict, strategy: str, nproc: int = 2) -> dict:
     return json.loads(result.read_text())
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_ddp_two_ranks_match_one_process_with_twice_the_batch(tmp_path):
     cfg = cfg_dict(tmp_path)

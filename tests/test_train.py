@@ -17,14 +17,6 @@ SMALL = dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, num_kv_heads=2, f
              max_seq_len=64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny ops are ~20x faster on one thread on a 2-core box; results are identical.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def make_cfg(tmp_path, **kw) -> TrainConfig:
     base = dict(model="tiny", model_overrides=SMALL, batch_size=4, seq_len=16, max_steps=8,
