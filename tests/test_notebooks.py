@@ -38,7 +38,9 @@ def execute(name: str, run_dir: Path, kernel: str) -> float:
     os.environ.update(env)   # the kernel inherits this process's environment
     t0 = time.perf_counter()
     try:
-        nbclient.NotebookClient(nb, kernel_name=kernel, timeout=400,
+        # "immediate": once every cell has run, kill the kernel rather than wait for a graceful
+        # exit (a CI run once spent minutes there after 04's last cell).
+        nbclient.NotebookClient(nb, kernel_name=kernel, timeout=400, shutdown_kernel="immediate",
                                 resources={"metadata": {"path": str(run_dir)}}).execute()
     finally:
         for k, v in old.items():
