@@ -189,6 +189,9 @@ class TrainConfig:
     eval_data: Optional[str] = None           # held-out split; None: sft/polish hold out eval_fraction
     raw_data: Optional[str] = None            # pretrain: text folder to tokenize into train_data if it is empty
     domain_weights: Optional[dict[str, float]] = None
+    sft_sources: Optional[dict[str, str]] = None  # sft/polish mixture: source name -> JSONL file(s), comma-separated
+    sft_mixture: Optional[str] = None         # weights for sft_sources from data.SFT_MIXTURES ("base" | "tools")
+    sft_weights: Optional[dict[str, float]] = None  # or explicit relative weights per source
     eval_fraction: float = 0.02
     batch_size: int = 8
     grad_accum_steps: int = 1

@@ -115,13 +115,15 @@ def build_loaders(cfg: TrainConfig, tokenizer, rank: int = 0, world_size: int = 
     pretrain: `train_data` is a shard folder (`prepare_pretraining` output; built from `raw_data`
     first if it is missing), `eval_data` an optional held-out shard folder. sft/polish:
     `train_data` is one or more comma-separated JSONL files; without `eval_data`, a seeded
-    `eval_fraction` of the examples is held out.
+    `eval_fraction` of the examples is held out. With `sft_sources` ({name: files}) the examples
+    are drawn from a `data.SFTMixture` weighted by `sft_weights` or the `sft_mixture` table
+    (Svend's base 60/20/20, tools 30/50/15/5), `eval_fraction` held out of each source.
 
     Raises:
         ValueError: `train_data` (or a tokenizer for sft/polish) is not set.
     """
     from . import data
-    if not cfg.train_data:
+    if not cfg.train_data and not (cfg.phase != "pretrain" and cfg.sft_sources):
         raise ValueError(f"TrainConfig.train_data is not set (phase {cfg.phase}); pass --train-data "
                          "or give the Trainer a train_loader")
     if cfg.phase == "pretrain":
@@ -138,17 +140,35 @@ def build_loaders(cfg: TrainConfig, tokenizer, rank: int = 0, world_size: int = 
 
     if tokenizer is None:
         raise ValueError(f"phase {cfg.phase} renders conversations and needs a tokenizer (--tokenizer)")
-    examples = [ex for p in cfg.train_data.split(",") for ex in data.load_jsonl_examples(p.strip())]
-    if cfg.eval_data:
-        held_out = [ex for p in cfg.eval_data.split(",") for ex in data.load_jsonl_examples(p.strip())]
-    elif cfg.eval_fraction > 0 and len(examples) >= 2:
+
+    def load(paths: str) -> list:
+        return [ex for p in paths.split(",") for ex in data.load_jsonl_examples(p.strip())]
+
+    def hold_out(examples: list, seed: int) -> tuple[list, list]:
+        if cfg.eval_data or cfg.eval_fraction <= 0 or len(examples) < 2:
+            return examples, []
         order = list(range(len(examples)))
-        random.Random(cfg.seed).shuffle(order)
+        random.Random(seed).shuffle(order)
         n_eval = max(1, int(round(cfg.eval_fraction * len(examples))))
-        held_out = [examples[i] for i in order[:n_eval]]
-        examples = [examples[i] for i in order[n_eval:]]
+        return [examples[i] for i in order[n_eval:]], [examples[i] for i in order[:n_eval]]
+
+    held_out = load(cfg.eval_data) if cfg.eval_data else []
+    if cfg.sft_sources:
+        sources = {}
+        for name, paths in cfg.sft_sources.items():
+            sources[name], extra = hold_out(load(paths), cfg.seed)
+            held_out += extra
+        if cfg.sft_weights:
+            examples = data.SFTMixture({n: (ex, cfg.sft_weights.get(n, 0.0)) for n, ex in sources.items()},
+                                       seed=cfg.seed)
+        elif cfg.sft_mixture:
+            examples = data.SFTMixture.from_preset(cfg.sft_mixture, sources, seed=cfg.seed)
+        else:
+            raise ValueError("TrainConfig.sft_sources needs sft_mixture (a data.SFT_MIXTURES name) or "
+                             "sft_weights")
     else:
-        held_out = []
+        examples, extra = hold_out(load(cfg.train_data), cfg.seed)
+        held_out += extra
 
     def loader(exs, seed):
         return data.SFTLoader(exs, tokenizer, cfg.seq_len, cfg.batch_size, seed=seed, rank=rank,

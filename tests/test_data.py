@@ -312,3 +312,25 @@ def test_sft_loader_resume_ranks_and_mixture(tok):
         rows.append({tok.decode(x[i].tolist(), skip_special=True) for _ in range(3) for x, _ in [ld.next_batch()]
                      for i in range(5)})
     assert not rows[0] & rows[1] and len(rows[0] | rows[1]) == 30
+
+
+def test_train_config_sft_sources_sample_by_weight(tok, tmp_path):
+    """`TrainConfig.sft_sources` + `sft_weights` feed the trainer an SFTMixture: a source with
+    weight 0 never appears, and each source gives its eval_fraction to the held-out loader."""
+    from havoc_lite.config import TrainConfig
+    from havoc_lite.train import build_loaders
+    for name, word in (("reasoning", "apple"), ("general", "zebra")):
+        with open(tmp_path / f"{name}.jsonl", "w") as f:
+            for i in range(40):
+                f.write(json.dumps({"prompt": f"Say {word} {i}.", "completion": f"{word} {i}"}) + "\n")
+    cfg = TrainConfig(phase="sft", seq_len=32, batch_size=8, eval_fraction=0.1, wandb_mode="disabled",
+                      sft_sources={"reasoning": str(tmp_path / "reasoning.jsonl"),
+                                   "general": str(tmp_path / "general.jsonl")},
+                      sft_weights={"reasoning": 1.0, "general": 0.0})
+    train, held_out = build_loaders(cfg, tok)
+    text = "".join(tok.decode(x[0].tolist()) for x, _ in (train.next_batch() for _ in range(5)))
+    assert "apple" in text and "zebra" not in text
+    held = "".join(tok.decode(row.tolist()) for row in held_out.next_batch()[0])
+    assert "apple" in held and "zebra" in held        # 4 + 4 held out, from both sources
+    with pytest.raises(ValueError, match="sft_mixture"):
+        build_loaders(TrainConfig(phase="sft", sft_sources=cfg.sft_sources, wandb_mode="disabled"), tok)
