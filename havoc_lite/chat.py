@@ -148,19 +148,22 @@ class ChatSession:
         tools: a `ToolRegistry`, None for `tools.default_registry()`, False for no tools.
         max_new_tokens: per turn (None: the budget's allowance).
         system: a system turn kept at the start of the conversation.
+        prime_system: add PRIME's own instructions to the system turn (False for a model trained
+            without them, such as the smoke run's).
     Raises:
         ValueError: an unknown budget.
     """
 
     def __init__(self, model, tokenizer, *, budget: str = "auto", show_sections: bool = False,
                  tools=None, max_new_tokens: Optional[int] = None, temperature: float = 0.0,
-                 system: Optional[str] = None, out: TextIO = sys.stdout):
+                 system: Optional[str] = None, prime_system: bool = True, out: TextIO = sys.stdout):
         if budget.lower() not in BUDGETS:
             raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
         self.model, self.tok = model, tokenizer
         self.budget = None if budget.lower() == "auto" else budget.lower()
         self.show, self.tools, self.out = show_sections, tools, out
         self.max_new_tokens, self.temperature, self.system = max_new_tokens, temperature, system
+        self.prime_system = prime_system
         self.messages: list[dict] = []
 
     def reset(self) -> None:
@@ -183,7 +186,7 @@ class ChatSession:
                 result = generate_with_prime(
                     self.model, self.tok, self._conversation(question), budget=self.budget,
                     max_new_tokens=self.max_new_tokens, tools=self.tools,
-                    temperature=self.temperature, stream=printer)
+                    temperature=self.temperature, stream=printer, prime_system=self.prime_system)
                 break
             except ValueError as e:
                 if "max_seq_len" not in str(e) or not self.messages:
@@ -217,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--system", default=None, help="a system turn for the whole conversation")
     ap.add_argument("--no-tools", action="store_true", help="generate without executing tools")
+    ap.add_argument("--no-prime-system", dest="prime_system", action="store_false",
+                    help="leave PRIME's instructions out of the system turn (for a model trained without "
+                         "them, e.g. the smoke run's)")
     ap.add_argument("--device", default="auto")
     return ap
 
@@ -266,7 +272,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     session = ChatSession(model, tok, budget=args.budget, show_sections=args.show_sections,
                           tools=False if args.no_tools else None, max_new_tokens=args.max_new_tokens,
                           temperature=args.temperature, system=args.system,
-                          out=sys.stderr if one_shot else sys.stdout)
+                          prime_system=args.prime_system, out=sys.stderr if one_shot else sys.stdout)
     if one_shot:
         print(f"[chat] {model_dir} ({model.num_parameters() / 1e6:.1f}M params)", file=sys.stderr)
         try:

@@ -139,3 +139,20 @@ def test_long_conversation_drops_oldest_turns(model_dir):
     assert kept == history[len(history) - len(kept):] and len(kept) < len(history)   # newest kept
     assert s.messages[-2] == {"role": "user", "content": "And the next one?"}
     assert len(tok.render_prompt(kept + [s.messages[-2]])) < 128   # what fitted the context
+
+
+
+def test_no_prime_system_sends_no_system_turn(model_dir, monkeypatch):
+    """With prime_system=False (`--no-prime-system`) the prompt is the bare user turn, as the smoke
+    run's model was trained; by default PRIME's instructions come first in a system turn."""
+    from havoc_lite import engine
+    from havoc_lite.eval.__main__ import load_model_and_tokenizer
+    model, tok, _ = load_model_and_tokenizer(str(model_dir), device="cpu")
+    prompts, real = [], engine.generate
+    monkeypatch.setattr(engine, "generate", lambda m, p, **kw: prompts.append(p[0]) or real(m, p, **kw))
+    for prime_system in (False, True):
+        ChatSession(model, tok, budget="medium", max_new_tokens=4, tools=False, prime_system=prime_system,
+                    out=io.StringIO()).ask("What is 2+3?")
+    bare = tok.render_prompt([{"role": "user", "content": "What is 2+3?"}])
+    assert prompts[0] == bare
+    assert tok.special_ids["<|system|>"] in prompts[1] and prompts[1][-len(bare) + 1:] == bare[1:]
