@@ -506,13 +506,16 @@ def parse_args(argv: Optional[list[str]] = None) -> TrainConfig:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    cfg = parse_args(argv)
     try:
+        cfg = parse_args(argv)
         trainer = Trainer(cfg)
         hist = trainer.train()
     except TrainingDiverged as e:
         print(f"[train] stopped: {e}", file=sys.stderr)
         return 1
+    except (FileNotFoundError, ValueError) as e:   # bad config or missing data: say which, no traceback
+        print(f"[train] error: {e}", file=sys.stderr)
+        return 2
     finally:
         dist_utils.cleanup()
     if trainer.is_main:

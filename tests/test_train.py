@@ -167,3 +167,7 @@ def test_cli_runs_end_to_end(tmp_path, capsys):
         TrainConfig.load(p)  # every shipped config validates
     with pytest.raises(ValueError, match="train_data"):
         Trainer(make_cfg(tmp_path, train_data=None))
+    # The CLI turns a bad config or missing data into one line and exit code 2, not a traceback.
+    from havoc_lite.train import main
+    assert main(["--config", "no_such_config"]) == 2
+    assert "no_such_config" in capsys.readouterr().err
