@@ -219,7 +219,7 @@ class HavocModel(nn.Module):
                 raise ValueError(f"sequence of {T} tokens is longer than max_seq_len={cfg.max_seq_len}")
             cos, sin = self.rope_cos[:T][None, None], self.rope_sin[:T][None, None]
         else:
-            max_pos = int(positions.max())
+            min_pos, max_pos = (int(v) for v in torch.aminmax(positions))
             if max_pos >= cfg.max_seq_len:
                 raise ValueError(f"position {max_pos} is beyond max_seq_len={cfg.max_seq_len}")
             flat = positions.reshape(-1)
@@ -229,8 +229,12 @@ class HavocModel(nn.Module):
         if kv_cache is not None:
             # shared by every layer: row index, filled length, and the [B, 1, T, L] visibility mask
             rows = torch.arange(B, device=input_ids.device)[:, None].expand(B, T)
-            slots = torch.arange(max_pos + 1, device=input_ids.device)
-            cache_meta = (rows, max_pos + 1, (slots[None, None, :] <= positions[:, :, None])[:, None])
+            if T == 1 and min_pos == max_pos:
+                mask = None   # one decode step, every row at the same slot: all L slots are visible
+            else:
+                slots = torch.arange(max_pos + 1, device=input_ids.device)
+                mask = (slots[None, None, :] <= positions[:, :, None])[:, None]
+            cache_meta = (rows, max_pos + 1, mask)
 
         x = self.drop(self.embed_tokens(input_ids))
         for i, layer in enumerate(self.layers):
