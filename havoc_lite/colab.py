@@ -66,11 +66,8 @@ def setup(run_name: str = "havoc_lite", run_dir: Optional[str] = None) -> Path:
 
 def device() -> str:
     """"cuda" when a GPU is there, else "mps" on Apple silicon, else "cpu"."""
-    import torch
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    return "mps" if mps is not None and mps.is_available() else "cpu"
+    from .distributed import resolve_device
+    return resolve_device("auto").type
 
 
 def tools():

@@ -11,7 +11,6 @@ d d_model, V vocab_size.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Callable, Optional, Sequence

@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-import torch
 import tyro
 
 from .eval.metrics import mean_pass_at_k

@@ -13,7 +13,6 @@ so the model sees exactly the markup the generator wrote.
 """
 from __future__ import annotations
 
-import math
 import random
 import re
 from pathlib import Path

@@ -16,7 +16,6 @@ Stages (each timed; the run stops at the first failure and exits non-zero):
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import sys
 import time
@@ -61,15 +60,6 @@ QUICK = Sizes(vocab_size=1024, pretrain_steps=40, sft_steps=60, resume_check_ste
               n_train_traces=400, n_test_problems=12, n_gsm8k=4, n_gsm8k_traces=50)
 
 
-def _device(name: str) -> str:
-    import torch
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    return "mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "cpu"
-
-
 class Smoke:
     """Runs the stages in order, keeping what each measured in `self.results`."""
 
@@ -77,7 +67,8 @@ class Smoke:
         self.args = args
         self.sizes = QUICK if args.quick else FULL
         self.out = Path(args.out)
-        self.device = _device(args.device)
+        from .distributed import resolve_device
+        self.device = str(resolve_device(args.device))
         self.results: dict = {"args": vars(args), "device": self.device, "stages": {}}
         self.tokenizer = None
 

@@ -17,7 +17,6 @@ state and the loader's position, so N steps + resume + N steps equals 2N uninter
 from __future__ import annotations
 
 import math
-import os
 import random
 import sys
 import time

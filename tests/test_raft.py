@@ -2,10 +2,9 @@
 SFT through the Trainer, checkpoint + stats, resume skipping a finished cycle)."""
 import json
 
-import pytest
 import torch
 
-from havoc_lite.eval.verifiers import ToolAnswerVerifier, Verdict
+from havoc_lite.eval.verifiers import Verdict
 from havoc_lite.raft import RaftConfig, run_raft, select_samples
 
 

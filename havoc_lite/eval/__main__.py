@@ -9,7 +9,6 @@ prints markdown tables: the metrics, then Svend's success criteria beside the me
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -77,7 +76,8 @@ def load_model_and_tokenizer(model: str, tokenizer: Optional[str] = None, device
     from ..model import HavocModel
     from ..tokenizer import HavocTokenizer
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        from ..distributed import resolve_device
+        device = resolve_device("auto").type
     if dtype is None:
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
     model_dir = resolve_model_dir(model)
