@@ -288,8 +288,23 @@ class HavocModel(nn.Module):
         self.config.save_json(out_dir / "config.json")
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, device: str | torch.device = "cpu",
-                        dtype: Optional[torch.dtype] = None) -> "HavocModel":
+    def from_pretrained(cls, src: str | Path, device: str | torch.device = "cpu",
+                        dtype: Optional[torch.dtype] = None, token: Optional[str] = None) -> "HavocModel":
+        """Load a model from a folder written by `save_pretrained`, a Hugging Face Llama / SmolLM2 /
+        Qwen2 folder, a hub id (`owner/name`), or a `.gguf` file; see `hub.load_model`.
+
+        Args:
+            dtype: cast to this dtype; default keeps the stored one (float32 for GGUF).
+            token: Hugging Face token for gated hub models (default `get_secret("HF_TOKEN")`).
+        Raises:
+            hub.ModelLoadError (a ValueError): one line naming `src` and the cause.
+        """
+        from .hub import load_model
+        return load_model(src, device=device, dtype=dtype, token=token)
+
+    @classmethod
+    def _load_own(cls, model_dir: str | Path, device: str | torch.device = "cpu",
+                  dtype: Optional[torch.dtype] = None) -> "HavocModel":
         """Load a folder written by `save_pretrained` (no pickle involved).
 
         Raises:
