@@ -138,6 +138,25 @@ def test_hub_id_downloads_config_weights_and_tokenizer_only(tmp_path, monkeypatc
     assert seen["token"] == "explicit"
 
 
+def test_hub_gguf_file_is_downloaded_alone(tmp_path, monkeypatch):
+    import huggingface_hub
+    from havoc_lite.gguf_export import export_gguf
+    _, folder = hf_model("qwen2-tied", tmp_path / "hf")
+    gguf_path = export_gguf(load_model(folder), None, tmp_path / "q.gguf")
+    seen = {}
+
+    def fake_file(repo_id, filename, token=None, **kw):
+        seen.update(repo_id=repo_id, filename=filename)
+        if filename != "q.gguf":
+            raise hub_error(huggingface_hub.errors.EntryNotFoundError, "404 entry")
+        return str(gguf_path)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_file)
+    model = load_model("someone/Qwen-GGUF/q.gguf")
+    assert seen == {"repo_id": "someone/Qwen-GGUF", "filename": "q.gguf"} and model.config.attention_bias
+    with pytest.raises(ModelLoadError, match="someone/Qwen-GGUF: the repo has no file 'other.gguf'"):
+        load_model("someone/Qwen-GGUF/other.gguf")
+
+
 @pytest.mark.parametrize("error,needle", [
     ("RepositoryNotFoundError", "no such model on the Hugging Face hub"),
     ("GatedRepoError", "gated model"),
