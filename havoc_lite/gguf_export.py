@@ -145,8 +145,20 @@ def export_gguf(model: HavocModel, tokenizer: Any, path: str | Path, dtype: str 
                          f"{cfg.vocab_size} embedding rows (resize_token_embeddings first)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    writer = gguf.GGUFWriter(str(tmp), arch=arch)
-    writer.add_name(name or path.stem)
+    try:
+        _write(gguf.GGUFWriter(str(tmp), arch=arch), model, hf_tok if tokenizer is not None else None,
+               arch, dtype, name or path.stem, pre)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)               # a failed export leaves no partial file behind
+    return path
+
+
+def _write(writer, model: HavocModel, hf_tok: Any, arch: str, dtype: str, name: str,
+           pre: Optional[str]) -> None:
+    import gguf
+    cfg = model.config
+    writer.add_name(name)
     writer.add_context_length(cfg.max_seq_len)
     writer.add_embedding_length(cfg.d_model)
     writer.add_block_count(cfg.n_layers)
@@ -160,13 +172,13 @@ def export_gguf(model: HavocModel, tokenizer: Any, path: str | Path, dtype: str 
     writer.add_layer_norm_rms_eps(cfg.norm_eps)
     writer.add_vocab_size(cfg.vocab_size)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if dtype == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
-    if tokenizer is None:
+    if hf_tok is None:
         pass
     elif hasattr(hf_tok, "sp"):
         _add_sentencepiece(writer, hf_tok, cfg.vocab_size)
     else:
         _add_hf_tokenizer(writer, hf_tok, cfg.vocab_size, pre)
-    if tokenizer is not None and hasattr(hf_tok, "sp"):     # SpecialVocab wrote the HF ones
+    if hf_tok is not None and hasattr(hf_tok, "sp"):     # SpecialVocab wrote the HF ones
         writer.add_bos_token_id(cfg.bos_id)
         writer.add_eos_token_id(cfg.eos_id)
         writer.add_pad_token_id(cfg.pad_id)
@@ -182,14 +194,17 @@ def export_gguf(model: HavocModel, tokenizer: Any, path: str | Path, dtype: str 
             w = permute(w, cfg.n_heads)
         elif arch == "llama" and key.endswith("k_proj.weight"):
             w = permute(w, cfg.num_kv_heads)
+        try:
+            gname = gguf_name(key)
+        except KeyError:
+            raise ValueError(f"export_gguf: parameter {key!r} has no GGUF counterpart (a LoRA "
+                             "model must be merged first: havoc_lite.lora.merge_lora)") from None
         data, qtype = _tensor_data(w, dtype)
-        writer.add_tensor(gguf_name(key), data, raw_dtype=qtype)
+        writer.add_tensor(gname, data, raw_dtype=qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    tmp.replace(path)
-    return path
 
 
 def chatml_template() -> str:
@@ -264,23 +279,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _load_tokenizer(src: str, resolve_source) -> Any:
-    """Our HavocTokenizer (a folder with tokenizer.model + special_tokens.json), else a Hugging Face
-    tokenizer (folder, hub id or .gguf) through `HFTokenizer` when available, else transformers."""
+    """Our HavocTokenizer (a folder with tokenizer.model + special_tokens.json), else the Hugging
+    Face tokenizer of a folder, hub id or .gguf file, as saved: a folder written by `HFTokenizer.save`
+    already holds our markup as added special tokens, and a base model's own has none (its
+    embedding has no rows for them). None when there is none."""
     path = resolve_source(src)
     if path.is_dir() and (path / "tokenizer.model").is_file() and (path / "special_tokens.json").is_file():
         from .tokenizer import HavocTokenizer
         return HavocTokenizer.load(path)
-    try:
-        from .hf_tokenizer import HFTokenizer          # h/hftok's backend, when merged
-        return HFTokenizer.from_pretrained(str(path))
-    except ImportError:
-        pass
     import transformers
     try:
         if path.is_file():
             return transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         return transformers.AutoTokenizer.from_pretrained(str(path))
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):
         return None
 
 

@@ -168,6 +168,13 @@ def test_modelfile_and_cli_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "missing" in err
     assert not (tmp_path / "o.gguf").exists()
+    # a model with a parameter GGUF has no slot for: refused, and no partial file is left
+    m = HavocModel(ModelConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=2, num_kv_heads=1,
+                               ffn_hidden_size=32, max_seq_len=32))
+    m.layers[0].attn.register_parameter("extra", torch.nn.Parameter(torch.zeros(2, 2)))
+    with pytest.raises(ValueError, match="layers.0.attn.extra"):
+        export_gguf(m, None, tmp_path / "x.gguf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Modelfile", "m.gguf"]
 
 
 def test_cli_exports_our_folder_with_sentencepiece_tokenizer(tmp_path, capsys):
