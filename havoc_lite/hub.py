@@ -111,7 +111,8 @@ def is_havoc_folder(path: Path) -> bool:
 
 def load_model(src: str | Path, device: str | torch.device = "cpu", dtype: Optional[torch.dtype] = None,
                token: Optional[str] = None) -> HavocModel:
-    """Load `src` (our folder, a HF Llama/SmolLM2/Qwen2 folder, a hub id, or a `.gguf` file).
+    """Load `src` (our folder, or a training out_dir whose `latest` names a step folder; a HF
+    Llama/SmolLM2/Qwen2 folder; a hub id; or a `.gguf` file).
 
     Args:
         device: where the weights go.
@@ -126,6 +127,9 @@ def load_model(src: str | Path, device: str | torch.device = "cpu", dtype: Optio
     from .export import from_hf_llama
     from .gguf_import import load_gguf
     path = resolve_source(src, token)
+    latest = path / "latest"
+    if path.is_dir() and not (path / "config.json").is_file() and latest.is_file():
+        path = path / latest.read_text().strip()      # a training run's out_dir: its newest step
     try:
         if path.is_file():
             model = load_gguf(path, device=device, dtype=dtype)

@@ -116,6 +116,9 @@ def test_sharded_folder_and_our_folder(tmp_path):
     ours.save_pretrained(tmp_path / "ours")              # our own layout, with the q/k/v biases
     again = HavocModel.from_pretrained(tmp_path / "ours")
     assert again.config == ours.config and torch.equal(again(x), ours(x))
+    ours.save_pretrained(tmp_path / "run" / "step_000007")   # a run's out_dir follows `latest`
+    (tmp_path / "run" / "latest").write_text("step_000007\n")
+    assert torch.equal(load_model(tmp_path / "run")(x), ours(x))
 
 
 def test_hub_id_downloads_config_weights_and_tokenizer_only(tmp_path, monkeypatch):
