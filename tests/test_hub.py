@@ -70,6 +70,8 @@ def test_hf_folder_logits_equal_transformers(tmp_path, name):
     with torch.no_grad():
         torch.testing.assert_close(again(x).logits, ref, rtol=0, atol=2e-5)
     assert from_hf_llama(out).config == cfg
+    ours.save_pretrained(tmp_path / "ours")             # and our own folder keeps every field
+    assert HavocModel.from_pretrained(tmp_path / "ours").config == cfg
 
 
 @pytest.mark.parametrize("field,value,needle", [
