@@ -33,7 +33,7 @@ QUANTIZE_CHOICES = (None, "nf4")
 
 def lora_settings(r: int = 16, alpha: float = 32, dropout: float = 0.05,
                   targets: Sequence[str] = DEFAULT_TARGETS, quantize: Optional[str] = None,
-                  source: str = "LoRA") -> dict[str, Any]:
+                  source: str = "LoRA", train_tokens: Sequence[int] = ()) -> dict[str, Any]:
     """Validated LoRA settings as a plain dict (what checkpoints record and compare on resume).
 
     Raises:
@@ -56,11 +56,13 @@ def lora_settings(r: int = 16, alpha: float = 32, dropout: float = 0.05,
     if quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"{source}: quantize={quantize!r}; choose none or nf4")
     ordered = [t for t in DEFAULT_TARGETS if t in targets]   # canonical order: settings compare equal
-    return {"r": r, "alpha": float(alpha), "dropout": float(dropout), "targets": ordered, "quantize": quantize}
+    return {"r": r, "alpha": float(alpha), "dropout": float(dropout), "targets": ordered, "quantize": quantize,
+            "train_tokens": sorted({int(i) for i in train_tokens})}
 
 
 def apply_lora(model: nn.Module, r: int = 16, alpha: float = 32, dropout: float = 0.05,
-               targets: Sequence[str] = DEFAULT_TARGETS, quantize: Optional[str] = None) -> nn.Module:
+               targets: Sequence[str] = DEFAULT_TARGETS, quantize: Optional[str] = None,
+               train_tokens: Sequence[int] = ()) -> nn.Module:
     """Freeze `model` and add LoRA adapters to its linear layers named in `targets`, in place.
 
     Args:
@@ -70,6 +72,11 @@ def apply_lora(model: nn.Module, r: int = 16, alpha: float = 32, dropout: float 
         targets: which projections get adapters (default: all seven of each block).
         quantize: None, or "nf4" to first replace the targeted frozen weights by 4-bit NormalFloat
             `bitsandbytes.nn.Linear4bit` layers on the GPU (QLoRA). Other weights stay as they are.
+        train_tokens: token ids whose embedding rows (and LM-head rows) are trained too, through
+            peft's trainable tokens: the markup tokens a tokenizer added to a pretrained vocabulary
+            start as the mean row, identical to each other, and the frozen model could neither tell
+            them apart as input nor predict one over another. A tied head shares the rows with the
+            embedding (one delta); an untied head gets its own.
     Returns:
         the same model object, with `model.lora_settings` (the dict of `lora_settings`) set.
         Only the adapter matrices require grad; B starts at zero, so logits are unchanged.
@@ -78,18 +85,34 @@ def apply_lora(model: nn.Module, r: int = 16, alpha: float = 32, dropout: float 
             quantize="nf4" without CUDA or without bitsandbytes (one line saying so).
     """
     from peft import LoraConfig, inject_adapter_in_model
-    settings = lora_settings(r, alpha, dropout, targets, quantize)
+    from peft.utils.other import TrainableTokensWrapper
+    settings = lora_settings(r, alpha, dropout, targets, quantize, train_tokens=train_tokens)
     if has_lora(model):
         raise ValueError("apply_lora: the model already has LoRA adapters (merge_lora first)")
+    ids = settings["train_tokens"]
+    vocab = model.embed_tokens.num_embeddings
+    if ids and not 0 <= ids[0] <= ids[-1] < vocab:
+        raise ValueError(f"apply_lora: train_tokens must lie in [0, {vocab}), got {ids[0]}..{ids[-1]}")
     if settings["quantize"] == "nf4":
         quantize_nf4(model, settings["targets"])
+    tied = model.lm_head.weight is model.embed_tokens.weight
+    token_layers = {"embed_tokens": ids} if tied else {"embed_tokens": ids, "lm_head": ids}
     config = LoraConfig(r=settings["r"], lora_alpha=settings["alpha"], lora_dropout=settings["dropout"],
-                        target_modules=settings["targets"], bias="none")
+                        target_modules=settings["targets"], bias="none",
+                        trainable_token_indices=token_layers if ids else None)
     inject_adapter_in_model(config, model)
+    if ids and tied:   # the head reads the embedding's rows, new ones included (one shared delta)
+        model.lm_head = TrainableTokensWrapper(model.lm_head, "default", token_indices=ids,
+                                               tied_adapter=model.embed_tokens.token_adapter)
     for name, p in model.named_parameters():   # peft freezes the base; say so explicitly
-        p.requires_grad_("lora_" in name)
+        p.requires_grad_(is_adapter_name(name))
     model.lora_settings = settings
     return model
+
+
+def is_adapter_name(name: str) -> bool:
+    """True for a parameter / state-dict name of a LoRA matrix or a trainable-token row block."""
+    return "lora_A" in name or "lora_B" in name or "trainable_tokens_delta" in name
 
 
 def has_lora(model: nn.Module) -> bool:
@@ -143,6 +166,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
             the update away; load the base unquantised and merge there (`python -m havoc_lite.merge`).
     """
     from peft.tuners.lora import LoraLayer
+    from peft.utils.other import TrainableTokensWrapper
     if not has_lora(model):
         raise ValueError("merge_lora: the model has no LoRA adapters")
     if (getattr(model, "lora_settings", None) or {}).get("quantize"):
@@ -151,10 +175,15 @@ def merge_lora(model: nn.Module) -> nn.Module:
     for name, module in list(model.named_modules()):
         if isinstance(module, LoraLayer):
             module.merge()
-            parent, _, child = name.rpartition(".")
             base = module.get_base_layer()
-            base.weight.requires_grad_(True)
-            setattr(model.get_submodule(parent) if parent else model, child, base)
+        elif isinstance(module, TrainableTokensWrapper):
+            # copies the trained rows into the (shared, when tied) weight; a tied head merges the
+            # same rows again, which changes nothing
+            base = module.unload_and_optionally_merge_module(merge=True, safe_merge=False, adapter_names=None)
+        else:
+            continue
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, base)
     for p in model.parameters():
         p.requires_grad_(True)
     for attr in ("peft_config", "lora_settings"):

@@ -107,3 +107,40 @@ def test_bad_settings_and_qlora_on_cpu_are_one_line_errors():
 def test_base_fingerprint_tells_bases_apart():
     assert base_fingerprint(small_model(0)) == base_fingerprint(small_model(0))
     assert base_fingerprint(small_model(0)) != base_fingerprint(small_model(1))
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_new_token_rows_train_and_merge(tie):
+    """Rows added for markup tokens are trained (input and output side), the rest of the embedding
+    stays frozen, and the merged model (still tied when the base was) equals the adapted one."""
+    base = small_model(tie_embeddings=tie)
+    new = [60, 61, 62, 63]
+    model = apply_lora(copy.deepcopy(base), r=4, alpha=8, dropout=0.0, train_tokens=new)
+    x = batch()
+    x[:, 5] = 61
+    with torch.no_grad():
+        assert torch.equal(model(x), base(x))                 # fresh: unchanged
+    train_adapters_on(model, x)
+    model.eval()
+    with torch.no_grad():
+        adapted = model(x)
+    state = lora_state_dict(model)
+    assert any("trainable_tokens_delta" in k for k in state)
+    merged = merge_lora(model)
+    assert (merged.lm_head.weight is merged.embed_tokens.weight) == tie
+    with torch.no_grad():
+        torch.testing.assert_close(merged(x), adapted, rtol=1e-5, atol=1e-5)
+    old = [i for i in range(SMALL["vocab_size"]) if i not in new]
+    assert torch.equal(merged.embed_tokens.weight[old], base.embed_tokens.weight[old])
+    assert not torch.allclose(merged.embed_tokens.weight[new], base.embed_tokens.weight[new])
+    assert not torch.allclose(merged.lm_head.weight[new], base.lm_head.weight[new])
+    if not tie:
+        assert torch.equal(merged.lm_head.weight[old], base.lm_head.weight[old])
+
+
+def train_adapters_on(model: HavocModel, x: torch.Tensor, steps: int = 5) -> None:
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(steps):
+        lm_loss(model(x)[:, :-1], x[:, 1:]).backward()
+        opt.step()
+        opt.zero_grad()
