@@ -229,17 +229,32 @@ def quantize_nf4(model: nn.Module, targets: Sequence[str] = DEFAULT_TARGETS,
 
 
 def base_fingerprint(model: nn.Module) -> str:
-    """sha256 over the names, shapes, dtypes and bytes of every tensor in `model.state_dict()`
-    (the tied head counted once). A LoRA checkpoint records it so that a resume or a merge onto a
-    different base is refused. Call it before `apply_lora`."""
+    """sha256 over the names, shapes and float32 values of every tensor in `model.state_dict()`
+    (the tied head counted once). Floats are hashed as float32, one tensor at a time, so a base
+    loaded in bf16 on a GPU and in fp32 on a CPU hash the same (bf16 -> fp32 is exact). A LoRA
+    checkpoint records it so that a resume or a merge onto a different base is refused. Call it
+    before `apply_lora` (quantisation changes the weights)."""
     h = hashlib.sha256()
     seen = set()
     for name, t in sorted(model.state_dict().items()):
         if t.data_ptr() in seen and t.numel():
             continue
         seen.add(t.data_ptr())
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        t = t.detach().to("cpu", torch.float32 if t.is_floating_point() else t.dtype).contiguous()
+        h.update(f"{name}:{tuple(t.shape)};".encode())
         if t.numel():
             h.update(t.reshape(-1).view(torch.uint8).numpy())
     return h.hexdigest()
+
+
+def cast_for_training(model: nn.Module, frozen_dtype: torch.dtype) -> nn.Module:
+    """Trainable (adapter) parameters to float32, the master weights AdamW updates; frozen floating
+    parameters to `frozen_dtype` (bf16/fp16 under CUDA autocast: half the memory of the frozen base,
+    as the planner assumes; float32 on a CPU, where no autocast runs). 4-bit weights are left as
+    they are. In place; returns `model`."""
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+        elif p.is_floating_point() and type(p) is nn.Parameter:
+            p.data = p.data.to(frozen_dtype)
+    return model
