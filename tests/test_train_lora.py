@@ -97,3 +97,29 @@ def test_lora_checkpoint_resumed_with_other_settings_is_refused_untouched(tmp_pa
     trainer(full_cfg).train()
     with pytest.raises(LoraResumeError, match="full-model checkpoint"):
         trainer(lora_cfg(tmp_path / "f", base))
+
+
+def test_merge_cli_writes_a_transformers_folder_with_the_adapted_logits(tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+    from havoc_lite.merge import main as merge_main
+    base = base_folder(tmp_path)
+    t = trainer(lora_cfg(tmp_path, base, max_steps=4))
+    t.train()
+    x = torch.randint(0, SMALL["vocab_size"], (2, 10), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        adapted = t.raw_model.eval()(x)
+        assert not torch.allclose(adapted, HavocModel.from_pretrained(base)(x), atol=1e-4)
+    out = tmp_path / "merged"
+    assert merge_main(["--run", str(tmp_path / "run"), "--out", str(out)]) == 0
+    hf = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(hf(x).logits, adapted, rtol=1e-4, atol=1e-4)
+    # bad input: one line, exit 2, nothing touched
+    before = snapshot(out)
+    capsys.readouterr()
+    assert merge_main(["--run", str(tmp_path / "run"), "--out", str(out)]) == 2
+    assert merge_main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "m2"),
+                       "--base", str(base_folder(tmp_path, seed=5, name="wrong"))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "not empty" in err[0] and "another base" in err[1]
+    assert snapshot(out) == before and not (tmp_path / "m2").exists()
