@@ -116,7 +116,7 @@ def read_gguf(path: str | Path, dtype: Optional[torch.dtype] = None) -> tuple[Mo
     try:
         reader = gguf.GGUFReader(path)
     except Exception as e:                        # the reader raises ValueError, IndexError, OSError...
-        raise ValueError(f"{source}: not a readable GGUF file ({type(e).__name__}: {e})") from e
+        raise ValueError(f"{source}: not a readable GGUF file, truncated or corrupt ({type(e).__name__}: {e})") from e
     arch = _field(reader, "general.architecture")
     if arch not in SUPPORTED_ARCHS:
         raise ValueError(f"{source}: general.architecture={arch!r} is not supported "
@@ -155,7 +155,9 @@ def read_gguf(path: str | Path, dtype: Optional[torch.dtype] = None) -> tuple[Mo
     for t in reader.tensors:
         try:
             values = gguf.quants.dequantize(t.data, t.tensor_type)
-            w = torch.from_numpy(np.ascontiguousarray(values).reshape(tuple(int(n) for n in reversed(t.shape))))
+            # F32/F16 come back as views of the read-only memory map: copy them into our memory
+            values = values.astype(np.float32, copy=not values.flags.writeable)
+            w = torch.from_numpy(values.reshape(tuple(int(n) for n in reversed(t.shape))))
         except Exception as e:
             raise ValueError(f"{source}: tensor {t.name} ({t.tensor_type.name}) cannot be read "
                              f"({type(e).__name__}: {e}); the file may be truncated") from e
