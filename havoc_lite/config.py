@@ -24,6 +24,27 @@ def check_fields(cls, data: dict[str, Any], source: str) -> None:
         raise ValueError(f"{source}: unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}")
 
 
+LLAMA3_ROPE_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
+def check_rope_scaling(scaling: dict[str, Any], source: str) -> None:
+    """Raise ValueError (naming `source`) unless `scaling` is a complete Llama-3 RoPE-scaling dict.
+
+    Hugging Face spells the type `rope_type` (older configs: `type`); `default` means no scaling
+    and is accepted too. Every other type (linear, dynamic, yarn, longrope, ...) is refused.
+    """
+    if not isinstance(scaling, dict):
+        raise ValueError(f"{source}: rope_scaling must be a dict or null, got {scaling!r}")
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind == "default":
+        return
+    if kind != "llama3":
+        raise ValueError(f"{source}: rope_scaling type {kind!r} is not supported (only 'llama3' or 'default')")
+    missing = [k for k in LLAMA3_ROPE_KEYS if scaling.get(k) is None]
+    if missing:
+        raise ValueError(f"{source}: rope_scaling of type 'llama3' lacks {missing}")
+
+
 @dataclass
 class ModelConfig:
     """Shape of a `HavocModel`.
@@ -31,7 +52,10 @@ class ModelConfig:
     Fields use Llama / Hugging Face names: `d_model` is the hidden size, `num_kv_heads` the number
     of key/value heads for grouped-query attention (Ainslie et al. 2023, "GQA"), `head_dim` the
     per-head width (defaults to d_model // n_heads), `ffn_hidden_size` the SwiGLU inner width
-    (Shazeer 2020), `rope_theta` the RoPE base (Su et al. 2021). Special ids default to the order
+    (Shazeer 2020), `rope_theta` the RoPE base (Su et al. 2021), `rope_scaling` an optional
+    Hugging Face RoPE-scaling dict (only `{"rope_type": "llama3", "factor", "low_freq_factor",
+    "high_freq_factor", "original_max_position_embeddings"}`, Llama 3.1+), `attention_bias` adds a
+    bias to the q/k/v projections (Qwen2). Special ids default to the order
     of `tokenizer.SPECIAL_TOKENS` (<|bos|>=0, <|eos|>=1, <|pad|>=2) and are overwritten from the
     tokenizer when a model is built for one.
 
@@ -53,6 +77,8 @@ class ModelConfig:
     dropout: float = 0.0
     tie_embeddings: bool = True
     initializer_range: float = 0.02
+    attention_bias: bool = False
+    rope_scaling: Optional[dict[str, Any]] = None
     bos_id: int = 0
     eos_id: int = 1
     pad_id: int = 2
@@ -78,6 +104,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.head_dim={self.head_dim} must be even for RoPE")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.rope_scaling is not None:
+            check_rope_scaling(self.rope_scaling, "ModelConfig.rope_scaling")
         for name in ("bos_id", "eos_id", "pad_id"):
             if not 0 <= getattr(self, name) < self.vocab_size:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)} is outside the vocab "
@@ -85,13 +113,16 @@ class ModelConfig:
 
     # --- counting -----------------------------------------------------------------------------
     def num_parameters(self, include_embeddings: bool = True) -> int:
-        """Number of weights of the model this config builds (exact, bias-free Llama layout).
+        """Number of weights of the model this config builds (exact, Llama / Qwen2 layout).
 
         Per layer: q/o projections 2·d·(h·hd), k/v projections 2·d·(kv·hd), SwiGLU 3·d·ffn, two
-        RMSNorm weights 2·d. Plus the final norm d, the embedding V·d and, when untied, an LM head V·d.
+        RMSNorm weights 2·d, and with `attention_bias` the q/k/v biases (h + 2·kv)·hd. Plus the
+        final norm d, the embedding V·d and, when untied, an LM head V·d.
         """
         d, hd = self.d_model, self.head_dim
         attn = 2 * d * self.n_heads * hd + 2 * d * self.num_kv_heads * hd
+        if self.attention_bias:
+            attn += (self.n_heads + 2 * self.num_kv_heads) * hd
         per_layer = attn + 3 * d * self.ffn_hidden_size + 2 * d
         n = self.n_layers * per_layer + d
         if include_embeddings:
