@@ -214,7 +214,7 @@ class TrainConfig:
     phase: str = "pretrain"
     model: str = "tiny"                       # a key of PRESETS
     model_overrides: dict[str, int | float | bool] = field(default_factory=dict)  # {"n_layers": 2}
-    init_from: Optional[str] = None           # model folder / checkpoint folder to start from
+    init_from: Optional[str] = None           # model to start from: our folder / step folder, a Hugging Face folder, a hub id, a .gguf file
     tokenizer: Optional[str] = None           # tokenizer folder or .model file
     train_data: Optional[str] = None          # pretrain: shard folder; sft/polish: .jsonl file(s), comma-separated
     eval_data: Optional[str] = None           # held-out split; None: sft/polish hold out eval_fraction
@@ -256,6 +256,13 @@ class TrainConfig:
     wandb_project: str = "havoc_lite"
     wandb_run_name: Optional[str] = None
     progress: bool = True                     # tqdm progress bar on rank 0
+    # LoRA / QLoRA (havoc_lite.lora): with lora_r > 0 the init_from model is frozen and only
+    # low-rank adapters (and the rows of tokens the tokenizer added) train; checkpoints hold only those.
+    lora_r: int = 0                           # adapter rank; 0 = full fine-tuning of every weight
+    lora_alpha: float = 32.0                  # the update is scaled by lora_alpha / lora_r
+    lora_dropout: float = 0.05
+    lora_targets: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"  # comma-separated
+    quantize: Optional[str] = None            # "nf4": 4-bit NormalFloat frozen base (QLoRA, CUDA + bitsandbytes)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -292,6 +299,23 @@ class TrainConfig:
         unknown = sorted(set(self.model_overrides) - {f.name for f in fields(ModelConfig)})
         if unknown:
             raise ValueError(f"{source}: model_overrides has unknown ModelConfig field(s) {unknown}")
+        if isinstance(self.lora_targets, (list, tuple)):   # YAML may give a list
+            self.lora_targets = ",".join(self.lora_targets)
+        if not isinstance(self.lora_r, int) or isinstance(self.lora_r, bool) or self.lora_r < 0:
+            raise ValueError(f"{source}: lora_r must be an int >= 0 (0: no LoRA), got {self.lora_r!r}")
+        if self.quantize is not None and self.lora_r == 0:
+            raise ValueError(f"{source}: quantize={self.quantize!r} needs lora_r > 0 (QLoRA trains adapters "
+                             "on a frozen 4-bit base)")
+        if self.lora_r:
+            self.lora_settings(source)
+
+    def lora_settings(self, source: str = "TrainConfig") -> Optional[dict[str, Any]]:
+        """The validated LoRA settings (`lora.lora_settings`), or None when lora_r is 0."""
+        if not self.lora_r:
+            return None
+        from .lora import lora_settings
+        return lora_settings(self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_targets,
+                             self.quantize, source=source)
 
     def model_config(self, **overrides: Any) -> ModelConfig:
         """The preset `model` with `model_overrides` and then `overrides` (e.g. vocab_size) applied."""
