@@ -42,6 +42,9 @@ class ResumeError(HavocError, ValueError):
 _USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT,
                 errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
 
+_USER_OSERRORS = (FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError,
+                  FileExistsError)
+
 
 def user_error_message(exc: BaseException) -> Optional[str]:
     """The one-line message for a user error, or None when `exc` looks like a bug.
@@ -52,6 +55,8 @@ def user_error_message(exc: BaseException) -> Optional[str]:
     else (TypeError, AttributeError, RuntimeError, ...) is a bug and keeps its traceback.
     """
     if isinstance(exc, HavocError):
+        msg = str(exc)
+    elif isinstance(exc, _USER_OSERRORS) and exc.errno is None:   # raised by us with a message
         msg = str(exc)
     elif isinstance(exc, OSError) and exc.errno in _USER_ERRNOS:
         what = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded",
@@ -70,12 +75,12 @@ def user_error_message(exc: BaseException) -> Optional[str]:
 def run_cli(main: Callable[..., Any], argv: Optional[list[str]] = None, *, prog: str = "") -> int:
     """Call `main(argv)` and turn a user error into `error: <one line>` on stderr and exit 2.
 
-    Returns main's own exit code (None counts as 0). KeyboardInterrupt gives 130. A bug
+    Returns main's own exit code (anything but an int, e.g. None or a results dict, counts as 0). KeyboardInterrupt gives 130. A bug
     (see `user_error_message`) is re-raised with its traceback. `argparse`'s own exit for a bad
     flag (SystemExit 2) passes through unchanged.
     """
     try:
-        rc = main(argv) if argv is not None else main()
+        rc = main(argv)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -83,6 +88,6 @@ def run_cli(main: Callable[..., Any], argv: Optional[list[str]] = None, *, prog:
         msg = user_error_message(e)
         if msg is None or os.environ.get(TRACEBACK_ENV):
             raise
-        print(f"{prog + ': ' if prog else ''}error: {msg}", file=sys.stderr)
+        print(f"{prog + ' ' if prog else ''}error: {msg}", file=sys.stderr)
         return EXIT_USER_ERROR
-    return 0 if rc is None else int(rc)
+    return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0

@@ -31,6 +31,7 @@ import torch
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
 from .config import TrainConfig
+from .errors import run_cli
 from .model import HavocModel, lm_loss
 from .tracking import Tracker
 
@@ -200,6 +201,8 @@ class Trainer:
         self.dist = dist_utils.setup(cfg.device)
         self.device = self.dist.device
         self.is_main = self.dist.is_main
+        if self.is_main:   # found now, not at the first save after the compute
+            ckpt.check_writable(cfg.out_dir, "--out-dir")
         seed_everything(cfg.seed)
 
         if tokenizer is None and cfg.tokenizer:
@@ -262,15 +265,19 @@ class Trainer:
         return HavocModel(cfg.model_config(**overrides))
 
     def _resume_folder(self) -> Optional[Path]:
+        """The verified step folder to resume (None: start fresh). Refuses (CheckpointError) when
+        every checkpoint in out_dir is corrupt; points a stale or corrupt `latest` at the folder."""
         folder = None
         if self.is_main:
             folder = ckpt.resolve_resume(self.cfg.resume, self.cfg.out_dir)
-            if self.cfg.resume == "auto" and folder is None and ckpt.list_step_dirs(self.cfg.out_dir):
-                warnings.warn(f"{self.cfg.out_dir}: no step folder passed verification; starting fresh")
+            if folder is not None and ckpt.repair_latest(self.cfg.out_dir, folder):
+                warnings.warn(f"{self.cfg.out_dir}/latest did not name {folder.name}, the newest "
+                              "checkpoint that verifies; rewritten")
         folder = dist_utils.broadcast_object(str(folder) if folder else None)
         return Path(folder) if folder else None
 
     def _load(self, folder: Path) -> Optional[str]:
+        ckpt.check_resumable(folder, self.model_config, ckpt.tokenizer_identity(self.tokenizer))
         model_state, state, meta = ckpt.load_checkpoint(folder)
         dist_utils.load_full_state(self.model, self.optimizer, model_state, state["optimizer"])
         self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
@@ -304,6 +311,7 @@ class Trainer:
                 "skipped_steps": self.skipped_steps, "world_size": self.dist.world_size,
             }
             meta = {"loss": self.last_loss, "tokens_seen": self.tokens_seen, "phase": self.cfg.phase,
+                    "tokenizer_sha256": ckpt.tokenizer_identity(self.tokenizer),
                     "train_config": self.cfg.to_dict(), "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")}
             path = ckpt.save_checkpoint(self.cfg.out_dir, self.step, model_state, self.model_config,
                                         train_state, meta, keep_last=self.cfg.keep_last,
@@ -505,6 +513,13 @@ def parse_args(argv: Optional[list[str]] = None) -> TrainConfig:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """The CLI. Exit codes: 0 done, 1 diverged, 2 a user error (bad flag or config, missing or
+    corrupt data/checkpoint, a resume refused, an unwritable or full disk) printed as one line
+    by `errors.run_cli`; a bug keeps its traceback."""
+    return run_cli(_main, argv, prog="[train]")
+
+
+def _main(argv: Optional[list[str]] = None) -> int:
     try:
         cfg = parse_args(argv)
         trainer = Trainer(cfg)
@@ -512,9 +527,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     except TrainingDiverged as e:
         print(f"[train] stopped: {e}", file=sys.stderr)
         return 1
-    except (FileNotFoundError, ValueError) as e:   # bad config or missing data: say which, no traceback
-        print(f"[train] error: {e}", file=sys.stderr)
-        return 2
     finally:
         dist_utils.cleanup()
     if trainer.is_main:
