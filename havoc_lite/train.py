@@ -172,7 +172,7 @@ def build_loaders(cfg: TrainConfig, tokenizer, rank: int = 0, world_size: int = 
 
     def loader(exs, seed):
         return data.SFTLoader(exs, tokenizer, cfg.seq_len, cfg.batch_size, seed=seed, rank=rank,
-                              world_size=world_size)
+                              world_size=world_size, max_drop_fraction=cfg.max_drop_fraction)
     return loader(examples, cfg.seed), (loader(held_out, cfg.seed + 1) if held_out else None)
 
 
