@@ -985,9 +985,9 @@ class SFTLoader:
         report = {"checked": checked, "truncated": cut, "dropped": dropped}
         where = f"SFTLoader: source {source!r}" + (f" (a sample of {checked} of {n})" if checked < n else "")
         if cut:
-            log.warning("%s: %d of %d examples are longer than seq_len+1=%d tokens: %d are truncated to it "
-                        "(their tail gets no loss) and %d are dropped (the prompt fills the window before "
-                        "any assistant token)", where, cut, checked, self.seq_len + 1, cut - dropped, dropped)
+            log.warning("%s: %d of %d examples are longer than seq_len+1=%d tokens (%d truncated there, "
+                        "their tail gets no loss; %d dropped, their prompt fills the window before any "
+                        "assistant token)", where, cut, checked, self.seq_len + 1, cut - dropped, dropped)
         if dropped > self.max_drop_fraction * checked:
             raise DataError(f"{where}: {dropped} of {checked} examples ({dropped / checked:.0%}) would be "
                             f"dropped because their prompt alone fills seq_len={self.seq_len} tokens, more "

@@ -170,10 +170,13 @@ def build_loaders(cfg: TrainConfig, tokenizer, rank: int = 0, world_size: int = 
         examples, extra = hold_out(load(cfg.train_data), cfg.seed)
         held_out += extra
 
-    def loader(exs, seed):
+    def loader(exs, seed, max_drop):
         return data.SFTLoader(exs, tokenizer, cfg.seq_len, cfg.batch_size, seed=seed, rank=rank,
-                              world_size=world_size, max_drop_fraction=cfg.max_drop_fraction)
-    return loader(examples, cfg.seed), (loader(held_out, cfg.seed + 1) if held_out else None)
+                              world_size=world_size, max_drop_fraction=max_drop)
+    # Only the training set is held to max_drop_fraction; a held-out set of a few examples would
+    # trip it by chance, and its drops are logged all the same.
+    return (loader(examples, cfg.seed, cfg.max_drop_fraction),
+            loader(held_out, cfg.seed + 1, 1.0) if held_out else None)
 
 
 # --- trainer ----------------------------------------------------------------------------------

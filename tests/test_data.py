@@ -353,7 +353,8 @@ def test_sft_loader_refuses_to_drop_most_examples_for_length(tok, caplog, tmp_pa
     with caplog.at_level("WARNING"):
         loader = SFTLoader(examples, tok, seq_len=48, batch_size=2, seed=0, max_drop_fraction=0.9)
     assert loader.length_report == {"sft": {"checked": 25, "truncated": 20, "dropped": 20}}
-    assert "20 are dropped" in caplog.text
+    assert "20 of 25 examples are longer" in caplog.text and "0 truncated there" in caplog.text \
+        and "20 dropped" in caplog.text
     for _ in range(10):
         loader.next_batch()
     assert loader.num_skipped > 0 and "dropped" in caplog.text

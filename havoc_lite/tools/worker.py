@@ -41,6 +41,7 @@ class WorkerPool:
         self._lock = threading.Lock()
         self.preload: set[str] = set()
         self.starts = 0            # how many processes were started (tests and benchmarks read it)
+        self._restarting = False   # the live process replaces one killed after a timeout or crash
         _POOLS.add(self)
 
     @staticmethod
@@ -57,7 +58,7 @@ class WorkerPool:
 
         `timeout` bounds the whole call, including the wait for a worker that is still starting
         after an earlier timeout (its imports take seconds): the caller gets its answer within
-        about `timeout` seconds. Only the first start of a pool waits up to STARTUP_TIMEOUT_S.
+        about `timeout` seconds. A first start (or one after `close`) waits up to STARTUP_TIMEOUT_S.
         """
         deadline = time.monotonic() + timeout
         try:
@@ -67,7 +68,7 @@ class WorkerPool:
             return "error", str(e)
         with self._lock:
             self.preload.add(ref.split(":")[0])
-            err = self._ensure(deadline if self.starts else None)
+            err = self._ensure(deadline if self._restarting else None)
             if err:
                 return "error", err
             try:
@@ -99,6 +100,7 @@ class WorkerPool:
     def close(self) -> None:
         with self._lock:
             self._kill()
+            self._restarting = False
 
     # internals ------------------------------------------------------------------------------------
     def _alive(self) -> bool:
@@ -131,13 +133,14 @@ class WorkerPool:
             if line is None or not line.startswith('{"ready"'):
                 self._kill()
                 return "tool worker failed to start"
-            self._ready = True
+            self._ready, self._restarting = True, False
         return None
 
     def _restart(self) -> None:
         """Kill the worker and start the next one at once, so its imports overlap with whatever
         the caller does next instead of delaying the next call."""
         self._kill()
+        self._restarting = True
         try:
             self._spawn()
         except OSError:
