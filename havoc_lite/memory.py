@@ -370,10 +370,10 @@ def _main(argv: Optional[list[str]] = None) -> int:
              args.fsdp, args.dtype)
     print(p.report())
     if args.tokens:
-        hours = train_hours(PRESETS[args.preset], args.tokens, args.gpu, args.mfu, args.fsdp)
+        hours = train_hours(PRESETS[args.preset], args.tokens, args.gpu, args.mfu, max(1, args.fsdp))
         took = f"~{hours:.1f} h" if hours >= 1 else f"~{hours * 60:.0f} min"
         print(f"  time: {args.tokens:.3g} tokens x 6 x {PRESETS[args.preset].num_parameters():,} params "
-              f"on {args.fsdp} x {args.gpu} at an assumed MFU of {args.mfu:.0%}: "
+              f"on {max(1, args.fsdp)} x {args.gpu} at an assumed MFU of {args.mfu:.0%}: "
               f"{took} (estimate, not a measurement)")
     return 0 if p.fits else 1
 
