@@ -261,13 +261,26 @@ def repl(session: ChatSession, read: Callable[[str], str] = input) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """The command line. A user error (bad flag value, a missing, truncated or mismatched model or
+    tokenizer, a question too long for the context in -p mode) is one line and exit 2."""
+    from .errors import run_cli
+    return run_cli(_main, argv)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse flag values that describe no generation (ConfigError naming the flag)."""
+    from .errors import ConfigError
+    if not args.temperature >= 0:
+        raise ConfigError(f"--temperature must be >= 0 (0 = greedy), got {args.temperature}")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+
+
+def _main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    check_args(args)
     from .eval.__main__ import load_model_and_tokenizer
-    try:
-        model, tok, model_dir = load_model_and_tokenizer(args.model, args.tokenizer, args.device)
-    except (FileNotFoundError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    model, tok, model_dir = load_model_and_tokenizer(args.model, args.tokenizer, args.device)
     one_shot = args.prompt is not None
     session = ChatSession(model, tok, budget=args.budget, show_sections=args.show_sections,
                           tools=False if args.no_tools else None, max_new_tokens=args.max_new_tokens,
@@ -275,11 +288,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                           prime_system=args.prime_system, out=sys.stderr if one_shot else sys.stdout)
     if one_shot:
         print(f"[chat] {model_dir} ({model.num_parameters() / 1e6:.1f}M params)", file=sys.stderr)
-        try:
-            result = session.ask(args.prompt)
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        result = session.ask(args.prompt)
         answer = result.answer if result.answer is not None else render_turn(result.text, False).strip()
         print(answer)
         return 0

@@ -32,6 +32,7 @@ from typing import Any, Optional
 import torch
 
 from .config import ModelConfig
+from .errors import HavocError, ResumeError
 
 STEP_RE = re.compile(r"^step_(\d+)$")
 FILES = ("model.safetensors", "config.json", "train_state.pt")
@@ -39,10 +40,106 @@ DRIVE_PREFIXES = ("/content/drive", "/gdrive")
 # Test hook: "SECONDS" or "SECONDS@STEP" to sleep inside a save after model.safetensors is written
 # (lets a test kill the process mid-save). Never set in normal use.
 PAUSE_ENV = "HAVOC_LITE_SAVE_PAUSE_S"
+# ModelConfig fields a resumed run may change: none of them changes what the weights mean
+# (dropout is off at inference, initializer_range acts only at init, RoPE has no learned positions).
+RESUME_FREE_FIELDS = ("dropout", "initializer_range", "max_seq_len")
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint folder is missing files or its sha256 sums do not hold."""
+class CheckpointError(HavocError, RuntimeError):
+    """A checkpoint folder is missing files or its sha256 sums do not hold (a user-facing error:
+    the command lines print it as one line and exit 2)."""
+
+
+def check_writable(folder: str | Path, what: str = "--out-dir") -> Path:
+    """Create `folder` if needed and prove it writable by writing and removing a small file, so a
+    run learns at start, not at its first save after the compute, that it cannot save.
+
+    Raises:
+        HavocError: one line naming `what`, the folder and the reason (permission, read-only file
+            system, a file in the way, disk full).
+    """
+    folder = Path(folder)
+    probe = folder / f".write_test_{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"ok")
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as e:
+        raise HavocError(f"{what} {folder} is not writable ({e.strerror or e}); "
+                         "choose another folder") from None
+    return folder
+
+
+def tokenizer_identity(tokenizer: Any) -> Optional[str]:
+    """sha256 naming a tokenizer's vocabulary: `tokenizer.identity` when it has one (HFTokenizer),
+    else the sha256 of its sentencepiece model file (HavocTokenizer); None when neither exists."""
+    ident = getattr(tokenizer, "identity", None)
+    if isinstance(ident, str):
+        return ident
+    proto = getattr(tokenizer, "_model_proto", None)
+    if isinstance(proto, (bytes, bytearray)):
+        return hashlib.sha256(proto).hexdigest()
+    return None
+
+
+def check_resumable(folder: str | Path, model_config: ModelConfig,
+                    tokenizer_sha256: Optional[str] = None) -> None:
+    """Refuse to resume `folder` into a run with another model or tokenizer.
+
+    Tensor shapes can match while the model differs (8 heads of 16 instead of 4 of 32, another
+    rope_theta), and two tokenizers can share a vocab size: either way the run would go on and
+    train nonsense. So the checkpoint's config.json must equal the run's ModelConfig field for
+    field, and the tokenizer sha256 recorded in meta.json (when both sides have one) must equal
+    the run's.
+
+    Raises:
+        ResumeError: one line naming the folder and the fields (or the tokenizer) that differ.
+    """
+    folder = Path(folder)
+    try:
+        saved = ModelConfig.load_json(folder / "config.json").to_dict()
+    except (OSError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{folder}: config.json unreadable ({e})") from None
+    run = model_config.to_dict()
+    diff = [f"{k}={saved.get(k)!r} (this run: {run.get(k)!r})" for k in sorted(set(saved) | set(run))
+            if saved.get(k) != run.get(k) and k not in RESUME_FREE_FIELDS]
+    if diff:
+        raise ResumeError(f"resume refused: {folder} holds another model: " + ", ".join(diff)
+                          + ". Use the checkpoint's model settings, or --resume none / another "
+                          "--out-dir to start a new run")
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        meta = {}
+    saved_tok = meta.get("tokenizer_sha256")
+    if saved_tok and tokenizer_sha256 and saved_tok != tokenizer_sha256:
+        raise ResumeError(f"resume refused: {folder} was trained with another tokenizer (sha256 "
+                          f"{saved_tok[:12]}, this run's {tokenizer_sha256[:12]}). Pass the "
+                          "checkpoint's tokenizer, or --resume none / another --out-dir")
+
+
+def repair_latest(out_dir: str | Path, folder: str | Path) -> bool:
+    """Point `<out_dir>/latest` at `folder` (a verified step folder inside out_dir) when it is
+    missing or names anything else, so tools that follow `latest` (eval, chat) find the
+    checkpoint a run resumed from. Returns True when it was rewritten."""
+    out_dir, folder = Path(out_dir), Path(folder)
+    if folder.parent.resolve() != out_dir.resolve():
+        return False
+    latest = out_dir / "latest"
+    try:
+        if latest.read_text().strip() == folder.name:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    tmp = out_dir / "latest.tmp"
+    tmp.write_text(folder.name + "\n")
+    _fsync_file(tmp)
+    os.replace(tmp, latest)
+    _fsync_dir(out_dir)
+    return True
 
 
 def step_dir_name(step: int) -> str:
@@ -240,14 +337,23 @@ def resolve_resume(resume: str, out_dir: str | Path) -> Optional[Path]:
 
     PATH may be a step folder or an out_dir (then its newest valid folder is taken).
 
+    With "auto", an out_dir whose step folders ALL fail verification is refused rather than
+    silently restarted from step 0 (which would later overwrite them).
+
     Raises:
         FileNotFoundError: PATH does not exist or holds no valid checkpoint.
-        CheckpointError: PATH is a step folder whose sums do not hold.
+        CheckpointError: PATH is a step folder whose sums do not hold, or ("auto") every step
+            folder in out_dir is corrupt.
     """
     if resume in ("none", "", None):
         return None
     if resume == "auto":
-        return find_resumable(out_dir)
+        found = find_resumable(out_dir)
+        if found is None and list_step_dirs(out_dir):
+            names = ", ".join(sorted(p.name for p in list_step_dirs(out_dir)))
+            raise CheckpointError(f"{out_dir}: every checkpoint failed verification ({names}); "
+                                  "pass --resume none to start fresh there, or another --out-dir")
+        return found
     path = Path(resume)
     if not path.exists():
         raise FileNotFoundError(f"--resume {resume}: no such folder")

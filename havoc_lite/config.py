@@ -224,6 +224,7 @@ class TrainConfig:
     sft_mixture: Optional[str] = None         # weights for sft_sources from data.SFT_MIXTURES ("base" | "tools")
     sft_weights: Optional[dict[str, float]] = None  # or explicit relative weights per source
     eval_fraction: float = 0.02
+    max_drop_fraction: float = 0.2            # sft/polish: fail when more examples than this are dropped for length
     batch_size: int = 8
     grad_accum_steps: int = 1
     max_steps: int = 1000
@@ -287,6 +288,8 @@ class TrainConfig:
             raise ValueError(f"{source}: weight_decay and grad_clip must be >= 0")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"{source}: eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if not 0 <= self.max_drop_fraction <= 1:
+            raise ValueError(f"{source}: max_drop_fraction must be in [0, 1], got {self.max_drop_fraction}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"{source}: dtype={self.dtype!r}; choose auto|float32|bfloat16|float16")
         if self.distributed not in ("auto", "ddp", "fsdp"):

@@ -22,6 +22,8 @@ from typing import Iterator, Union
 import numpy as np
 import torch
 
+from .errors import DataError  # bad input data; the message names the file and (1-based) line
+
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
@@ -30,8 +32,6 @@ TEXT_SUFFIXES = (".txt", ".text", ".md")
 JSONL_SUFFIXES = (".jsonl",)
 
 
-class DataError(ValueError):
-    """Bad input data. The message names the file and (1-based) line."""
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -84,6 +84,8 @@ def iter_jsonl(path: PathLike) -> Iterator[tuple[int, dict]]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg}, column {e.colno})") from None
+        except RecursionError:
+            raise DataError(f"{path}:{lineno}: JSON nested too deeply to read") from None
         if not isinstance(obj, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         yield lineno, obj
@@ -880,15 +882,49 @@ class SFTMixture:
         return sum(len(v) for v in self.sources.values())
 
 
+def clip_messages(messages: list[dict], max_chars: int) -> tuple[list[dict], bool]:
+    """(messages, clipped): the conversation cut to its first `max_chars` characters of content
+    (later messages dropped, the one crossing the limit cut), so rendering a 50 MB record costs as
+    much as rendering `max_chars` characters. `messages` itself is not changed.
+
+    Why the tokens the loader keeps do not change: SFTLoader keeps seq_len + 1 tokens and clips at
+    64 characters per kept token, while a token covers at most the longest piece of the vocab
+    (16 characters in sentencepiece's default) and words are tokenised separately, so the cut lies
+    far beyond the last kept token. Only a single "word" longer than that (no whitespace for
+    thousands of characters) may tokenise differently near its start; it is cut either way.
+    """
+    total, out = 0, []
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else None
+        if not isinstance(content, str):
+            out.append(m)            # render_chat reports it, naming the message
+            continue
+        if total + len(content) > max_chars:
+            out.append({**m, "content": content[:max(max_chars - total, 0)]})
+            return out, True
+        total += len(content)
+        out.append(m)
+    return out, False
+
+
+CHARS_PER_TOKEN_BOUND = 64     # see clip_messages
+DROP_CHECK_SAMPLE = 2000       # examples per source measured at start for the dropped share
+
+
 class SFTLoader:
     """Batches of rendered conversations: one example per row, right-padded, loss on assistant tokens.
 
     Each row draws a source (mixture weights; a plain list is one source), then the source's next
     example in a seeded per-epoch permutation strided across DDP ranks (disjoint). The example is
-    rendered with `tokenizer.render_chat`; one longer than `seq_len + 1` tokens is cut to
-    `seq_len + 1` and counted (`num_truncated`, logged); one left with no assistant token after
-    the cut is skipped and counted (`num_skipped`). Rows never share an example, so there is no
-    attention or loss across examples.
+    clipped (`clip_messages`) and rendered with `tokenizer.render_chat`; one longer than
+    `seq_len + 1` tokens is cut to `seq_len + 1` and counted (`num_truncated`); one left with no
+    assistant token after the cut (its prompt fills the window) is DROPPED and counted
+    (`num_skipped`). Rows never share an example, so there is no attention or loss across examples.
+
+    Dropped share: at construction up to DROP_CHECK_SAMPLE examples of each source (all of a small
+    source, else a seeded sample) are rendered once; how many would be cut and dropped is logged,
+    and more than `max_drop_fraction` dropped is an error, so a run does not silently train on
+    the few short examples that fit.
 
     `next_batch() -> (x, y)`: LongTensors [batch_size, T], T = seq_len if `pad_to_seq_len`
     else the longest row of the batch. x is padded with <|pad|>; y[:, t] is x's next token where
@@ -896,18 +932,23 @@ class SFTLoader:
     `padding_efficiency` = real tokens / (rows * T) over all batches so far.
 
     Raises:
-        DataError: fewer examples in a source than ranks; ValueError for bad sizes.
+        DataError: fewer examples in a source than ranks; more than `max_drop_fraction` of a
+            source's examples dropped for length (the message says how many, why, and what to
+            change). ValueError for bad sizes.
     """
 
     def __init__(self, examples, tokenizer, seq_len: int, batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, pad_to_seq_len: bool = False):
+                 world_size: int = 1, pad_to_seq_len: bool = False, max_drop_fraction: float = 0.2):
         if seq_len < 2 or batch_size < 1:
             raise ValueError(f"SFTLoader: need seq_len >= 2 and batch_size >= 1, got {seq_len}, {batch_size}")
         if not 0 <= rank < world_size:
             raise ValueError(f"SFTLoader: rank {rank} is outside world_size {world_size}")
+        if not 0 <= max_drop_fraction <= 1:
+            raise ValueError(f"SFTLoader: max_drop_fraction must be in [0, 1], got {max_drop_fraction}")
         self.mixture = examples if isinstance(examples, SFTMixture) else SFTMixture({"sft": (list(examples), 1.0)})
         self.tokenizer, self.seq_len, self.batch_size, self.seed = tokenizer, seq_len, batch_size, seed
         self.rank, self.world_size, self.pad_to_seq_len = rank, world_size, pad_to_seq_len
+        self.max_drop_fraction = max_drop_fraction
         self.names = self.mixture.names
         self._p = np.array([self.mixture.weights[n] for n in self.names])
         self.streams = {n: _EpochStream(lambda e, k=len(self.mixture.sources[n]): k, seed, i, rank, world_size)
@@ -919,21 +960,53 @@ class SFTLoader:
         self.batch_idx = 0
         self.num_examples = self.num_truncated = self.num_skipped = 0
         self.real_tokens = self.total_slots = 0
+        self.length_report = {n: self._check_lengths(n) for n in self.names}
+
+    def _render(self, messages: list[dict]) -> tuple[list[int], list[int], bool]:
+        """(ids, mask, cut) of one example, at most seq_len + 1 tokens; `cut` when it was longer."""
+        clipped, was_clipped = clip_messages(messages, CHARS_PER_TOKEN_BOUND * (self.seq_len + 1))
+        ids, mask = self.tokenizer.render_chat(clipped)
+        cut = was_clipped or len(ids) > self.seq_len + 1
+        return ids[:self.seq_len + 1], mask[:self.seq_len + 1], cut
+
+    def _check_lengths(self, source: str) -> dict:
+        """Render a sample of `source` once: how many examples are cut and dropped (logged);
+        DataError when the dropped share is above max_drop_fraction."""
+        examples = self.mixture.sources[source]
+        n = len(examples)
+        idx = (range(n) if n <= DROP_CHECK_SAMPLE else
+               np.random.default_rng([self.seed, 1 << 22]).choice(n, DROP_CHECK_SAMPLE, replace=False))
+        cut = dropped = 0
+        for i in idx:
+            _, mask, was_cut = self._render(examples[int(i)])
+            cut += was_cut
+            dropped += not any(mask[1:])
+        checked = len(idx)
+        report = {"checked": checked, "truncated": cut, "dropped": dropped}
+        where = f"SFTLoader: source {source!r}" + (f" (a sample of {checked} of {n})" if checked < n else "")
+        if cut:
+            log.warning("%s: %d of %d examples are longer than seq_len+1=%d tokens (%d truncated there, "
+                        "their tail gets no loss; %d dropped, their prompt fills the window before any "
+                        "assistant token)", where, cut, checked, self.seq_len + 1, cut - dropped, dropped)
+        if dropped > self.max_drop_fraction * checked:
+            raise DataError(f"{where}: {dropped} of {checked} examples ({dropped / checked:.0%}) would be "
+                            f"dropped because their prompt alone fills seq_len={self.seq_len} tokens, more "
+                            f"than max_drop_fraction={self.max_drop_fraction:g}; raise seq_len, shorten "
+                            "the prompts, or raise max_drop_fraction")
+        return report
 
     def _row(self, source: str) -> tuple[list[int], list[int]]:
         stream = self.streams[source]
         for _ in range(1000):
-            ids, mask = self.tokenizer.render_chat(self.mixture.sources[source][stream.next()])
+            ids, mask, cut = self._render(self.mixture.sources[source][stream.next()])
             self.num_examples += 1
-            if len(ids) > self.seq_len + 1:
-                ids, mask = ids[:self.seq_len + 1], mask[:self.seq_len + 1]
-                self.num_truncated += 1
-                if self.num_truncated in (1, 10) or self.num_truncated % 100 == 0:
-                    log.warning("SFTLoader: %d of %d examples so far were longer than seq_len+1=%d tokens "
-                                "and were truncated", self.num_truncated, self.num_examples, self.seq_len + 1)
+            self.num_truncated += cut
             if any(mask[1:]):
                 return ids, mask
             self.num_skipped += 1
+            if self.num_skipped in (1, 10) or self.num_skipped % 100 == 0:
+                log.warning("SFTLoader: %d of %d examples drawn so far were dropped: no assistant token "
+                            "within seq_len+1=%d tokens", self.num_skipped, self.num_examples, self.seq_len + 1)
         raise DataError(f"SFTLoader: 1000 examples in a row from {source!r} have no assistant token "
                         f"within seq_len={self.seq_len}")
 

@@ -46,15 +46,43 @@ class DistInfo:
         return self.world_size > 1
 
 
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 def resolve_device(device: str = "auto") -> torch.device:
-    """"auto" -> cuda if available, else mps, else cpu; anything else is passed to torch.device."""
+    """"auto" -> cuda if available, else mps, else cpu; anything else is checked and passed to
+    torch.device.
+
+    Raises:
+        ConfigError: a name torch does not know (`tpu`), or a device this machine or torch build
+            does not have (`cuda` on a CPU-only build or a machine without a GPU, `cuda:3` with
+            two GPUs, `mps` off Apple silicon): one line, found before any work is done.
+    """
+    from .errors import ConfigError
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device {device!r}: not a device name; use auto, cpu, cuda, cuda:N "
+                          "or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch build has no CUDA (a CPU-only wheel)" if torch.version.cuda is None
+                   else "no CUDA GPU is visible")
+            raise ConfigError(f"--device {device}: {why}; use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
+    elif dev.type == "mps" and not _mps_available():
+        raise ConfigError(f"--device {device}: MPS is not available on this machine; use cpu or auto")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"--device {device!r}: havoc_lite runs on cpu, cuda or mps")
+    return dev
 
 
 def setup(device: str = "auto") -> DistInfo:

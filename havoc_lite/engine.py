@@ -175,7 +175,14 @@ def _check_prompts(prompts: Sequence[Sequence[int]], cfg: ModelConfig) -> list[l
 
 # --- the tool hook --------------------------------------------------------------------------------
 class _ToolHook:
-    """Turns a closed `<tool>…</tool>` into `<tool_result>{json}</tool_result>` token ids."""
+    """Turns a closed `<tool>…</tool>` into `<tool_result>{json}</tool_result>` token ids.
+
+    The result JSON is encoded as ORDINARY text (`allow_special=False`): a tool that returns, or
+    an error message that quotes, `</tool_result>` or `<answer>` must not become a control token,
+    so only the two wrapper tags the engine writes itself are special. The hook never raises:
+    whatever goes wrong (a stand-in registry that raises, a result that cannot be encoded)
+    becomes an error result, and generation goes on.
+    """
 
     def __init__(self, tools: Any, tokenizer: Any):
         self.tools, self.tokenizer = tools, tokenizer
@@ -186,16 +193,21 @@ class _ToolHook:
 
     def __call__(self, seq: list[int]) -> tuple[dict, list[int]]:
         """`seq` ends with `</tool>`; returns (call record, ids to inject)."""
-        start = len(seq) - 1
-        while start > 0 and seq[start - 1] != self.open_id:
-            start -= 1
-        text = self.tokenizer.decode(seq[start:-1]) if start > 0 else ""
+        from .tools import ToolResult
+        name, args, text = None, None, ""
         try:
+            start = len(seq) - 1
+            while start > 0 and seq[start - 1] != self.open_id:
+                start -= 1
+            text = self.tokenizer.decode(seq[start:-1]) if start > 0 else ""
             name, args, result = self.tools.execute_call(text)
         except Exception as e:  # the registry never raises; a stand-in registry might
-            from .tools import ToolResult
-            name, args, result = None, None, ToolResult("error", error=f"{type(e).__name__}: {e}")
-        body = self.tokenizer.encode(result.to_json(), allow_special=True)
+            result = ToolResult("error", error=f"{type(e).__name__}: {e}")
+        try:
+            body = self.tokenizer.encode(result.to_json(), allow_special=False)
+        except Exception as e:  # e.g. a stand-in registry's result that is not JSON
+            result = ToolResult("error", error=f"the tool result is not JSON text ({type(e).__name__}: {e})")
+            body = self.tokenizer.encode(result.to_json(), allow_special=False)
         ids = [self.result_open, *body, self.result_close]
         return {"name": name, "args": args, "result": result, "text": text}, ids
 

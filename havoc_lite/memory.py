@@ -475,7 +475,36 @@ def train_hours(cfg: ModelConfig, tokens: float, gpu: str = "a100-40", mfu: floa
     return flops / (num_gpus * PEAK_BF16_TFLOPS[gpu] * 1e12 * mfu) / 3600
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse values that describe no run (ConfigError naming the flag), before any arithmetic."""
+    from .errors import ConfigError
+    for flag, value, ok, want in (
+            ("--batch-size", args.batch_size, args.batch_size >= 1, ">= 1"),
+            ("--seq-len", args.seq_len, args.seq_len is None or args.seq_len >= 1, ">= 1"),
+            ("--fsdp", args.fsdp, args.fsdp >= 1, ">= 1 (the number of GPUs)"),
+            ("--tokens", args.tokens, args.tokens is None or (args.tokens > 0 and math.isfinite(args.tokens)),
+             "a positive number"),
+            ("--mfu", args.mfu, 0 < args.mfu <= 1, "in (0, 1], e.g. 0.4")):
+        if not ok:
+            raise ConfigError(f"{flag} must be {want}, got {value}")
+    try:
+        capacity = gpu_capacity(args.gpu)
+    except ValueError as e:
+        raise ConfigError(f"--gpu: {e}") from None
+    if not (capacity > 0 and math.isfinite(capacity)):
+        raise ConfigError(f"--gpu {args.gpu}: a GPU size must be a positive number of GiB")
+    if args.tokens is not None and args.gpu not in PEAK_BF16_TFLOPS:
+        raise ConfigError(f"--tokens needs a GPU with a known bf16 peak for --gpu; one of "
+                          f"{sorted(PEAK_BF16_TFLOPS)}, got {args.gpu!r}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
+    """The command line; a bad flag is one line and exit 2 (`errors.run_cli`)."""
+    from .errors import run_cli
+    return run_cli(_main, argv)
+
+
+def _main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m havoc_lite.memory", description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="7b", choices=sorted(PRESETS) + sorted(PRETRAINED))
     ap.add_argument("--gpu", default="a100-40", help=f"one of {sorted(GPUS)} or a size in GiB")
@@ -494,6 +523,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="also estimate training hours for this many tokens (6·N·tokens FLOPs)")
     ap.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation for --tokens")
     args = ap.parse_args(argv)
+    check_args(args)
     if args.all:
         print(table(batch_size=args.batch_size, seq_len=args.seq_len))
         return 0

@@ -264,9 +264,19 @@ def print_summary(results: dict) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """The command line. A bad --device or an unwritable --out is one line and exit 2, found
+    before any stage runs (`errors.run_cli`); a failed stage is exit 1."""
+    from .errors import run_cli
+    return run_cli(_main, argv)
+
+
+def _main(argv: Optional[list[str]] = None) -> int:
     import tyro
-    args = tyro.cli(SmokeArgs, args=argv)
-    return Smoke(args).run()
+    from .checkpoint import check_writable
+    args = tyro.cli(SmokeArgs, args=argv, prog="python -m havoc_lite.smoke")
+    smoke = Smoke(args)                 # resolves --device (ConfigError for tpu, cuda without CUDA)
+    check_writable(args.out, "--out")
+    return smoke.run()
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ import torch
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
 from .config import TrainConfig
+from .errors import run_cli
 from .model import HavocModel, lm_loss
 from .tracking import Tracker
 
@@ -183,10 +184,13 @@ def build_loaders(cfg: TrainConfig, tokenizer, rank: int = 0, world_size: int = 
         examples, extra = hold_out(load(cfg.train_data), cfg.seed)
         held_out += extra
 
-    def loader(exs, seed):
+    def loader(exs, seed, max_drop):
         return data.SFTLoader(exs, tokenizer, cfg.seq_len, cfg.batch_size, seed=seed, rank=rank,
-                              world_size=world_size)
-    return loader(examples, cfg.seed), (loader(held_out, cfg.seed + 1) if held_out else None)
+                              world_size=world_size, max_drop_fraction=max_drop)
+    # Only the training set is held to max_drop_fraction; a held-out set of a few examples would
+    # trip it by chance, and its drops are logged all the same.
+    return (loader(examples, cfg.seed, cfg.max_drop_fraction),
+            loader(held_out, cfg.seed + 1, 1.0) if held_out else None)
 
 
 # --- pretrained start ---------------------------------------------------------------------------
@@ -273,6 +277,8 @@ class Trainer:
         self.dist = dist_utils.setup(cfg.device)
         self.device = self.dist.device
         self.is_main = self.dist.is_main
+        if self.is_main:   # found now, not at the first save after the compute
+            ckpt.check_writable(cfg.out_dir, "--out-dir")
         seed_everything(cfg.seed)
         self._precheck_lora_resume()
 
@@ -411,15 +417,19 @@ class Trainer:
                                   f"(sha256 {mine['base']['sha256'][:12]})")
 
     def _resume_folder(self) -> Optional[Path]:
+        """The verified step folder to resume (None: start fresh). Refuses (CheckpointError) when
+        every checkpoint in out_dir is corrupt; points a stale or corrupt `latest` at the folder."""
         folder = None
         if self.is_main:
             folder = ckpt.resolve_resume(self.cfg.resume, self.cfg.out_dir)
-            if self.cfg.resume == "auto" and folder is None and ckpt.list_step_dirs(self.cfg.out_dir):
-                warnings.warn(f"{self.cfg.out_dir}: no step folder passed verification; starting fresh")
+            if folder is not None and ckpt.repair_latest(self.cfg.out_dir, folder):
+                warnings.warn(f"{self.cfg.out_dir}/latest did not name {folder.name}, the newest "
+                              "checkpoint that verifies; rewritten")
         folder = dist_utils.broadcast_object(str(folder) if folder else None)
         return Path(folder) if folder else None
 
     def _load(self, folder: Path) -> Optional[str]:
+        ckpt.check_resumable(folder, self.model_config, ckpt.tokenizer_identity(self.tokenizer))
         model_state, state, meta = ckpt.load_checkpoint(folder)
         self._check_lora_resume(folder, meta)
         if self.lora is not None:   # adapters only: the frozen base came from init_from
@@ -462,6 +472,7 @@ class Trainer:
                 "skipped_steps": self.skipped_steps, "world_size": self.dist.world_size,
             }
             meta = {"loss": self.last_loss, "tokens_seen": self.tokens_seen, "phase": self.cfg.phase,
+                    "tokenizer_sha256": ckpt.tokenizer_identity(self.tokenizer),
                     "train_config": self.cfg.to_dict(), "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")}
             if self.lora is not None:
                 meta["lora"] = self.lora
@@ -665,6 +676,13 @@ def parse_args(argv: Optional[list[str]] = None) -> TrainConfig:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """The CLI. Exit codes: 0 done, 1 diverged, 2 a user error (bad flag or config, missing or
+    corrupt data/checkpoint, a resume refused, an unwritable or full disk) printed as one line
+    by `errors.run_cli`; a bug keeps its traceback."""
+    return run_cli(_main, argv, prog="[train]")
+
+
+def _main(argv: Optional[list[str]] = None) -> int:
     try:
         cfg = parse_args(argv)
         trainer = Trainer(cfg)
@@ -672,9 +690,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     except TrainingDiverged as e:
         print(f"[train] stopped: {e}", file=sys.stderr)
         return 1
-    except (FileNotFoundError, ValueError) as e:   # bad config or missing data: say which, no traceback
-        print(f"[train] error: {e}", file=sys.stderr)
-        return 2
     finally:
         dist_utils.cleanup()
     if trainer.is_main:

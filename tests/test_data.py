@@ -334,3 +334,75 @@ def test_train_config_sft_sources_sample_by_weight(tok, tmp_path):
     assert "apple" in held and "zebra" in held        # 4 + 4 held out, from both sources
     with pytest.raises(ValueError, match="sft_mixture"):
         build_loaders(TrainConfig(phase="sft", sft_sources=cfg.sft_sources, wandb_mode="disabled"), tok)
+
+
+# --- issue 16: length drops, huge records, hostile nesting ---------------------------------------
+def _long_prompt_examples(n_long=20, n_short=5):
+    long = [[{"role": "user", "content": f"Question {i}: " + "tell me more " * 60},
+             {"role": "assistant", "content": "ok"}] for i in range(n_long)]
+    short = [[{"role": "user", "content": f"Hi {i}."}, {"role": "assistant", "content": "hello"}]
+             for i in range(n_short)]
+    return long + short
+
+
+def test_sft_loader_refuses_to_drop_most_examples_for_length(tok, caplog, tmp_path):
+    examples = _long_prompt_examples()
+    with pytest.raises(DataError, match=r"20 of 25 examples \(80%\) would be dropped.*seq_len=48.*"
+                                        r"max_drop_fraction=0.2"):
+        SFTLoader(examples, tok, seq_len=48, batch_size=2, seed=0)
+    with caplog.at_level("WARNING"):
+        loader = SFTLoader(examples, tok, seq_len=48, batch_size=2, seed=0, max_drop_fraction=0.9)
+    assert loader.length_report == {"sft": {"checked": 25, "truncated": 20, "dropped": 20}}
+    assert "20 of 25 examples are longer" in caplog.text and "0 truncated there" in caplog.text \
+        and "20 dropped" in caplog.text
+    for _ in range(10):
+        loader.next_batch()
+    assert loader.num_skipped > 0 and "dropped" in caplog.text
+    # the TrainConfig field reaches the loader
+    from havoc_lite.config import TrainConfig
+    from havoc_lite.train import build_loaders
+    path = tmp_path / "sft.jsonl"
+    path.write_text("".join(json.dumps({"messages": m}) + "\n" for m in examples))
+    kw = dict(phase="sft", train_data=str(path), seq_len=48, batch_size=2, eval_fraction=0)
+    with pytest.raises(DataError, match="would be dropped"):
+        build_loaders(TrainConfig(**kw), tok)
+    assert build_loaders(TrainConfig(**kw, max_drop_fraction=0.9), tok)[0].max_drop_fraction == 0.9
+    with pytest.raises(ValueError, match="max_drop_fraction"):
+        TrainConfig(max_drop_fraction=1.5)
+
+
+class CountingTokenizer:
+    """Wraps a tokenizer and records the characters of content each render_chat call received."""
+
+    def __init__(self, tok):
+        self.tok, self.seen = tok, []
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+    def render_chat(self, messages):
+        self.seen.append(sum(len(m["content"]) for m in messages))
+        return self.tok.render_chat(messages)
+
+
+def test_sft_loader_renders_a_huge_record_only_up_to_what_it_keeps(tok):
+    from havoc_lite.data import CHARS_PER_TOKEN_BOUND
+    huge = [{"role": "user", "content": "Summarise."},
+            {"role": "assistant", "content": "the answer is long " * 1_000_000}]     # 19 MB
+    counting = CountingTokenizer(tok)
+    loader = SFTLoader([huge, huge], counting, seq_len=48, batch_size=2, seed=0)
+    for _ in range(5):
+        x, y = loader.next_batch()
+    assert max(counting.seen) <= CHARS_PER_TOKEN_BOUND * 49        # never the 19 MB
+    assert loader.num_truncated == 10
+    # ... and the kept tokens are those of the full rendering (reference: render it all once)
+    ids, mask = tok.render_chat([huge[0], {"role": "assistant",
+                                           "content": "the answer is long " * 2000}])
+    assert x[0].tolist() == ids[:48]
+
+
+def test_deeply_nested_jsonl_names_file_and_line(tmp_path):
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"text": "fine"}\n' + '{"a": ' + "[" * 200_000 + "]" * 200_000 + "}\n")
+    with pytest.raises(DataError, match=r"deep.jsonl:2: JSON nested too deeply"):
+        load_jsonl_examples(path)

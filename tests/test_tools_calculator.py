@@ -74,3 +74,14 @@ def test_error_messages_say_why(reg):
     assert "unknown function '__import__'" in msg("__import__('os')")
     assert "Attribute" in msg("().__class__")
     assert "unknown name 'x'" in msg("x")
+
+
+def test_underflow_is_an_error_not_an_exact_zero(reg):
+    # 2**-4096 is not 0: the float underflowed, and an int 0 would look exact (issue 16)
+    for expr in ("2**-4096", "1e-200*1e-200", "1/10**400", "exp(-1000)"):
+        res = reg.execute("calculator", {"expression": expr})
+        assert res.status == "error" and "underflow" in res.error, (expr, res.result)
+    # true zeros and tiny-but-representable values still come back
+    calculate = calculator.calculate
+    assert calculate("0*5.0") == 0 and calculate("5 % 5") == 0 and calculate("2-2") == 0
+    assert calculate("2**-10") == 0.0009765625 and calculate("2.0**-1074") == 5e-324

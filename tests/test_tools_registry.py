@@ -31,6 +31,9 @@ def not_json():
 def alloc(n_bytes):
     return len(bytearray(n_bytes))
 
+def echo(text):
+    return {"echo": text}
+
 def shout(text):
     print("noise on stdout must not break the protocol")
     return text.upper()
@@ -59,6 +62,7 @@ def _reg(helpers, timeout_s=1.0, max_result_chars=500):
     reg.register("not_json", helpers.not_json, {}, "returns a set")
     reg.register("alloc", helpers.alloc, obj(n_bytes={"type": "integer"}), "allocates",
                  isolate=True)
+    reg.register("echo", helpers.echo, obj(text={"type": "string"}), "echoes", isolate=True)
     reg.register("shout", helpers.shout, obj(text={"type": "string"}), "upper case", isolate=True)
     return reg
 
@@ -147,6 +151,7 @@ def test_timeouts_return_errors_and_the_worker_restarts(helpers):
         res = reg.execute(name, {"seconds": 30})
         assert time.perf_counter() - t0 < 2.0
         assert res.status == "error" and "timed out after 0.5 s" in res.error
+    reg.warmup()                     # the restarted worker is ready (its start is not timed here)
     assert reg.execute("slow", {"seconds": 0}).result == "done"       # a fresh worker answers
     assert reg._pool.starts == 2
     reg.close()
@@ -155,7 +160,7 @@ def test_timeouts_return_errors_and_the_worker_restarts(helpers):
 def test_crash_memory_and_stdout_noise_are_contained(helpers):
     reg = _reg(helpers, timeout_s=10)
     res = reg.execute("crash", {})
-    assert res.status == "error" and "crashed" in res.error
+    assert res.status == "error" and "died during the call (exit status 3)" in res.error
     assert reg.execute("shout", {"text": "ok"}).result == "OK"
     if sys.platform == "linux":                          # RLIMIT_AS is enforced on Linux
         res = reg.execute("alloc", {"n_bytes": 16 << 30})    # over the worker's 4 GiB cap
@@ -192,3 +197,41 @@ def test_describe_lists_every_tool_and_its_args():
     for name in reg.names:
         assert f"- {name}(" in text
     assert "calculator(expression)" in text and "<tool>" in text
+
+
+SLOW_START = """
+import time
+time.sleep(float(__import__("os").environ.get("HAVOC_TEST_START_S", "0")))
+"""
+
+
+def test_timeout_covers_the_wait_for_a_restarting_worker(helpers, tmp_path, monkeypatch):
+    # a worker whose imports take 2 s: after a timeout, the next call must not wait for the
+    # restart beyond its own 1 s limit (it used to take start + limit: 8.8 s against 5 s)
+    (tmp_path / "havoc_slow_start.py").write_text(SLOW_START)
+    (tmp_path / "havoc_tool_helpers.py").write_text(
+        textwrap.dedent(HELPERS) + '\nWORKER_PRELOAD = ["havoc_slow_start"]\n')
+    monkeypatch.setenv("HAVOC_TEST_START_S", "2")
+    reg = _reg(helpers, timeout_s=1.0)
+    reg.warmup()                                           # the first start may take its time
+    assert reg.execute("slow", {"seconds": 30}).error == "timed out after 1 s"
+    t0 = time.perf_counter()
+    res = reg.execute("slow", {"seconds": 30})
+    assert time.perf_counter() - t0 < 1.5
+    assert res.status == "error" and "timed out" in res.error and "restarting" in res.error
+    reg.warmup()
+    assert reg.execute("slow", {"seconds": 0}).result == "done"
+    reg.close()
+
+
+def test_lone_surrogate_results_are_valid_text_and_keep_the_worker(helpers):
+    reg = _reg(helpers, timeout_s=10)
+    res = reg.execute("echo", {"text": "a\ud800b"})       # echoed back from the worker
+    assert res.status == "success" and res.result == {"echo": "a\ud800b"}
+    assert reg._pool.starts == 1                            # the worker did not die
+    text = res.to_json()
+    text.encode("utf-8")                                    # encodable ...
+    assert json.loads(text)["result"] == {"echo": "a\ud800b"}   # ... and the same value back
+    _, _, bad = reg.execute_call('{"tool": "calculator", "\\udfff": 1}')
+    bad.to_json().encode("utf-8")
+    reg.close()

@@ -9,6 +9,7 @@ prints markdown tables: the metrics, then Svend's success criteria beside the me
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -54,6 +55,70 @@ class EvalArgs:
     seed: int = 0
 
 
+BENCHMARKS = ("gsm8k", "prompts")
+VERIFIERS = ("gsm8k", "tool", "pytest")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def parse_ks(k: str) -> list[int]:
+    """`"1,5,10"` -> [1, 5, 10]. Raises ConfigError naming --k."""
+    from ..errors import ConfigError
+    try:
+        ks = [int(x) for x in str(k).split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--k {k!r}: expected a comma list of whole numbers, e.g. 1,5,10") from None
+    if not ks:
+        raise ConfigError("--k is empty; e.g. --k 1")
+    return ks
+
+
+def check_args(args: EvalArgs) -> None:
+    """Every flag checked before the model loads, so a typo costs a second, not a GSM8K run.
+
+    Raises:
+        ConfigError: one line naming the flag: an unknown benchmark, verifier or dtype, a value
+            out of range (samples, k, batch size, temperature, top_p, ...), or --benchmarks prompts
+            without --prompts.
+        FileNotFoundError: --data, --prompts or --reward-model names nothing.
+        HavocError: --output cannot be written.
+    """
+    from ..checkpoint import check_writable
+    from ..errors import ConfigError
+    benches = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
+    unknown = [b for b in benches if b not in BENCHMARKS]
+    if not benches or unknown:
+        raise ConfigError(f"--benchmarks {args.benchmarks!r}: choose from {', '.join(BENCHMARKS)}")
+    if "prompts" in benches and not args.prompts:
+        raise ConfigError("--benchmarks prompts needs --prompts FILE")
+    if args.verifier not in VERIFIERS:
+        raise ConfigError(f"--verifier {args.verifier!r}: choose one of {', '.join(VERIFIERS)}")
+    for name in ("samples", "batch_size", "max_new_tokens"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    if args.latency_probes < 0:
+        raise ConfigError(f"--latency-probes must be >= 0, got {args.latency_probes}")
+    bad = [k for k in parse_ks(args.k) if not 1 <= k <= args.samples]
+    if bad:
+        raise ConfigError(f"--k {args.k}: each k must be in [1, --samples={args.samples}]")
+    if args.temperature is not None and not args.temperature >= 0:
+        raise ConfigError(f"--temperature must be >= 0 (0 = greedy), got {args.temperature}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise ConfigError(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.dtype is not None and args.dtype not in DTYPES:
+        raise ConfigError(f"--dtype {args.dtype!r}: choose one of {', '.join(DTYPES)}")
+    if args.prompt_style not in ("chat", "text"):
+        raise ConfigError(f"--prompt-style {args.prompt_style!r}: choose chat or text")
+    if args.shots < 0:
+        raise ConfigError(f"--shots must be >= 0, got {args.shots}")
+    for flag, path in (("--data", args.data if args.data != "hub" else None), ("--prompts", args.prompts),
+                       ("--reward-model", args.reward_model)):
+        if path is not None and not Path(path).exists():
+            raise FileNotFoundError(f"{flag} {path}: no such file or folder")
+    check_writable(Path(args.output).parent, "--output folder")
+
+
 def resolve_model_dir(path: str | Path) -> Path:
     """A model folder, following `<out_dir>/latest` to the newest step folder.
 
@@ -73,11 +138,12 @@ def load_model_and_tokenizer(model: str, tokenizer: Optional[str] = None, device
                              dtype: Optional[str] = None):
     """(HavocModel in eval mode, HavocTokenizer, model_dir) from a model folder / checkpoint dir."""
     import torch
+    from .. import checkpoint as ckpt
+    from ..distributed import resolve_device
     from ..model import HavocModel
     from ..tokenizer import HavocTokenizer
-    if device == "auto":
-        from ..distributed import resolve_device
-        device = resolve_device("auto").type
+    dev = resolve_device(device)        # ConfigError for a device this machine does not have
+    device = dev.type if device == "auto" else str(dev)
     if dtype is None:
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
     model_dir = resolve_model_dir(model)
@@ -91,7 +157,15 @@ def load_model_and_tokenizer(model: str, tokenizer: Optional[str] = None, device
             errors.append(f"{c}: {e}")
     if tok is None:
         raise FileNotFoundError("no tokenizer found (pass --tokenizer): " + "; ".join(errors))
-    net = HavocModel.from_pretrained(model_dir, device=device, dtype=getattr(torch, dtype)).eval()
+    if (model_dir / "meta.json").is_file():   # a checkpoint step folder: its sums say if it is whole
+        ckpt.verify_checkpoint(model_dir)
+    from safetensors import SafetensorError
+    try:
+        net = HavocModel.from_pretrained(model_dir, device=device, dtype=getattr(torch, dtype)).eval()
+    except (SafetensorError, OSError, ValueError, RuntimeError, KeyError) as e:
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        raise ckpt.CheckpointError(f"{model_dir}: cannot load the model ({type(e).__name__}: {first}); "
+                                   "is model.safetensors truncated, or from another config.json?") from e
     return net, tok, model_dir
 
 
@@ -102,7 +176,8 @@ def main(args: Optional[EvalArgs] = None) -> dict:
     from .verifiers import get_verifier
 
     args = args or tyro.cli(EvalArgs)
-    ks = [int(x) for x in args.k.split(",") if x.strip()]
+    check_args(args)
+    ks = parse_ks(args.k)
     temperature = args.temperature if args.temperature is not None else (0.0 if args.samples == 1 else 0.7)
     model, tok, model_dir = load_model_and_tokenizer(args.model, args.tokenizer, args.device, args.dtype)
     tools = None if args.no_tools else "default"
@@ -155,5 +230,12 @@ def main(args: Optional[EvalArgs] = None) -> dict:
     return results
 
 
+def cli(argv: Optional[list[str]] = None) -> int:
+    """The command line: a user error (bad flag, missing or corrupt file) is one line and exit 2."""
+    from ..errors import run_cli
+    return run_cli(lambda a: main(tyro.cli(EvalArgs, args=a, prog="python -m havoc_lite.eval")),
+                   argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from .worker import WorkerPool
 
 MAX_CALL_CHARS = 20_000          # a <tool> body longer than this is rejected before json.loads
 MAX_DEPTH = 20                   # nesting depth allowed in arguments
+_SURROGATE = re.compile("[\ud800-\udfff]")   # lone surrogates: valid in a str, not in UTF-8
+_TAG_START = re.compile(r"<(?=/?[A-Za-z_][A-Za-z0-9_]*>|\|)")   # `<` opening <tag>, </tag>, <|tok|>
 _TYPES = {
     "string": (str,), "number": (int, float), "integer": (int,), "boolean": (bool,),
     "array": (list,), "object": (dict,), "null": (type(None),),
@@ -64,8 +67,22 @@ class ToolResult:
         return {"status": "error", "error": self.error}
 
     def to_json(self) -> str:
-        """`json.dumps(self.to_dict(), ensure_ascii=False)`: the text inside <tool_result>."""
-        return json.dumps(self.to_dict(), ensure_ascii=False)
+        """`json.dumps(self.to_dict(), ensure_ascii=False)`: the text inside <tool_result>.
+
+        Always valid UTF-8: a lone surrogate (`"\\ud800"`, which a model-written key can carry
+        into an error message) is written as its JSON escape, so `json.loads` gives the same
+        value back and no tokenizer chokes on it. Likewise the `<` that opens anything shaped
+        like a markup tag (`</tool_result>`, `<answer>`, `<|end|>`, `<s>`) is written `\\u003c`:
+        a result that quotes markup can then never become a control token, neither in the
+        engine nor in training text rendered with special tokens allowed, and `json.loads`
+        still gives the quoted text back. `p < 0.05` is left as it is.
+
+        Raises:
+            TypeError / ValueError: a result that is not JSON (the registry never returns one).
+        """
+        text = json.dumps(self.to_dict(), ensure_ascii=False)
+        text = _TAG_START.sub(r"\\u003c", text)
+        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
     @classmethod
     def success(cls, result: Any, elapsed_s: float = 0.0) -> "ToolResult":
