@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Optional
 
-from .verify import Deduper, question_key, verify_trace
+from .verify import Deduper, markup_in, question_key, verify_trace
 
 
 class _Run:
@@ -290,6 +290,8 @@ def _rag(rng: random.Random, run: _Run) -> tuple[str, str]:
         raise _Skip("no passage")
     first = " ".join(top["text"].split("\n", 1)[-1].split())
     sentence = first.split(". ")[0].rstrip(".") + "."
+    if markup_in([q, sentence]):   # a note on the markup itself: its tags cannot go in an answer
+        raise _Skip("passage quotes markup")
     return q, f"From {top['source']}: {sentence}"
 
 
