@@ -76,13 +76,18 @@ class Fake:
 def args(tmp_path, **kw) -> GenerateArgs:
     base = dict(topic="arithmetic", num_examples=3, output=str(tmp_path / "traces.jsonl"),
                 model="claude-haiku-4-5", max_usd=1.0, concurrency=2, max_tokens=1024,
-                backoff_s=0.001, max_retries=2)
+                backoff_s=0.001, max_retries=2, batch=False)
     base.update(kw)
     return GenerateArgs(**base)
 
 
 def lines(path) -> list[dict]:
     return [json.loads(x) for x in open(path, encoding="utf-8")]
+
+
+def outcomes(out) -> list[dict]:
+    """The ledger's outcome lines (one per finished request; reservations and batch lines left out)."""
+    return [r for r in lines(side_paths(out)[0]) if "id" in r]
 
 
 ERR = {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}
@@ -125,7 +130,7 @@ def test_malformed_traces_are_rejected_with_reason(tmp_path, registry):
     assert rep["kept"] == 0 and rep["rejected"]["malformed"] == 4 and rep["stop_reason"] == "max_attempts"
     details = " ".join(e["detail"] for e in rep["reject_examples"]["malformed"])
     assert "no emit_trace" in details and "answer" in details and "max_tokens" in details
-    ledger = lines(side_paths(tmp_path / "traces.jsonl")[0])
+    ledger = outcomes(tmp_path / "traces.jsonl")
     assert sorted(r["id"] for r in ledger) == [f"arithmetic-s0-{i:06d}" for i in range(4)]
     assert not (tmp_path / "traces.jsonl").read_text()
     assert json.loads(side_paths(tmp_path / "traces.jsonl")[1].read_text())["rejected"]["malformed"] == 4
@@ -204,7 +209,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, registry):
     assert after[:len(before)] == before                   # nothing done before was lost or rewritten
     done_first = {t["id"] for t in before}
     assert not done_first & {f"arithmetic-s0-{i:06d}" for i in second.indices}   # no repeat requests
-    ledger_ids = [r["id"] for r in lines(side_paths(out)[0])]
+    ledger_ids = [r["id"] for r in outcomes(out) if r["outcome"] != "interrupted"]
     assert len(ledger_ids) == len(set(ledger_ids)) and set(ids) <= set(ledger_ids)
     assert rep["stop_reason"] == "done"
 
