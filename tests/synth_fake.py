@@ -50,6 +50,7 @@ class Fake:
         self.polls: list[str] = []
         self.results_fetched: list[str] = []
         self.billed_usage: list[dict] = []   # usage of every 200 the server produced
+        self.bodies: list[dict] = []         # Messages API request bodies (direct requests)
 
     def __call__(self, request):
         # the SDK sends the key as x-api-key (1.x) or as a bearer token (2.x)
@@ -80,7 +81,8 @@ class Fake:
             if self.on_poll:
                 self.on_poll(bid, self.polls.count(bid))
             return hx.Response(200, json=self.batch_json(bid, ended=self.polls.count(bid) >= self.polls_to_end))
-        status, body = self.answer(index_of(json.loads(request.content)))
+        self.bodies.append(json.loads(request.content))
+        status, body = self.answer(index_of(self.bodies[-1]))
         headers = {"retry-after-ms": "1"} if status != 200 else {}
         if isinstance(body, bytes):
             return hx.Response(status, content=body, headers={"content-type": "application/json", **headers})
