@@ -461,7 +461,7 @@ async def _direct(run: _Run, client) -> None:
             run.stop["reason"] = run.stop["reason"] or "budget"
             return
         attempt = run.attempt_id()
-        run.ledger.reserve(attempt, [trace_id(run.spec, args.seed, i)], worst)   # before sending
+        run.ledger.reserve(attempt, {trace_id(run.spec, args.seed, i): worst})   # before sending
         try:
             reply = await request_trace(client, params, backoff_s=args.backoff_s)
         except FATAL_ERRORS as e:
@@ -493,65 +493,62 @@ async def _direct(run: _Run, client) -> None:
     await asyncio.gather(*(worker() for _ in range(max(1, args.concurrency))))
 
 
-async def _finish_batch(run: _Run, client, batch_id: str, attempt: str, ids: list[str], usd_each: float) -> None:
-    """Poll a batch until it ends, then record each of its results that has no outcome yet."""
+async def _finish_batch(run: _Run, client, batch_id: str, attempt: str, usd: dict[str, float]) -> None:
+    """Poll a batch until it ends, then record each of its results that has no outcome yet
+    (`usd`: those ids and their booked worst case)."""
     run.batch_ids.append(batch_id)
     await wait_batch(client, batch_id, run.args.poll_s)
     index = {trace_id(run.spec, run.args.seed, i): i for i in range(run.max_attempts)}
-    left = set(ids)
+    left = dict(usd)
     async for cid, reply, error in batch_replies(client, batch_id, run.args.max_tokens):
         if cid in left and cid in index:
-            left.discard(cid)
-            await run.record(index[cid], reply, usd_each, attempt, batch=True, error=error)
-    for cid in sorted(left):   # no result for it: the server never ran it (not billed)
-        await run.record(index[cid], None, usd_each, attempt, error="no result in the batch")
+            await run.record(index[cid], reply, left.pop(cid), attempt, batch=True, error=error)
+    for cid, w in sorted(left.items()):   # no result for it: the server never ran it (not billed)
+        await run.record(index[cid], None, w, attempt, error="no result in the batch")
     run.ledger.batch_done(batch_id)
 
 
 async def _batches(run: _Run, client) -> None:
     """Finish any batch a killed run left on the server, then submit rounds of requests as one
-    batch each until enough traces are kept, the indices run out or the budget is spent."""
+    batch each until enough traces are kept, the indices run out or the budget is spent. A round
+    asks for BATCH_OVERSHOOT times what is still needed; every trace it returns that passes is
+    kept (it is paid for), so a run may keep a few more than --num-examples."""
     args = run.args
     for b in run.ledger.open_batches:
-        log.info("polling batch %s left by an earlier run (%d results to record)", b.batch_id, len(b.ids))
-        await _finish_batch(run, client, b.batch_id, b.attempt, b.ids, b.usd_each)
+        log.info("polling batch %s left by an earlier run (%d results to record)", b.batch_id, len(b.usd))
+        await _finish_batch(run, client, b.batch_id, b.attempt, b.usd)
     pending = run.pending()
     while run.state["kept"] < args.num_examples:
         need = args.num_examples - run.state["kept"]
         size = min(math.ceil(need * BATCH_OVERSHOOT) + 2, MAX_BATCH_REQUESTS)
-        round_ = []
+        usd, requests = {}, []
         for i in pending:
             params = run.params(i)
             worst = worst_case_usd(params, run.prices, batch=True)
             if not run.budget.reserve(worst):
                 run.stop["reason"] = "budget"
                 break
-            round_.append((i, params, worst))
-            if len(round_) == size:
+            tid = trace_id(run.spec, args.seed, i)
+            usd[tid] = worst
+            requests.append((tid, params))
+            if len(requests) == size:
                 break
-        else:
-            if not round_:
-                run.stop["reason"] = "max_attempts"
-        if not round_:
+        if not requests:
             run.stop["reason"] = run.stop["reason"] or "max_attempts"
             return
         attempt = run.attempt_id()
-        ids = [trace_id(run.spec, args.seed, i) for i, _, _ in round_]
-        usd_each = max(w for _, _, w in round_)
-        run.budget.reserve(usd_each * len(round_) - sum(w for _, _, w in round_))  # book at usd_each
-        run.ledger.reserve(attempt, ids, usd_each)            # before the batch exists
+        run.ledger.reserve(attempt, usd)                       # before the batch exists
         try:
-            batch_id = await submit_batch(client, [(tid, p) for tid, (_, p, _) in zip(ids, round_)])
-        except anthropic.APIError as e:
-            for i, _, _ in round_:
-                await run.record(i, None, usd_each, attempt, error=f"{type(e).__name__}: {e}")
-            fatal = isinstance(e, FATAL_ERRORS)
-            run.stop["reason"] = "fatal_api_error" if fatal else "api_errors"
+            batch_id = await submit_batch(client, requests)
+        except anthropic.APIError as e:   # not created: nothing billed
+            for tid, w in usd.items():
+                await run.record(int(tid.rsplit("-", 1)[1]), None, w, attempt, error=f"{type(e).__name__}: {e}")
+            run.stop["reason"] = "fatal_api_error" if isinstance(e, FATAL_ERRORS) else "api_errors"
             run.stop["error"] = f"{type(e).__name__}: {e}"
             return
         run.ledger.batch_created(attempt, batch_id)
-        log.info("submitted batch %s: %d requests, at most $%.4f", batch_id, len(ids), usd_each * len(ids))
-        await _finish_batch(run, client, batch_id, attempt, ids, usd_each)
+        log.info("submitted batch %s: %d requests, at most $%.4f", batch_id, len(requests), sum(usd.values()))
+        await _finish_batch(run, client, batch_id, attempt, usd)
         if run.stop["reason"]:
             return
 

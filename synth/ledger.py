@@ -3,8 +3,9 @@
 One JSON object a line, appended and fsynced before the run goes on (the file sits next to the
 output, on Drive in Colab). Three kinds of line:
 
-    {"reserve": A, "ids": [...], "usd_each": W}       booked BEFORE anything is sent: attempt A
-                                                       covers these trace ids, W = worst case each
+    {"reserve": A, "ids": [...], "usd": [...]}        booked BEFORE anything is sent: attempt A
+                                                       covers these trace ids, each booked at its
+                                                       worst-case USD
     {"batch": B, "attempt": A}                         attempt A was created on the server as
                                                        Message Batch B
     {"batch_done": B}                                  every result of batch B is recorded below
@@ -75,8 +76,7 @@ class OpenBatch:
     """A batch created on the server whose results are not all recorded yet."""
     batch_id: str
     attempt: str
-    ids: list[str]          # ids of the batch that have no outcome yet
-    usd_each: float
+    usd: dict[str, float]   # id -> booked worst case, for the ids that have no outcome yet
 
 
 class Ledger:
@@ -116,18 +116,18 @@ class Ledger:
                 settled.setdefault(r["attempt"], set()).add(r["id"])
         self.open_batches: list[OpenBatch] = []
         for a, r in attempts.items():
-            left = [i for i in r["ids"] if i not in settled.get(a, set())]
+            left = {i: float(w) for i, w in zip(r["ids"], r["usd"]) if i not in settled.get(a, set())}
             if not left or batches.get(a) in done_batches:
                 continue
             if a in batches:
-                self.open_batches.append(OpenBatch(batches[a], a, left, float(r["usd_each"])))
+                self.open_batches.append(OpenBatch(batches[a], a, left))
                 continue
             log.warning("%d request(s) of attempt %s were in flight when the last run stopped: "
-                        "charging their worst case ($%.4f each) and trying them again",
-                        len(left), a, r["usd_each"])
-            for i in left:
+                        "charging their worst case ($%.4f) and trying them again", len(left), a,
+                        sum(left.values()))
+            for i, w in left.items():
                 self.outcome({"id": i, "outcome": "interrupted", "detail": "in flight at a kill; "
-                              "charged its worst case", "usd": float(r["usd_each"]), "attempt": a})
+                              "charged its worst case", "usd": w, "attempt": a})
 
     @property
     def spent(self) -> float:
@@ -135,15 +135,15 @@ class Ledger:
 
     @property
     def reserved(self) -> float:
-        return sum(b.usd_each * len(b.ids) for b in self.open_batches)
+        return sum(sum(b.usd.values()) for b in self.open_batches)
 
     @property
     def done(self) -> set[str]:
         return {r["id"] for r in self.outcomes if r.get("outcome") not in NOT_DONE}
 
-    def reserve(self, attempt: str, ids: list[str], usd_each: float) -> None:
-        """Book `usd_each` for each id before the request (or batch) is sent."""
-        append_line(self._f, {"reserve": attempt, "ids": ids, "usd_each": usd_each})
+    def reserve(self, attempt: str, usd: dict[str, float]) -> None:
+        """Book `usd[id]` (its worst case) for each id before the request (or batch) is sent."""
+        append_line(self._f, {"reserve": attempt, "ids": list(usd), "usd": list(usd.values())})
 
     def batch_created(self, attempt: str, batch_id: str) -> None:
         append_line(self._f, {"batch": batch_id, "attempt": attempt})
