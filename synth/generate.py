@@ -1,23 +1,33 @@
 """`python -m synth.generate`: verified tool-use traces from Claude.
 
     python -m synth.generate --topic stats_tests --num-examples 1000 \
-        --output data/tool_traces.jsonl --model claude-sonnet-4-5 --max-usd 5 --concurrency 4
+        --output data/tool_traces.jsonl --max-usd 5              # Message Batches, half price
+    python -m synth.generate --topic arithmetic --num-examples 20 --no-batch --concurrency 4
 
-For each index i = 0, 1, 2, ... the run asks Claude (forced `emit_trace` tool use, see
-`synth.claude`) for one trace in a category and complexity chosen round-robin from the topic spec,
-verifies it with the real tools (`synth.verify`), and appends kept traces to `--output`. It stops
-when `--num-examples` traces are kept, `--max-attempts` indices are used, or the next request
-could cross `--max-usd`.
+For each index i = 0, 1, 2, ... the run asks Claude (the `emit_trace` tool, see `synth.claude`)
+for one trace in a category and complexity chosen round-robin from the topic spec, verifies it with
+the real tools (`synth.verify`), and appends kept traces to `--output`. By default the requests go
+as Message Batches (half price; the run polls until the batch ends, usually minutes, at most 24 h);
+`--no-batch` sends them one by one, `--concurrency` at a time. It stops when `--num-examples`
+traces are kept, `--max-attempts` indices are used, or one more request could cross `--max-usd`.
 
 Files (next to `--output`, e.g. data/tool_traces.jsonl):
   tool_traces.jsonl          kept traces, append-only, flushed and fsynced after each one
-  tool_traces.ledger.jsonl   one line per finished request: id, outcome (kept or the reject
-                             reason), detail, tokens, USD; also fsynced
+  tool_traces.ledger.jsonl   `synth.ledger`: each request's worst case booked before it is sent,
+                             the batch id once the server has it, and one line per outcome (kept
+                             or the reject reason, tokens, USD); fsynced
   tool_traces.report.json    counts kept / rejected per reason, tokens, cost (rewritten atomically)
 
 Ids are `{topic}-s{seed}-{i:06d}`, so `--resume` knows exactly which indices are done (kept or
-rejected) and sends only the others: a crash or a Colab disconnect loses at most the requests in
-flight and never duplicates a line. The USD cap counts the spend of earlier runs in the ledger.
+rejected) and sends only the others, and a batch still on the server is polled again rather than
+sent twice. A crash or a Colab disconnect never duplicates a line; requests in flight at a kill are
+charged their worst case (they may have been billed) and tried again. The USD cap counts the spend
+of earlier runs in the ledger. Exit codes: 0 done (or budget / max-attempts reached), 1 stopped on
+API errors, 2 bad input or a fatal API error.
+
+From a notebook: `run_generation(GenerateArgs(...))` works inside Jupyter's running event loop;
+`estimate_total(topics, num_examples, model, batch=True)` gives the cost of a cell's topics for a
+confirmation box before anything is spent.
 
 Topic specs: `--topic NAME` reads `synth/topics/NAME.yaml`; `--topic path/to/spec.yaml` reads a
 spec of your own with the same fields (name, description, tool, system_prompt, complexity_levels,
