@@ -526,7 +526,17 @@ async def _batches(run: _Run, client) -> None:
     args = run.args
     for b in run.ledger.open_batches:
         log.info("polling batch %s left by an earlier run (%d results to record)", b.batch_id, len(b.usd))
-        await _finish_batch(run, client, b.batch_id, b.attempt, b.usd)
+        try:
+            await _finish_batch(run, client, b.batch_id, b.attempt, b.usd)
+        except anthropic.NotFoundError:   # deleted, or its results are gone (29 days): what it cost is unknown
+            log.warning("batch %s is no longer on the server: charging its %d unrecorded requests their "
+                        "worst case and trying them again", b.batch_id, len(b.usd))
+            for tid, w in b.usd.items():
+                run.ledger.outcome(rec := {"id": tid, "outcome": "interrupted", "usd": w, "attempt": b.attempt,
+                                           "detail": f"batch {b.batch_id} not found on the server"})
+                run._count(rec)
+                run.budget.settle(w, w)
+            run.ledger.batch_done(b.batch_id)
     pending = run.pending()
     while run.state["kept"] < args.num_examples:
         need = args.num_examples - run.state["kept"]
