@@ -28,7 +28,6 @@ import asyncio
 import importlib
 import json
 import logging
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Optional
