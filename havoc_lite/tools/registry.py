@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -30,7 +29,6 @@ from .worker import WorkerPool
 
 MAX_CALL_CHARS = 20_000          # a <tool> body longer than this is rejected before json.loads
 MAX_DEPTH = 20                   # nesting depth allowed in arguments
-_SURROGATE = re.compile("[\ud800-\udfff]")   # lone surrogates: valid in a str, not in UTF-8
 _TYPES = {
     "string": (str,), "number": (int, float), "integer": (int,), "boolean": (bool,),
     "array": (list,), "object": (dict,), "null": (type(None),),
@@ -66,17 +64,8 @@ class ToolResult:
         return {"status": "error", "error": self.error}
 
     def to_json(self) -> str:
-        """`json.dumps(self.to_dict(), ensure_ascii=False)`: the text inside <tool_result>.
-
-        Always valid UTF-8: a lone surrogate (`"\\ud800"`, which a model-written key can carry
-        into an error message) is written as its JSON escape, so `json.loads` gives the same
-        value back and no tokenizer chokes on it. A value json cannot write becomes an error.
-        """
-        try:
-            text = json.dumps(self.to_dict(), ensure_ascii=False)
-        except (TypeError, ValueError, RecursionError) as e:
-            text = json.dumps({"status": "error", "error": f"result is not JSON: {type(e).__name__}"})
-        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+        """`json.dumps(self.to_dict(), ensure_ascii=False)`: the text inside <tool_result>."""
+        return json.dumps(self.to_dict(), ensure_ascii=False)
 
     @classmethod
     def success(cls, result: Any, elapsed_s: float = 0.0) -> "ToolResult":

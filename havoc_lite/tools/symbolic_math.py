@@ -60,8 +60,6 @@ _FUNCTION_NAMES = [
 ]
 _ALIASES = {"ln": "log", "abs": "Abs", "ceil": "ceiling", "min": "Min", "max": "Max",
             "arcsin": "asin", "arccos": "acos", "arctan": "atan"}
-_PARSER_NAMES = ("Integer", "Float", "Rational", "Symbol")   # names parse_expr's own code calls
-_RENAMED = "_v"   # suffix for a user variable named like one of them (user names never hold "_")
 _CONSTANTS = {"pi": "pi", "E": "E", "e": "E", "I": "I", "oo": "oo", "inf": "oo",
               "infinity": "oo"}
 
@@ -136,18 +134,11 @@ def parse(text: Union[str, int, float], field: str = "expression"):
     if "=" in text:
         raise ToolError(f"{field}: '=' is only allowed in solve")
     funcs, consts = _tables()
-    # parse_expr's transformations write calls to Integer/Float/Rational/Symbol into the code
-    # (`2` becomes `Integer(2)`), so a user variable with one of those names would replace the
-    # class: `Integer + 2` came back as 3*Integer. Such a variable is renamed in the text and
-    # bound to a Symbol that keeps the user's name.
-    for n in set(names) & set(_PARSER_NAMES):
-        text = re.sub(rf"\b{n}\b", n + _RENAMED, text)
-    names = [n + _RENAMED if n in _PARSER_NAMES else n for n in names]
     local = {}
     for n in names:
-        local[n] = (funcs[n] if n in funcs else consts[n] if n in consts
-                    else sympy.Symbol(n.removesuffix(_RENAMED)))
-    glob = {"__builtins__": {}, **{n: getattr(sympy, n) for n in _PARSER_NAMES}}
+        local[n] = funcs[n] if n in funcs else consts[n] if n in consts else sympy.Symbol(n)
+    glob = {"__builtins__": {}, "Integer": sympy.Integer, "Float": sympy.Float,
+            "Rational": sympy.Rational, "Symbol": sympy.Symbol}
     try:
         expr = parse_expr(text, local_dict=local, global_dict=glob,
                           transformations=standard_transformations + (implicit_multiplication,
@@ -222,7 +213,6 @@ def symbolic_math(operation: str, expression: str, variable: Optional[str] = Non
         else:
             value = {"simplify": sympy.simplify, "expand": sympy.expand,
                      "factor": sympy.factor}[operation](expr)
-    _check_defined(value)
     if isinstance(value, list):
         out = {"result": [str(v) for v in value]}
     else:
@@ -230,17 +220,6 @@ def symbolic_math(operation: str, expression: str, variable: Optional[str] = Non
     if latex:
         out["latex"] = sympy.latex(value)
     return out
-
-
-def _check_defined(value) -> None:
-    """Refuse an undefined result: `nan` (0/0) or `zoo` (complex infinity, 1/0) is not an answer.
-    Real infinities (`oo`, `-oo`, e.g. a limit) are answers and pass."""
-    import sympy
-    for v in value if isinstance(value, (list, tuple)) else [value]:
-        if isinstance(v, sympy.Basic) and v.has(sympy.nan):
-            raise ToolError("result is undefined (nan), e.g. 0/0 or oo - oo")
-        if isinstance(v, sympy.Basic) and v.has(sympy.zoo):
-            raise ToolError("result is complex infinity (zoo), e.g. a division by zero")
 
 
 def register(registry) -> None:

@@ -21,7 +21,6 @@ import queue
 import subprocess
 import sys
 import threading
-import time
 import weakref
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -53,13 +52,7 @@ class WorkerPool:
         return f"{mod}:{qual}"
 
     def call(self, fn: Callable[..., Any], args: dict, timeout: float) -> tuple[str, Any]:
-        """Run fn(**args) in the worker. Returns (status, payload); never raises.
-
-        `timeout` bounds the whole call, including the wait for a worker that is still starting
-        after an earlier timeout (its imports take seconds): the caller gets its answer within
-        about `timeout` seconds. Only the first start of a pool waits up to STARTUP_TIMEOUT_S.
-        """
-        deadline = time.monotonic() + timeout
+        """Run fn(**args) in the worker. Returns (status, payload); never raises."""
         try:
             ref = self.ref(fn)
             request = json.dumps({"fn": ref, "args": args}) + "\n"
@@ -67,23 +60,22 @@ class WorkerPool:
             return "error", str(e)
         with self._lock:
             self.preload.add(ref.split(":")[0])
-            err = self._ensure(deadline if self.starts else None)
+            err = self._ensure()
             if err:
                 return "error", err
             try:
                 self._proc.stdin.write(request)
                 self._proc.stdin.flush()
-                line = self._lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+                line = self._lines.get(timeout=timeout)
             except queue.Empty:
                 self._restart()
                 return "error", f"timed out after {timeout:g} s"
             except (OSError, ValueError) as e:
                 self._restart()
                 return "error", f"tool worker failed: {e}"
-            if line is None:            # EOF: the worker died (segfault, a signal, exit)
-                code = self._exit_code()
+            if line is None:            # EOF: the worker died (memory limit, segfault, exit)
                 self._restart()
-                return "error", f"tool worker died during the call (exit status {code}); it was restarted"
+                return "error", "tool worker crashed (out of memory?)"
             try:
                 msg = json.loads(line)
                 return msg["status"], msg["payload"]
@@ -104,16 +96,8 @@ class WorkerPool:
     def _alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def _exit_code(self) -> Optional[int]:
-        try:
-            return self._proc.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def _ensure(self, deadline: Optional[float] = None) -> Optional[str]:
-        """A live worker that has finished its imports, or the reason there is none. With a
-        `deadline` (time.monotonic()), a worker still importing at the deadline is left to finish
-        for the next call and the reason says so."""
+    def _ensure(self) -> Optional[str]:
+        """A live worker that has finished its imports, or the reason there is none."""
         if not self._alive():
             try:
                 self._spawn()
@@ -121,12 +105,9 @@ class WorkerPool:
                 self._proc = None
                 return f"tool worker failed to start: {e}"
         if not self._ready:
-            wait = STARTUP_TIMEOUT_S if deadline is None else max(deadline - time.monotonic(), 0.0)
             try:
-                line = self._lines.get(timeout=min(wait, STARTUP_TIMEOUT_S))
+                line = self._lines.get(timeout=STARTUP_TIMEOUT_S)
             except queue.Empty:
-                if deadline is not None:
-                    return "timed out: the tool worker is still restarting after an earlier timeout"
                 line = None
             if line is None or not line.startswith('{"ready"'):
                 self._kill()
@@ -221,9 +202,8 @@ def _serve(preload: list[str]) -> None:
         except Exception as e:
             status, payload = "error", f"tool worker: {type(e).__name__}: {e}"
         try:
-            # ASCII escapes: a lone surrogate in a result (echoed from the model's input) cannot
-            # be written to a UTF-8 pipe and used to kill the worker; JSON escapes it instead
-            reply = json.dumps({"status": status, "payload": payload}, allow_nan=False)
+            reply = json.dumps({"status": status, "payload": payload}, ensure_ascii=False,
+                               allow_nan=False)
         except (TypeError, ValueError, RecursionError) as e:
             reply = json.dumps({"status": "error",
                                 "payload": f"tool returned a value that is not JSON: {e}"})
