@@ -49,6 +49,7 @@ class Fake:
         self.polls_to_end, self.on_poll, self.on_create = polls_to_end, on_poll, on_create
         self.batches: dict[str, list] = {}
         self.created = 0
+        self.garble_results = False
         self.polls: list[str] = []
         self.results_fetched: list[str] = []
         self.billed_usage: list[dict] = []   # usage of every 200 the server produced
@@ -75,6 +76,8 @@ class Fake:
                 result = {"type": "succeeded", "message": body} if status == 200 else \
                     {"type": "errored", "error": body}
                 out.append(json.dumps({"custom_id": r["custom_id"], "result": result}))
+            if self.garble_results:     # a line that is not JSON after the first result
+                out.insert(1, '{"custom_id": "arithmetic-s0-0000')
             return hx.Response(200, content=("\n".join(out) + "\n").encode(),
                                headers={"content-type": "application/binary"})
         if m:

@@ -111,6 +111,21 @@ def test_kill_before_the_batch_id_arrives_and_a_vanished_batch_are_charged(tmp_p
     assert len(lines(out2)) == rep2["kept"]
 
 
+def test_unreadable_batch_results_charge_the_rest_and_go_on(tmp_path, registry):
+    fake = Fake(lambda i, n: (200, message(good_trace(i))))
+    fake.garble_results = True
+    rep = run_generation(args(tmp_path, num_examples=3, batch=True, max_attempts=40), http_client=fake.client(),
+                         registry=registry)
+    first = len(fake.batches["msgbatch_0000"])
+    recs = outcomes(tmp_path / "traces.jsonl")
+    batch0 = [r for r in recs if r["attempt"] == recs[0]["attempt"]]
+    assert [r["outcome"] for r in batch0] == ["kept"] + ["interrupted"] * (first - 1)
+    assert all("results unreadable" in r["detail"] and r["usd"] > 0 for r in batch0[1:])
+    assert rep["kept"] >= 3 and rep["stop_reason"] == "done" and len(fake.batches) > 1   # later rounds
+    assert rep["interrupted"] == sum(r["outcome"] == "interrupted" for r in recs)
+    assert rep["usd_spent"] == pytest.approx(sum(r["usd"] for r in recs), abs=1e-6)
+
+
 def test_runs_inside_a_running_event_loop(tmp_path, registry):
     """A notebook cell runs inside the kernel's event loop, where asyncio.run() raises."""
     fake = Fake(lambda i, n: (200, message(good_trace(i))))
