@@ -141,7 +141,7 @@ def test_cli_lora_sft_of_smollm2_end_to_end(tmp_path, capsys):
     data = Path(havoc_lite.__file__).parent / "assets" / "gsm8k_train_500.jsonl"
     run = tmp_path / "run"
     args = ["--config", "sft_smollm2_135m_lora", "--init-from", str(gguf), "--train-data", str(data),
-            "--max-steps", "2", "--batch-size", "1", "--grad-accum-steps", "1", "--seq-len", "96",
+            "--max-steps", "2", "--batch-size", "1", "--grad-accum-steps", "1", "--seq-len", "96", "--max-drop-fraction", "1",
             "--save-every", "1", "--eval-every", "0", "--out-dir", str(run), "--wandb-mode", "disabled",
             "--no-progress"]
     assert main(args) == 0
