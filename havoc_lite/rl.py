@@ -48,7 +48,7 @@ from .eval.verifiers import Verdict
 
 @dataclass
 class GrpoConfig:
-    """Options of one GRPO run (`python -m havoc_lite.rl`, or a YAML in havoc_lite/configs/).
+    """Options of one GRPO run (`python -m havoc_lite.rl`, or a YAML in havoc_lite/configs/rl/).
 
     Units: a step samples prompts_per_step · group_size answers and makes ppo_epochs · minibatches
     optimizer updates; `max_steps` counts RL steps, so the run samples max_steps · prompts_per_step ·
@@ -146,15 +146,16 @@ class GrpoConfig:
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> "GrpoConfig":
-        """A YAML by name in havoc_lite/configs/ (`grpo_tiny`) or path. Raises FileNotFoundError or
-        ValueError naming the file and the unknown field."""
+        """A YAML by name in havoc_lite/configs/rl/ (`grpo_tiny`) or a path. Raises FileNotFoundError
+        or ValueError naming the file and the unknown field."""
         import yaml
         from .config import CONFIGS_DIR, check_fields
-        path = Path(name_or_path)
+        path, folder = Path(name_or_path), CONFIGS_DIR / "rl"
         if not path.is_file():
-            path = CONFIGS_DIR / f"{name_or_path}.yaml"
+            path = folder / f"{name_or_path}.yaml"
         if not path.is_file():
-            raise FileNotFoundError(f"config {str(name_or_path)!r} is neither a YAML file nor in {CONFIGS_DIR}")
+            known = sorted(p.stem for p in folder.glob("*.yaml"))
+            raise FileNotFoundError(f"config {str(name_or_path)!r} is neither a YAML file nor one of {known}")
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
@@ -640,7 +641,7 @@ def run_grpo(cfg: GrpoConfig, **kwargs) -> list[dict]:
 
 
 def parse_args(argv: Optional[list[str]] = None) -> GrpoConfig:
-    """`--config NAME|PATH` (a YAML in havoc_lite/configs/ or a file), then field overrides."""
+    """`--config NAME|PATH` (a YAML in havoc_lite/configs/rl/ or a file), then field overrides."""
     import tyro
     args = list(sys.argv[1:] if argv is None else argv)
     base, rest, i = GrpoConfig(), [], 0
