@@ -113,7 +113,8 @@ class GrpoConfig:
     """auto | none | a step folder"""
     seed: int = 0
     device: str = "auto"
-    wandb_mode: str = "disabled"
+    wandb_mode: str = "auto"
+    """auto (online iff WANDB_API_KEY) | disabled | offline | online"""
     wandb_project: str = "havoc_lite"
     wandb_run_name: Optional[str] = None
 
@@ -478,20 +479,17 @@ class GrpoRunner:
         # skipped (their tokens still count in the normaliser, as in TRL/DAPO).
         def active(rr):
             return [r for r in rr if r["adv"] != 0.0 or self.ref is not None]
-        if cfg.ppo_epochs > 1 or cfg.minibatches > 1:   # π_old is the policy that sampled
-            with torch.no_grad():
-                for s in range(0, B, mb):
-                    chunk = rows[s:s + mb]
-                    lp, _ = self._logprobs(model, chunk)
+        needed = active(rows)
+        frozen = [("ref_logp", self.ref)] if self.ref is not None else []
+        if cfg.ppo_epochs > 1 or cfg.minibatches > 1:   # π_old: the policy that sampled
+            frozen.append(("old_logp", model))
+        with torch.no_grad():
+            for key, net in frozen:
+                for s in range(0, len(needed), mb):
+                    chunk = needed[s:s + mb]
+                    lp, _ = self._logprobs(net, chunk)
                     for r, row_lp in zip(chunk, lp):
-                        r["old_logp"] = row_lp[:_row_len(r)].cpu()
-        if self.ref is not None:
-            with torch.no_grad():
-                for s in range(0, B, mb):
-                    chunk = rows[s:s + mb]
-                    lp, _ = self._logprobs(self.ref, chunk)
-                    for r, row_lp in zip(chunk, lp):
-                        r["ref_logp"] = row_lp[:_row_len(r)].cpu()
+                        r[key] = row_lp[:_row_len(r)].cpu()
         model.train()
         totals = {"loss": 0.0, "tokens": 0.0, "clipped": 0.0, "kl": 0.0, "grad_norm": 0.0, "updates": 0}
         bounds = [round(k * B / cfg.minibatches) for k in range(cfg.minibatches + 1)]
