@@ -626,7 +626,8 @@ def _log_line(s: dict) -> str:
         parts.append(f"tool ok {s['tool_success']:.2f}")
     if s.get("kl") is not None:
         parts.append(f"kl {s['kl']:.4f}")
-    parts += [f"clip {s['clip_frac']:.3f}", f"sample {s['sample_s']:.1f}s", f"train {s['train_s']:.1f}s"]
+    parts += [f"clip {s['clip_frac']:.3f}", f"grad norm {s['grad_norm']:.3f}",
+              f"sample {s['sample_s']:.1f}s", f"train {s['train_s']:.1f}s"]
     if "eval_pass@1" in s:
         lo, hi = s["eval_ci95"]
         parts.append(f"held-out pass@1 {s['eval_pass@1']:.3f} ({lo:.3f}-{hi:.3f})")

@@ -36,11 +36,12 @@ import json, sys
 from pathlib import Path
 from havoc_lite.rl import wilson_interval
 run = Path(sys.argv[1])
-grpo = json.loads((run / "grpo" / "stats.json").read_text())["history"]
+g = json.loads((run / "grpo" / "stats.json").read_text())
+grpo, per_step = g["history"], g["config"]["group_size"] * g["config"]["prompts_per_step"]
 raft = json.loads((run / "raft" / "stats.json").read_text())["cycles"]
 n = sum(1 for line in open(run / "heldout.jsonl") if line.strip())
 rows = [("start", grpo[0]["eval_pass@1"], ""),
-        ("GRPO", grpo[-1]["eval_pass@1"], f"{grpo[-1]['step']} steps, {sum(1 for h in grpo if 'reward_mean' in h) * 64:,} samples"),
+        ("GRPO", grpo[-1]["eval_pass@1"], f"{grpo[-1]['step']} steps, {sum(1 for h in grpo if 'reward_mean' in h) * per_step:,} samples"),
         ("RAFT", raft[-1]["eval_pass@1"], f"{len(raft) - 1} cycles, {sum(c.get('samples', 0) for c in raft):,} samples")]
 print(f"| model | held-out pass@1 (n={n}) | 95 % Wilson interval | budget |\n| --- | --- | --- | --- |")
 for name, p, note in rows:

@@ -1,7 +1,6 @@
 """GRPO (havoc_lite/rl.py) against references: advantages vs numpy, the loss gradient vs the
 hand-derived policy gradient, engine-written tokens without gradient, a tiny run that learns a
 trivial task, a resumed run equal bit for bit to an uninterrupted one, and the error paths."""
-import json
 
 import numpy as np
 import pytest
