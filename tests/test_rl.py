@@ -259,12 +259,15 @@ def test_lora_adapters_train_checkpoint_and_resume_exactly(tiny_setup, tmp_path)
     ids = _target_ids(tok)
     base = {k: v.clone() for k, v in _model(tok).state_dict().items()}
 
+    _model(tok).save_pretrained(tmp_path / "base")
+    tok.save(tmp_path / "base")
+
     def run(out, stop=None, resume="none"):
-        cfg = GrpoConfig(group_size=4, prompts_per_step=4, max_steps=4, stop_at_step=stop,
-                         max_new_tokens=1, lr=1e-2, lora_r=4, lora_targets="q_proj,v_proj,down_proj",
-                         save_every=2, out_dir=str(out), resume=resume, device="cpu")
-        r = GrpoRunner(cfg, model=_model(tok), tokenizer=tok, items=items,
-                       verifier=FirstTokenIn(tok, ids), tools=None)
+        cfg = GrpoConfig(checkpoint=str(tmp_path / "base"), group_size=4, prompts_per_step=4,
+                         max_steps=4, stop_at_step=stop, max_new_tokens=1, lr=1e-2, lora_r=4,
+                         lora_targets="q_proj,v_proj,down_proj", save_every=2, out_dir=str(out),
+                         resume=resume, device="cpu")
+        r = GrpoRunner(cfg, items=items, verifier=FirstTokenIn(tok, ids), tools=None)
         r.train()
         return r
 
@@ -283,6 +286,14 @@ def test_lora_adapters_train_checkpoint_and_resume_exactly(tiny_setup, tmp_path)
     resumed = run(tmp_path / "b", resume="auto")
     for k, v in full.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+    # `python -m havoc_lite.merge` folds the GRPO adapters into the base: same logits
+    from havoc_lite.hub import load_model
+    from havoc_lite.merge import merge_run
+    merged = load_model(merge_run(tmp_path / "a", tmp_path / "merged"))
+    x = torch.tensor([tok.render_prompt(items[0]["prompt"])])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(x), full.model.eval()(x), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.skipif(not os.environ.get("HAVOC_SLOW_TESTS"),
