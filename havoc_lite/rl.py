@@ -402,7 +402,7 @@ class GrpoRunner:
 
     Resume (`cfg.resume`) happens in the constructor.
     Raises:
-        ValueError / FileNotFoundError: bad options, missing files, plain-string prompts.
+        ValueError / FileNotFoundError: bad options, missing files, a resume with other LoRA settings.
     """
 
     def __init__(self, cfg: GrpoConfig, model=None, tokenizer=None, items=None, eval_items=None,
