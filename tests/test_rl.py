@@ -319,3 +319,14 @@ def test_lora_grpo_step_on_smollm2_gguf(tmp_path):
     saved, _, meta = load_checkpoint(tmp_path / "g" / "step_000001")
     assert all("lora_" in k or "trainable_tokens" in k for k in saved)
     assert meta["lora"]["base"]["source"] == str(path) and meta["train_config"]["lora_r"] == 2
+
+
+def test_shipped_configs_load_and_unknown_fields_are_named(tmp_path):
+    from havoc_lite.config import CONFIGS_DIR
+    shipped = list((CONFIGS_DIR / "rl").glob("*.yaml"))
+    assert shipped and all(GrpoConfig.load(p).group_size >= 2 for p in shipped)
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("group_sise: 4\n")
+    with pytest.raises(ValueError, match=r"mine.yaml.*group_sise"):
+        GrpoConfig.load(bad)
+    assert main(["--config", str(bad)]) == 2
