@@ -1,6 +1,6 @@
 """The Colab notebooks, executed top to bottom with nbclient in smoke mode (HAVOC_SMOKE=1) on CPU.
 
-One chain runs 00 → 05 in one run folder (each reads what the previous wrote), then 05 runs alone
+One chain runs 00 → 06 in one run folder (each reads what the previous wrote), then 05 runs alone
 in an empty folder (it must make its tokenizer, traces, pretrained and SFT models itself).
 Any cell error fails the test with the cell's traceback.
 """
@@ -17,7 +17,7 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 NB_DIR = Path(__file__).parents[1] / "notebooks"
-ORDER = ["00_smoke_local", "01_tokenizer", "02_synth_tool_traces", "03_pretrain", "04_sft", "05_eval_gsm8k"]
+ORDER = ["00_smoke_local", "01_tokenizer", "02_synth_tool_traces", "03_pretrain", "04_sft", "05_eval_gsm8k", "06_rl"]
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +82,7 @@ def test_notebooks_chain_in_smoke_mode(tmp_path, kernel):
         assert (tmp_path / sub / "latest").is_file(), sub
     assert (tmp_path / "eval" / "gsm8k_samples.jsonl").stat().st_size > 0
     assert (tmp_path / "raft" / "stats.json").is_file()
+    assert (tmp_path / "grpo" / "latest").is_file() and (tmp_path / "grpo" / "stats.json").is_file()
 
 
 @pytest.mark.timeout(600)
