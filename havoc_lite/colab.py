@@ -1,7 +1,7 @@
 """Helpers the notebooks call, so that no logic lives only in a notebook.
 
     from havoc_lite import colab
-    run = colab.setup()                      # Drive in Colab, ./checkpoints elsewhere
+    run = colab.setup("main")                # MyDrive/havoc_lite/runs/main in Colab, ./checkpoints/main elsewhere
     sz = colab.sizes(SMOKE)                  # tiny CPU sizes or the A100 sizes
     tok = colab.ensure_tokenizer(run, sz)    # 01 writes it; later notebooks load it (or, in smoke
                                              # mode, train a small one when it is missing)
@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 ASSETS = Path(__file__).parent / "assets"
-DRIVE_ROOT = Path("/content/drive")
 BUDGETS = ("auto", "minimal", "light", "medium", "heavy")
 
 
@@ -44,24 +43,125 @@ def in_colab() -> bool:
         return False
 
 
-def setup(run_name: str = "havoc_lite", run_dir: Optional[str] = None) -> Path:
+def drive_root() -> Path:
+    """Where Google Drive is mounted: /content/drive, or $HAVOC_DRIVE_ROOT (another mount point;
+    the tests' fake Drive). `checkpoint.is_drive_path` reads the same variable."""
+    return Path(os.environ.get("HAVOC_DRIVE_ROOT", "/content/drive"))
+
+
+def mount_drive() -> Optional[Path]:
+    """In Colab, mount Google Drive (once; a mounted Drive is left as it is) and return the
+    "My Drive" folder; elsewhere None."""
+    if not in_colab():
+        return None
+    root = drive_root()
+    if not (root / "MyDrive").is_dir():
+        from google.colab import drive  # type: ignore[import-not-found]
+        drive.mount(str(root))
+    return root / "MyDrive"
+
+
+def flush_drive() -> None:
+    """In Colab, write every pending change to Drive and unmount it (`drive.flush_and_unmount`), so
+    nothing a training cell saved is lost if the runtime goes next; `setup()` or `mount_drive()`
+    mounts it again. Elsewhere (or when Drive is not mounted) nothing happens."""
+    if in_colab() and (drive_root() / "MyDrive").is_dir():
+        from google.colab import drive  # type: ignore[import-not-found]
+        drive.flush_and_unmount()
+
+
+def setup(run_name: str = "main", run_dir: Optional[str] = None) -> Path:
     """The run folder, created: `run_dir`, else $HAVOC_RUN_DIR, else in Colab
-    `/content/drive/MyDrive/<run_name>` (Drive is mounted first, so checkpoints survive a
-    disconnect), else `./checkpoints/<run_name>`. Prints the torch version and the device."""
+    `MyDrive/havoc_lite/runs/<run_name>` (Drive is mounted first, so checkpoints survive a
+    disconnect; the code lives apart, e.g. a wheel in `MyDrive/havoc_lite/`), else
+    `./checkpoints/<run_name>`. Prints the torch version, the device and its memory."""
     import torch
     if run_dir is None:
         run_dir = os.environ.get("HAVOC_RUN_DIR")
-    if run_dir is None and in_colab():
-        from google.colab import drive  # type: ignore[import-not-found]
-        if not (DRIVE_ROOT / "MyDrive").is_dir():
-            drive.mount(str(DRIVE_ROOT))
-        run_dir = str(DRIVE_ROOT / "MyDrive" / run_name)
-    run = Path(run_dir if run_dir is not None else Path("checkpoints") / run_name).resolve()
+    my_drive = mount_drive()
+    if run_dir is None and my_drive is not None:
+        run_dir = str(my_drive / "havoc_lite" / "runs" / run_name)
+    run = Path(run_dir if run_dir is not None else Path("checkpoints") / run_name).absolute()
     run.mkdir(parents=True, exist_ok=True)
     dev = device()
-    gpu = f" ({torch.cuda.get_device_name(0)})" if dev == "cuda" else ""
+    gpu = ""
+    if dev == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        gpu = (f" ({props.name}, {props.total_memory / 2**30:.1f} GiB, compute capability "
+               f"{props.major}.{props.minor}, autocast {_amp_name()})")
     print(f"havoc_lite run folder: {run}\ntorch {torch.__version__}, device {dev}{gpu}")
     return run
+
+
+def _amp_name() -> str:
+    import torch
+    from .train import resolve_dtype
+    return {torch.bfloat16: "bf16", torch.float16: "fp16 + GradScaler"}.get(
+        resolve_dtype("auto", torch.device("cuda")), "fp32")
+
+
+def check_runtime(sz: "Sizes") -> None:
+    """Warn (one line) when full-size work is about to run on a CPU runtime: at A100 sizes the
+    training cells would take days there. Smoke sizes are meant for a CPU."""
+    if sz.preset != "tiny" and device() == "cpu":
+        print(f"WARNING: the {sz.preset} sizes are meant for a GPU, but this runtime has none. In "
+              "Colab: Runtime > Change runtime type > GPU (T4, L4 or A100), then run again; or set "
+              "HAVOC_SMOKE=1 for the tiny CPU sizes.")
+
+
+def gpu_memory(label: str = "") -> dict:
+    """Print and return the GPU memory now: allocated, reserved and peak allocated by torch, and the
+    card's free / total (GiB, from `torch.cuda.mem_get_info`). On a CPU runtime it says so and
+    returns {}."""
+    import torch
+    if not torch.cuda.is_available():
+        print(f"GPU memory{' ' + label if label else ''}: no GPU on this runtime")
+        return {}
+    free, total = torch.cuda.mem_get_info()
+    m = {"allocated_gib": torch.cuda.memory_allocated() / 2**30,
+         "reserved_gib": torch.cuda.memory_reserved() / 2**30,
+         "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
+         "free_gib": free / 2**30, "total_gib": total / 2**30}
+    print(f"GPU memory{' ' + label if label else ''}: " + ", ".join(
+        f"{k[:-4].replace('_', ' ')} {v:.2f} GiB" for k, v in m.items()))
+    return m
+
+
+PLANNER_GPUS = (("T4", "t4-16"), ("L4", "l4-24"), ("A10", "a10-24"), ("V100", "v100-16"),
+                ("H100", "h100-80"), ("H200", "h200-141"), ("L40S", "l40s-48"))
+
+
+def planner_gpu() -> Optional[str]:
+    """This runtime's GPU as a `memory.GPUS` name ("t4-16", "a100-40", ...), or None (CPU or an
+    unknown card)."""
+    import torch
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name(0)
+    if "A100" in name:
+        return "a100-80" if torch.cuda.get_device_properties(0).total_memory > 50 * 2**30 else "a100-40"
+    return next((key for tag, key in PLANNER_GPUS if tag in name), None)
+
+
+def time_estimate(cfg, what: str = "this cell") -> str:
+    """A one-line time estimate for a training `TrainConfig` on this runtime, printed and returned:
+    6·N·tokens FLOPs at an assumed 40 % MFU on this GPU (`memory.train_hours`), an estimate, not a
+    measurement; the live monitor then shows the measured ETA. On a CPU no figure is given."""
+    from .config import ModelConfig
+    from .memory import train_hours
+    steps = cfg.max_steps
+    tokens = steps * cfg.batch_size * cfg.grad_accum_steps * cfg.seq_len
+    gpu = planner_gpu()
+    if gpu is None:
+        line = (f"{what}: {steps:,} steps, {tokens:,} tokens; no GPU estimate on this runtime "
+                "(the live monitor shows the measured ETA)")
+    else:
+        model_cfg = cfg.model_config() if cfg.model else ModelConfig()
+        minutes = 60 * train_hours(model_cfg, tokens, gpu)
+        line = (f"{what}: {steps:,} steps, {tokens:,} tokens: about {minutes:.1f} min of compute on a "
+                f"{gpu} at an assumed 40 % MFU, plus data loading, evaluation and checkpoint copies")
+    print(line)
+    return line
 
 
 def device() -> str:
@@ -275,12 +375,16 @@ def pretrain_config(run: Path, sz: Sizes, **fields):
 
 
 def latest_model(out_dir: Path) -> Optional[Path]:
-    """The newest step folder of a checkpoint out_dir (via `latest`), or None."""
-    from .eval.__main__ import resolve_model_dir
-    try:
-        return resolve_model_dir(out_dir)
-    except FileNotFoundError:
-        return None
+    """The newest step folder of a checkpoint out_dir whose sha256 sums hold (as resume checks
+    them: a folder cut off by a disconnect is skipped with a warning and an older one taken), a
+    plain model folder given directly, or None."""
+    from . import checkpoint as ckpt
+    out_dir = Path(out_dir)
+    if (out_dir / "model.safetensors").is_file():
+        if (out_dir / "meta.json").is_file():
+            ckpt.verify_checkpoint(out_dir)
+        return out_dir
+    return ckpt.find_resumable(out_dir)
 
 
 def ensure_pretrained(run: Path, sz: Sizes, create: Optional[bool] = None) -> Path:
@@ -379,6 +483,84 @@ def plot_history(hist: dict, title: str = "training", ax=None):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+class LiveMonitor:
+    """`Trainer.train(on_step=LiveMonitor(...))`: a live view of a training cell.
+
+    Every `plot_every` steps it redraws the loss curve of the whole run (`trainer.history`, which
+    the checkpoint carries, so the curve continues after a disconnect and resume) and a status line
+    with the measured steps/s and the ETA to `max_steps`; every `sample_every` steps (0: never) it
+    adds a greedy sample of `prompt_ids` (a list of token ids) decoded with `tokenizer`. In a
+    notebook the plot and text update in place (IPython display handles); elsewhere the status
+    line is printed. Sampling uses the engine's own seeded generator, so the training RNG (and exact
+    resume) is untouched; it is skipped under torchrun, where every rank must run each forward.
+    """
+
+    def __init__(self, title: str = "training", plot_every: int = 25, sample_every: int = 0,
+                 tokenizer=None, prompt_ids: Optional[Sequence[int]] = None, max_new_tokens: int = 32,
+                 tools: Any = None):
+        self.title, self.plot_every, self.sample_every = title, max(1, plot_every), sample_every
+        self.tokenizer, self.prompt_ids, self.max_new_tokens, self.tools = tokenizer, prompt_ids, max_new_tokens, tools
+        self.samples: list[tuple[int, str]] = []
+        self._t0, self._step0, self._handles = None, None, None
+
+    def _show(self, fig, text: str) -> None:
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+            shell = get_ipython()
+        except ImportError:
+            shell = None
+        if shell is None:
+            print(text)
+            return
+        if self._handles is None:
+            self._handles = (display(fig, display_id=True), display({"text/plain": text}, raw=True,
+                                                                    display_id=True))
+        else:
+            self._handles[0].update(fig)
+            self._handles[1].update({"text/plain": text}, raw=True)
+
+    def sample(self, trainer) -> Optional[str]:
+        """A greedy continuation of `prompt_ids` from the model being trained (then back to train mode)."""
+        import torch
+        from . import engine
+        if self.tokenizer is None or not self.prompt_ids or trainer.dist.enabled:
+            return None
+        model = trainer.raw_model
+        model.eval()
+        try:
+            with torch.no_grad(), trainer.autocast:
+                out = engine.generate(model, [list(self.prompt_ids)], max_new_tokens=self.max_new_tokens,
+                                      seed=0, stop_ids=[self.tokenizer.end_id, self.tokenizer.eos_id],
+                                      tools=self.tools, tokenizer=self.tokenizer)[0]
+        finally:
+            model.train()
+        return self.tokenizer.decode(out.tokens)
+
+    def __call__(self, trainer) -> None:
+        import time
+        import matplotlib.pyplot as plt
+        now, step, end = time.perf_counter(), trainer.step, trainer.cfg.max_steps
+        if self._t0 is None:
+            self._t0, self._step0 = now, step - 1
+        if self.sample_every and step % self.sample_every == 0:
+            text = self.sample(trainer)
+            if text is not None:
+                self.samples.append((step, text))
+        if step % self.plot_every and step != end:
+            return
+        rate = (step - self._step0) / max(now - self._t0, 1e-9)
+        eta = (end - step) / max(rate, 1e-9)
+        hist = trainer.history
+        line = (f"{self.title}: step {step:,}/{end:,}, loss {hist['loss'][-1]:.4f}, "
+                f"{rate:.2f} steps/s, ETA {eta / 60:.1f} min")
+        if self.samples:
+            line += "\n" + "\n".join(f"  sample @ step {s}: {t!r}" for s, t in self.samples[-3:])
+        fig = plot_history(hist, self.title)
+        self._show(fig, line)
+        plt.close(fig)
 
 
 def history_frame(hist: dict):

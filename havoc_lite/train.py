@@ -23,7 +23,7 @@ import time
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -33,6 +33,11 @@ from . import distributed as dist_utils
 from .config import TrainConfig
 from .model import HavocModel, lm_loss
 from .tracking import Tracker
+
+
+# Per-step and per-eval lists of a run's history (`Trainer.train()` returns them for one session;
+# `Trainer.history` holds the whole run, kept in every checkpoint so plots continue after a resume).
+HISTORY_KEYS = ("step", "loss", "lr", "grad_norm", "tokens_per_s", "eval_step", "eval_loss", "eval_ppl")
 
 
 class TrainingDiverged(RuntimeError):
@@ -270,6 +275,8 @@ class Trainer:
 
         self.step, self.tokens_seen, self.bad_steps, self.skipped_steps = 0, 0, 0, 0
         self.last_loss = float("nan")
+        self._past_history: dict[str, list] = {k: [] for k in HISTORY_KEYS}   # from the checkpoint
+        self._session: dict[str, list] = {k: [] for k in HISTORY_KEYS}        # this train() call
         wandb_id = None
         self.resumed_from = self._resume_folder()
         if self.resumed_from is not None:
@@ -308,6 +315,7 @@ class Trainer:
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.last_loss = float(meta.get("loss", float("nan")))
         self.train_loader.load_state_dict(state["data"])
+        self._past_history = {k: list((state.get("history") or {}).get(k, [])) for k in HISTORY_KEYS}
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         if self.is_main:
@@ -333,6 +341,7 @@ class Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "wandb_run_id": self.tracker.run_id if hasattr(self, "tracker") else None,
                 "skipped_steps": self.skipped_steps, "world_size": self.dist.world_size,
+                "history": self.history,
             }
             meta = {"loss": self.last_loss, "tokens_seen": self.tokens_seen, "phase": self.cfg.phase,
                     "train_config": self.cfg.to_dict(), "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -341,6 +350,13 @@ class Trainer:
                                         staging_dir=self.cfg.staging_dir or "auto")
         dist_utils.barrier()
         return path
+
+    @property
+    def history(self) -> dict[str, list]:
+        """The whole run's history (`HISTORY_KEYS` lists): what the resumed checkpoint held, then
+        this session's steps. Saved in every checkpoint, so a loss plot drawn after a disconnect and
+        a resume shows the run from step 1."""
+        return {k: self._past_history[k] + self._session[k] for k in HISTORY_KEYS}
 
     # --- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -407,8 +423,12 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         return loss_value, norm_value, tokens * self.dist.world_size
 
-    def train(self) -> dict[str, Any]:
+    def train(self, on_step: Optional[Callable[["Trainer"], None]] = None) -> dict[str, Any]:
         """Run from the current step to `max_steps` (or `stop_at_step`).
+
+        `on_step(trainer)`, if given, runs on rank 0 after every completed step (after its eval and
+        save): the notebooks' live loss plot and sample generations (`colab.LiveMonitor`). It must
+        leave the model in train mode and must not draw from the global RNG (exact resume).
 
         Returns:
             history: per-step lists `step`, `loss`, `lr`, `grad_norm`, `tokens_per_s`; eval lists
@@ -420,8 +440,8 @@ class Trainer:
                 the last good weights is saved first and named in the message.
         """
         cfg = self.cfg
-        hist: dict[str, Any] = {k: [] for k in ("step", "loss", "lr", "grad_norm", "tokens_per_s",
-                                                "eval_step", "eval_loss", "eval_ppl")}
+        hist: dict[str, Any] = {k: [] for k in HISTORY_KEYS}
+        self._session = hist
         self.model.train()
         end = min(cfg.max_steps, cfg.stop_at_step or cfg.max_steps)
         bar = None
@@ -472,6 +492,8 @@ class Trainer:
                     self._eval_and_log(hist)
                 if self.step % cfg.save_every == 0:
                     saved_path, last_saved = self.save(), self.step
+                if on_step is not None and self.is_main:
+                    on_step(self)
         finally:
             if bar is not None:
                 bar.close()
