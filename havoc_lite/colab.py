@@ -457,6 +457,31 @@ def ensure_chat_model(run: Path, sz: Sizes, create: Optional[bool] = None) -> Pa
     return Path(Trainer(cfg).train()["checkpoint"])
 
 
+def latest_raft_model(raft_dir: Path) -> Optional[Path]:
+    """The weights of the last finished RAFT cycle in `raft_dir` (`cycle_NN/` with a stats.json
+    and a checkpoint that verifies), or None when no cycle trained anything."""
+    cycles = sorted(Path(raft_dir).glob("cycle_[0-9][0-9]"), reverse=True)
+    for cycle in cycles:
+        if (cycle / "stats.json").is_file():
+            found = latest_model(cycle)
+            if found is not None:
+                return found
+    return None
+
+
+def headline(summary: dict) -> dict:
+    """The headline figures of an `evaluate_gsm8k` summary as one flat dict (accuracy and pass@k per
+    answer check, tool use rate), for a before / after table."""
+    m, out = summary["metrics"], {}
+    for name, v in m.items():
+        if isinstance(v, dict) and "accuracy" in v:
+            for col in ["accuracy"] + [f"pass@{k}" for k in summary["k"]]:
+                if col in v:
+                    out[f"{name} {col}"] = v[col]
+    out["tool use rate"] = m["tools"]["use_rate"]
+    return out
+
+
 def load_model(folder: Path, tokenizer_dir: Optional[Path] = None):
     """(HavocModel in eval mode, HavocTokenizer) for a model folder or checkpoint out_dir; the
     tokenizer is looked up next to it unless given (`eval.__main__.load_model_and_tokenizer`)."""
