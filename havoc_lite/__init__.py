@@ -11,6 +11,7 @@ _PUBLIC = {
     "ModelConfig": "config", "PRESETS": "config", "TrainConfig": "config",
     "HavocModel": "model",
     "HavocTokenizer": "tokenizer", "train_tokenizer": "tokenizer", "SPECIAL_TOKENS": "tokenizer",
+    "load_tokenizer": "tokenizer", "HFTokenizer": "hf_tokenizer",
     "Trainer": "train",
 }
 __all__ = sorted(_PUBLIC)

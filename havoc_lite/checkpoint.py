@@ -303,7 +303,8 @@ def resolve_resume(resume: str, out_dir: str | Path) -> Optional[Path]:
 def load_checkpoint(folder: str | Path, map_location: str | torch.device = "cpu",
                     verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     """(model_state, train_state, meta) of a step folder; weights from safetensors, the train state
-    with `weights_only=True`. The tied LM head is restored as an alias of the embedding.
+    with `weights_only=True`. The tied LM head is restored as an alias of the embedding. The weights
+    of a LoRA run (meta.json has "lora") are its adapter tensors only.
 
     Raises:
         CheckpointError: with `verify`, when the sums do not hold.
@@ -313,7 +314,7 @@ def load_checkpoint(folder: str | Path, map_location: str | torch.device = "cpu"
     meta = verify_checkpoint(folder) if verify else json.loads((folder / "meta.json").read_text())
     model_state = load_file(str(folder / "model.safetensors"), device=str(map_location))
     cfg = ModelConfig.load_json(folder / "config.json")
-    if cfg.tie_embeddings and "lm_head.weight" not in model_state:
+    if cfg.tie_embeddings and "lm_head.weight" not in model_state and "embed_tokens.weight" in model_state:
         model_state["lm_head.weight"] = model_state["embed_tokens.weight"]
     train_state = torch.load(folder / "train_state.pt", map_location=map_location, weights_only=True)
     return model_state, train_state, meta

@@ -24,6 +24,27 @@ def check_fields(cls, data: dict[str, Any], source: str) -> None:
         raise ValueError(f"{source}: unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}")
 
 
+LLAMA3_ROPE_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
+def check_rope_scaling(scaling: dict[str, Any], source: str) -> None:
+    """Raise ValueError (naming `source`) unless `scaling` is a complete Llama-3 RoPE-scaling dict.
+
+    Hugging Face spells the type `rope_type` (older configs: `type`); `default` means no scaling
+    and is accepted too. Every other type (linear, dynamic, yarn, longrope, ...) is refused.
+    """
+    if not isinstance(scaling, dict):
+        raise ValueError(f"{source}: rope_scaling must be a dict or null, got {scaling!r}")
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind == "default":
+        return
+    if kind != "llama3":
+        raise ValueError(f"{source}: rope_scaling type {kind!r} is not supported (only 'llama3' or 'default')")
+    missing = [k for k in LLAMA3_ROPE_KEYS if scaling.get(k) is None]
+    if missing:
+        raise ValueError(f"{source}: rope_scaling of type 'llama3' lacks {missing}")
+
+
 @dataclass
 class ModelConfig:
     """Shape of a `HavocModel`.
@@ -31,7 +52,10 @@ class ModelConfig:
     Fields use Llama / Hugging Face names: `d_model` is the hidden size, `num_kv_heads` the number
     of key/value heads for grouped-query attention (Ainslie et al. 2023, "GQA"), `head_dim` the
     per-head width (defaults to d_model // n_heads), `ffn_hidden_size` the SwiGLU inner width
-    (Shazeer 2020), `rope_theta` the RoPE base (Su et al. 2021). Special ids default to the order
+    (Shazeer 2020), `rope_theta` the RoPE base (Su et al. 2021), `rope_scaling` an optional
+    Hugging Face RoPE-scaling dict (only `{"rope_type": "llama3", "factor", "low_freq_factor",
+    "high_freq_factor", "original_max_position_embeddings"}`, Llama 3.1+), `attention_bias` adds a
+    bias to the q/k/v projections (Qwen2). Special ids default to the order
     of `tokenizer.SPECIAL_TOKENS` (<|bos|>=0, <|eos|>=1, <|pad|>=2) and are overwritten from the
     tokenizer when a model is built for one.
 
@@ -53,6 +77,8 @@ class ModelConfig:
     dropout: float = 0.0
     tie_embeddings: bool = True
     initializer_range: float = 0.02
+    attention_bias: bool = False
+    rope_scaling: Optional[dict[str, Any]] = None
     bos_id: int = 0
     eos_id: int = 1
     pad_id: int = 2
@@ -78,6 +104,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.head_dim={self.head_dim} must be even for RoPE")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.rope_scaling is not None:
+            check_rope_scaling(self.rope_scaling, "ModelConfig.rope_scaling")
         for name in ("bos_id", "eos_id", "pad_id"):
             if not 0 <= getattr(self, name) < self.vocab_size:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)} is outside the vocab "
@@ -85,13 +113,16 @@ class ModelConfig:
 
     # --- counting -----------------------------------------------------------------------------
     def num_parameters(self, include_embeddings: bool = True) -> int:
-        """Number of weights of the model this config builds (exact, bias-free Llama layout).
+        """Number of weights of the model this config builds (exact, Llama / Qwen2 layout).
 
         Per layer: q/o projections 2·d·(h·hd), k/v projections 2·d·(kv·hd), SwiGLU 3·d·ffn, two
-        RMSNorm weights 2·d. Plus the final norm d, the embedding V·d and, when untied, an LM head V·d.
+        RMSNorm weights 2·d, and with `attention_bias` the q/k/v biases (h + 2·kv)·hd. Plus the
+        final norm d, the embedding V·d and, when untied, an LM head V·d.
         """
         d, hd = self.d_model, self.head_dim
         attn = 2 * d * self.n_heads * hd + 2 * d * self.num_kv_heads * hd
+        if self.attention_bias:
+            attn += (self.n_heads + 2 * self.num_kv_heads) * hd
         per_layer = attn + 3 * d * self.ffn_hidden_size + 2 * d
         n = self.n_layers * per_layer + d
         if include_embeddings:
@@ -183,7 +214,7 @@ class TrainConfig:
     phase: str = "pretrain"
     model: str = "tiny"                       # a key of PRESETS
     model_overrides: dict[str, int | float | bool] = field(default_factory=dict)  # {"n_layers": 2}
-    init_from: Optional[str] = None           # model folder / checkpoint folder to start from
+    init_from: Optional[str] = None           # model to start from: our folder / step folder, a Hugging Face folder, a hub id, a .gguf file
     tokenizer: Optional[str] = None           # tokenizer folder or .model file
     train_data: Optional[str] = None          # pretrain: shard folder; sft/polish: .jsonl file(s), comma-separated
     eval_data: Optional[str] = None           # held-out split; None: sft/polish hold out eval_fraction
@@ -225,6 +256,13 @@ class TrainConfig:
     wandb_project: str = "havoc_lite"
     wandb_run_name: Optional[str] = None
     progress: bool = True                     # tqdm progress bar on rank 0
+    # LoRA / QLoRA (havoc_lite.lora): with lora_r > 0 the init_from model is frozen and only
+    # low-rank adapters (and the rows of tokens the tokenizer added) train; checkpoints hold only those.
+    lora_r: int = 0                           # adapter rank; 0 = full fine-tuning of every weight
+    lora_alpha: float = 32.0                  # the update is scaled by lora_alpha / lora_r
+    lora_dropout: float = 0.05
+    lora_targets: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"  # comma-separated
+    quantize: Optional[str] = None            # "nf4": 4-bit NormalFloat frozen base (QLoRA, CUDA + bitsandbytes)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -261,6 +299,23 @@ class TrainConfig:
         unknown = sorted(set(self.model_overrides) - {f.name for f in fields(ModelConfig)})
         if unknown:
             raise ValueError(f"{source}: model_overrides has unknown ModelConfig field(s) {unknown}")
+        if isinstance(self.lora_targets, (list, tuple)):   # YAML may give a list
+            self.lora_targets = ",".join(self.lora_targets)
+        if not isinstance(self.lora_r, int) or isinstance(self.lora_r, bool) or self.lora_r < 0:
+            raise ValueError(f"{source}: lora_r must be an int >= 0 (0: no LoRA), got {self.lora_r!r}")
+        if self.quantize is not None and self.lora_r == 0:
+            raise ValueError(f"{source}: quantize={self.quantize!r} needs lora_r > 0 (QLoRA trains adapters "
+                             "on a frozen 4-bit base)")
+        if self.lora_r:
+            self.lora_settings(source)
+
+    def lora_settings(self, source: str = "TrainConfig") -> Optional[dict[str, Any]]:
+        """The validated LoRA settings (`lora.lora_settings`), or None when lora_r is 0."""
+        if not self.lora_r:
+            return None
+        from .lora import lora_settings
+        return lora_settings(self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_targets,
+                             self.quantize, source=source)
 
     def model_config(self, **overrides: Any) -> ModelConfig:
         """The preset `model` with `model_overrides` and then `overrides` (e.g. vocab_size) applied."""

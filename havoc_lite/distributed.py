@@ -190,15 +190,17 @@ def full_optimizer_state_dict(model: nn.Module, optimizer: torch.optim.Optimizer
 
 
 def load_full_state(model: nn.Module, optimizer: Optional[torch.optim.Optimizer],
-                    model_state: dict[str, torch.Tensor], optim_state: Optional[dict[str, Any]]) -> None:
+                    model_state: Optional[dict[str, torch.Tensor]], optim_state: Optional[dict[str, Any]]) -> None:
     """Load full (unsharded) states saved by the two functions above, sharding them as needed.
+    `model_state` None leaves the weights as they are (a LoRA run loads its adapters itself).
 
     The saved param groups' `fused`/`foreach` flags are replaced by this optimizer's own, so a
     checkpoint written on CUDA (fused AdamW) resumes on CPU and back.
     """
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
     inner = unwrap(model)
-    set_model_state_dict(inner, model_state, options=_options(full_state_dict=True))
+    if model_state is not None:
+        set_model_state_dict(inner, model_state, options=_options(full_state_dict=True))
     if optimizer is not None and optim_state is not None:
         current = optimizer.param_groups[0]
         for group in optim_state["param_groups"]:

@@ -54,9 +54,29 @@ class RMSNorm(nn.Module):
         return self.weight * x.to(dtype)
 
 
-def rope_cache(max_seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin tables [max_seq_len, head_dim] for rotate-half RoPE (Su et al. 2021, HF layout)."""
+def llama3_inv_freq(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
+    """Llama 3.1 RoPE frequency scaling (Meta's `apply_scaling` in llama-models; HF
+    `_compute_llama3_parameters`): wavelengths shorter than original_context/high_freq_factor are
+    kept, those longer than original_context/low_freq_factor are divided by `factor`, and the band
+    between is interpolated smoothly. inv_freq: [head_dim/2] float32 -> the same shape."""
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old_len = scaling["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < old_len / high) & ~(wavelen > old_len / low)
+    return torch.where(medium, smoothed, scaled)
+
+
+def rope_cache(max_seq_len: int, head_dim: int, theta: float,
+               scaling: Optional[dict] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin tables [max_seq_len, head_dim] for rotate-half RoPE (Su et al. 2021, HF layout).
+
+    `scaling`: a `ModelConfig.rope_scaling` dict (type `llama3`, or `default`/None for none)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    if scaling and scaling.get("rope_type", scaling.get("type")) == "llama3":
+        inv_freq = llama3_inv_freq(inv_freq, scaling)
     t = torch.arange(max_seq_len, dtype=torch.float32)
     freqs = torch.outer(t, inv_freq)
     emb = torch.cat((freqs, freqs), dim=-1)
@@ -82,9 +102,10 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_heads, self.num_kv_heads, self.head_dim = cfg.n_heads, cfg.num_kv_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=False)
-        self.k_proj = nn.Linear(cfg.d_model, cfg.num_kv_heads * cfg.head_dim, bias=False)
-        self.v_proj = nn.Linear(cfg.d_model, cfg.num_kv_heads * cfg.head_dim, bias=False)
+        bias = cfg.attention_bias                   # Qwen2 has q/k/v biases, Llama none
+        self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=bias)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.num_kv_heads * cfg.head_dim, bias=bias)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.num_kv_heads * cfg.head_dim, bias=bias)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
         self.dropout = cfg.dropout
 
@@ -165,7 +186,7 @@ class HavocModel(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         self.drop = nn.Dropout(cfg.dropout)
         self.gradient_checkpointing = False
-        cos, sin = rope_cache(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta)
+        cos, sin = rope_cache(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.reset_parameters()
@@ -173,10 +194,12 @@ class HavocModel(nn.Module):
     def reset_parameters(self) -> None:
         """GPT-NeoX / GPT-2 init: N(0, 0.02) everywhere, residual output projections (o_proj,
         down_proj) scaled by 1/sqrt(2·n_layers) so the residual stream's variance does not grow
-        with depth (Radford et al. 2019, §2.3); norms start at 1."""
+        with depth (Radford et al. 2019, §2.3); norms start at 1, biases at 0."""
         std = self.config.initializer_range
         for name, p in self.named_parameters():
-            if p.dim() == 1:
+            if name.endswith(".bias"):
+                nn.init.zeros_(p)
+            elif p.dim() == 1:
                 nn.init.ones_(p)
             elif name.endswith(("o_proj.weight", "down_proj.weight")):
                 nn.init.normal_(p, 0.0, std / math.sqrt(2 * self.config.n_layers))
@@ -265,8 +288,23 @@ class HavocModel(nn.Module):
         self.config.save_json(out_dir / "config.json")
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, device: str | torch.device = "cpu",
-                        dtype: Optional[torch.dtype] = None) -> "HavocModel":
+    def from_pretrained(cls, src: str | Path, device: str | torch.device = "cpu",
+                        dtype: Optional[torch.dtype] = None, token: Optional[str] = None) -> "HavocModel":
+        """Load a model from a folder written by `save_pretrained`, a Hugging Face Llama / SmolLM2 /
+        Qwen2 folder, a hub id (`owner/name`), or a `.gguf` file; see `hub.load_model`.
+
+        Args:
+            dtype: cast to this dtype; default keeps the stored one (float32 for GGUF).
+            token: Hugging Face token for gated hub models (default `get_secret("HF_TOKEN")`).
+        Raises:
+            hub.ModelLoadError (a ValueError): one line naming `src` and the cause.
+        """
+        from .hub import load_model
+        return load_model(src, device=device, dtype=dtype, token=token)
+
+    @classmethod
+    def _load_own(cls, model_dir: str | Path, device: str | torch.device = "cpu",
+                  dtype: Optional[torch.dtype] = None) -> "HavocModel":
         """Load a folder written by `save_pretrained` (no pickle involved).
 
         Raises:
@@ -314,8 +352,52 @@ class HavocModel(nn.Module):
         model.load_state_dict(state, strict=False, assign=True)
         if cfg.tie_embeddings:
             model.lm_head.weight = model.embed_tokens.weight
-        model.rope_cos, model.rope_sin = rope_cache(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta)
+        model.rope_cos, model.rope_sin = rope_cache(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta,
+                                                    cfg.rope_scaling)
         return model
+
+    def resize_token_embeddings(self, n: int) -> "HavocModel":
+        """Grow or shrink the vocabulary to `n` ids, in place; returns self.
+
+        New embedding rows (and new LM-head rows when the head is untied) are set to the mean of
+        the existing rows, so a new token starts as an "average" token rather than noise that
+        dominates the softmax (Hewitt 2021, "Initializing New Word Embeddings for Pretrained
+        Language Models"; HF `resize_token_embeddings(mean_resizing=True)` does the same).
+        Shrinking drops the last rows. A tied head stays tied; `config.vocab_size` becomes `n`.
+
+        Raises:
+            ValueError: n < 1, or n would cut off `bos_id` / `eos_id` / `pad_id`.
+        """
+        cfg = self.config
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"resize_token_embeddings: n must be a positive int, got {n!r}")
+        for name in ("bos_id", "eos_id", "pad_id"):
+            if getattr(cfg, name) >= n:
+                raise ValueError(f"resize_token_embeddings: n={n} would drop {name}={getattr(cfg, name)}")
+        old = cfg.vocab_size
+        if n == old:
+            return self
+
+        def resized(weight: torch.Tensor) -> nn.Parameter:
+            with torch.no_grad():
+                keep = weight[:min(n, old)]
+                if n > old:
+                    mean = weight.float().mean(0, keepdim=True).to(weight.dtype)
+                    keep = torch.cat([keep, mean.expand(n - old, -1)])
+                return nn.Parameter(keep.clone(), requires_grad=weight.requires_grad)
+
+        emb = self.embed_tokens
+        new_emb = nn.Embedding(n, cfg.d_model, device=emb.weight.device, dtype=emb.weight.dtype)
+        new_emb.weight = resized(emb.weight)
+        self.embed_tokens = new_emb
+        head = nn.Linear(cfg.d_model, n, bias=False, device=emb.weight.device, dtype=self.lm_head.weight.dtype)
+        if cfg.tie_embeddings:
+            head.weight = self.embed_tokens.weight
+        else:
+            head.weight = resized(self.lm_head.weight)
+        self.lm_head = head
+        cfg.vocab_size = n
+        return self
 
     def num_parameters(self) -> int:
         """Unique parameters (the tied head counted once)."""

@@ -38,6 +38,9 @@ SPECIAL_TOKENS: list[str] = [
     "<verify>", "</verify>", "<answer>", "</answer>",
 ]
 CONTROL_SYMBOLS = SPECIAL_TOKENS[4:]  # everything sentencepiece does not reserve itself
+# The reasoning and tool markup, without the chat-structure tokens: what HFTokenizer adds to a
+# pretrained model's vocabulary (its own chat template provides the structure).
+MARKUP_TOKENS = SPECIAL_TOKENS[8:]
 ROLES = ("system", "user", "assistant")
 
 # sentencepiece writes spaces as U+2581 and turns every U+2581 back into a space when decoding,
@@ -396,3 +399,33 @@ class HavocTokenizer:
     def render_prompt(self, messages: Sequence[dict]) -> list[int]:
         """Ids for generation: the rendered messages (no <|eos|>) followed by `<|assistant|>`."""
         return self._render(messages, generation_prompt=True)[0]
+
+
+def load_tokenizer(path: Union[str, os.PathLike], token: str | None = None):
+    """Load the tokenizer at `path`, picking the backend from the files present.
+
+    - a folder with `tokenizer.json`, `tokenizer_config.json` or `havoc_tokenizer.json`, a `.gguf`
+      file, or a hub id ("owner/name", not an existing path): `hf_tokenizer.HFTokenizer` (a
+      pretrained model's own tokenizer with our markup added; `token` for gated hub models);
+    - a folder with `tokenizer.model` (and none of the above) or a `.model` file: `HavocTokenizer`.
+
+    Raises:
+        FileNotFoundError: naming `path` and the files looked for.
+        ValueError: as the chosen backend's loader.
+    """
+    from .hf_tokenizer import HF_FILES, HFTokenizer
+    p = Path(path)
+    if p.is_dir():
+        if any((p / f).is_file() for f in HF_FILES):
+            return HFTokenizer.load(p)
+        if (p / "tokenizer.model").is_file():
+            return HavocTokenizer.load(p)
+        raise FileNotFoundError(f"load_tokenizer: {p} holds no tokenizer.model (ours) and no "
+                                "tokenizer.json / tokenizer_config.json (Hugging Face)")
+    if p.suffix.lower() == ".gguf":
+        return HFTokenizer.from_pretrained(p, token=token)
+    if p.is_file():
+        return HavocTokenizer.load(p)
+    if not p.is_absolute() and str(path).count("/") == 1 and not str(path).startswith("."):
+        return HFTokenizer.from_pretrained(str(path), token=token)
+    raise FileNotFoundError(f"load_tokenizer: no such file or folder {p}")

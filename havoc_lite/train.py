@@ -13,9 +13,19 @@ run with a checkpoint of the last good weights on disk.
 Resume is exact: the checkpoint holds model, optimizer, schedule position, tokens seen, every RNG
 state and the loader's position, so N steps + resume + N steps equals 2N uninterrupted steps
 (bitwise on CPU fp32; tested).
+
+From a pretrained model (`init_from`: a hub id, a Hugging Face folder, a `.gguf` file or our own
+folder, loaded by `hub.load_model`, with its own tokenizer through `HFTokenizer` and the markup rows
+added) a run may train LoRA adapters only (`lora_r > 0`, `havoc_lite.lora`; `quantize: nf4` for
+QLoRA). Its checkpoints then hold the adapters and their AdamW state, plus the base's source and
+sha256 fingerprint in meta.json; a resume with other LoRA settings or onto another base is refused.
+
+    python -m havoc_lite.train --config sft_smollm2_1.7b_lora --out-dir runs/lora --resume auto
+    python -m havoc_lite.merge --run runs/lora --out runs/lora_merged
 """
 from __future__ import annotations
 
+import json
 import math
 import random
 import sys
@@ -42,6 +52,10 @@ HISTORY_KEYS = ("step", "loss", "lr", "grad_norm", "tokens_per_s", "eval_step", 
 
 class TrainingDiverged(RuntimeError):
     """`max_bad_steps` consecutive steps had a non-finite loss or gradient norm."""
+
+
+class LoraResumeError(ValueError):
+    """A checkpoint whose LoRA settings or base model differ from this run's (one line)."""
 
 
 # --- schedule and optimizer -------------------------------------------------------------------
@@ -206,6 +220,65 @@ def build_loaders(cfg: TrainConfig, tokenizer, rank: int = 0, world_size: int = 
     return loader(examples, cfg.seed), (loader(held_out, cfg.seed + 1) if held_out else None)
 
 
+# --- pretrained start ---------------------------------------------------------------------------
+def load_run_tokenizer(cfg: TrainConfig):
+    """The run's tokenizer: `cfg.tokenizer` (ours or a Hugging Face one, by the files present), else
+    the tokenizer of a pretrained `init_from` (`HFTokenizer`, markup added), else None.
+
+    Raises:
+        FileNotFoundError / ValueError: one line naming the path (from the loaders).
+    """
+    if cfg.tokenizer:
+        from .tokenizer import load_tokenizer
+        return load_tokenizer(cfg.tokenizer)
+    if cfg.init_from and not _is_own_model(cfg.init_from):
+        from .hf_tokenizer import HFTokenizer
+        return HFTokenizer.from_pretrained(cfg.init_from)
+    return None
+
+
+def _is_own_model(src: str) -> bool:
+    from .hub import is_havoc_folder
+    return Path(src).is_dir() and is_havoc_folder(Path(src))
+
+
+def load_init_model(src: str) -> HavocModel:
+    """`init_from` as a HavocModel through `hub.load_model` (hub id, Hugging Face folder, .gguf, ours).
+
+    Raises:
+        ValueError: one line: the source cannot be loaded (`hub.ModelLoadError`), or it is a LoRA
+            step folder, which holds adapters only (merge it first).
+    """
+    from .hub import load_model
+    meta = Path(src) / "meta.json"
+    if meta.is_file():
+        try:
+            is_lora = "lora" in json.loads(meta.read_text())
+        except ValueError:
+            is_lora = False
+        if is_lora:
+            raise ValueError(f"init_from={src}: a LoRA checkpoint holds adapters only; merge it first "
+                             f"(python -m havoc_lite.merge --run {src} --out MERGED_DIR) and start from MERGED_DIR")
+    return load_model(src)
+
+
+def fit_vocab(model: HavocModel, tokenizer) -> list[int]:
+    """Grow `model`'s embedding (and head) to the tokenizer's size, new rows at the mean row
+    (`HavocModel.resize_token_embeddings`), and return the ids whose rows LoRA must train: the rows
+    just added plus a Hugging Face tokenizer's markup ids (which may land in a base's spare rows,
+    e.g. Qwen's vocabulary padded to a multiple of 64)."""
+    if tokenizer is None:
+        return []
+    old, n = model.config.vocab_size, len(tokenizer)
+    ids = set(range(old, n))
+    if n > old:
+        model.resize_token_embeddings(n)
+    if hasattr(tokenizer, "hf"):
+        from .tokenizer import MARKUP_TOKENS
+        ids |= {tokenizer.special_ids[t] for t in MARKUP_TOKENS if t in tokenizer.special_ids}
+    return sorted(ids)
+
+
 # --- trainer ----------------------------------------------------------------------------------
 class Trainer:
     """Train a HavocModel for one phase.
@@ -233,12 +306,15 @@ class Trainer:
         self.is_main = self.dist.is_main
         seed_everything(cfg.seed)
 
-        if tokenizer is None and cfg.tokenizer:
-            from .tokenizer import HavocTokenizer
-            tokenizer = HavocTokenizer.load(cfg.tokenizer)
+        if tokenizer is None:
+            tokenizer = load_run_tokenizer(cfg)
         self.tokenizer = tokenizer
+        self.new_token_ids: list[int] = []   # rows the tokenizer added to a pretrained vocabulary
         if model is None:
             model = self._build_model()
+        self.lora: Optional[dict[str, Any]] = None   # settings + base identity of a LoRA run
+        if cfg.lora_r:
+            self._add_lora(model)
         self.model_config = model.config
         if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
             raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model's vocab_size is "
@@ -288,16 +364,68 @@ class Trainer:
     def _build_model(self) -> HavocModel:
         cfg, tok = self.cfg, self.tokenizer
         if cfg.init_from:
-            init = Path(cfg.init_from)
-            model = HavocModel.from_pretrained(init)
+            model = load_init_model(cfg.init_from)
+            self.new_token_ids = fit_vocab(model, tok)
             if self.is_main:
-                print(f"[train] initialised from {init} ({model.num_parameters() / 1e6:.1f}M params)")
+                added = f", {len(self.new_token_ids)} markup rows added" if self.new_token_ids else ""
+                print(f"[train] initialised from {cfg.init_from} ({model.num_parameters() / 1e6:.1f}M params{added})")
             return model
         overrides = {}
         if tok is not None:
             overrides = dict(vocab_size=tok.vocab_size, bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id)
         overrides.setdefault("max_seq_len", max(cfg.seq_len, cfg.model_config().max_seq_len))
         return HavocModel(cfg.model_config(**overrides))
+
+    def _add_lora(self, model: HavocModel) -> None:
+        """Freeze `model`, add the configured adapters (and trainable rows for the markup tokens the
+        tokenizer added), and record the base's identity for the checkpoints."""
+        from .lora import apply_lora, base_fingerprint, cast_for_training, lora_settings
+        cfg = self.cfg
+        if cfg.distributed == "fsdp":
+            raise ValueError("TrainConfig: LoRA (lora_r > 0) runs with distributed=ddp or auto, not fsdp "
+                             "(the frozen base is not sharded here)")
+        settings = lora_settings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, cfg.quantize,
+                                 source="TrainConfig", train_tokens=self.new_token_ids)
+        amp_dtype = resolve_dtype(cfg.dtype, self.device)
+        if amp_dtype == torch.float32:
+            model.float()                  # no autocast: frozen and trainable weights both fp32
+        fingerprint = base_fingerprint(model)
+        apply_lora(model, **settings)
+        cast_for_training(model, amp_dtype)
+        self.lora = {**settings, "base": {"source": cfg.init_from, "sha256": fingerprint}}
+        if self.is_main:
+            n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            print(f"[train] LoRA r={settings['r']} alpha={settings['alpha']:g} on {','.join(settings['targets'])}"
+                  f"{' over a 4-bit NF4 base' if settings['quantize'] else ''}: {n / 1e6:.2f}M trainable parameters")
+
+    def _check_lora_resume(self, folder: Path, meta: dict[str, Any]) -> None:
+        """Refuse (LoraResumeError, one line) a checkpoint whose LoRA settings or base differ."""
+        saved, mine = meta.get("lora"), self.lora
+        if saved is None and mine is None:
+            return
+        if saved is None:
+            raise LoraResumeError(f"{folder}: a full-model checkpoint, but this run trains LoRA adapters "
+                                  f"(lora_r={self.cfg.lora_r}); resume it with lora_r 0 or use another out_dir")
+        flags = (f"--init-from {saved['base']['source']} --lora-r {saved['r']} --lora-alpha {saved['alpha']:g} "
+                 f"--lora-dropout {saved['dropout']:g} --lora-targets {','.join(saved['targets'])}"
+                 + (f" --quantize {saved['quantize']}" if saved.get("quantize") else ""))
+        if mine is None:
+            raise LoraResumeError(f"{folder}: holds LoRA adapters only; resume it with its settings ({flags}) "
+                                  "or use another out_dir")
+        diffs = []
+        for key in ("r", "alpha", "dropout", "targets", "quantize", "train_tokens"):
+            if saved.get(key) != mine.get(key):
+                a, b = mine.get(key), saved.get(key)
+                if key == "train_tokens":
+                    a, b = f"{len(a)} ids", f"{len(b or [])} ids"
+                diffs.append(f"{key} {a} != {b}")
+        if diffs:
+            raise LoraResumeError(f"{folder}: this run's LoRA settings differ from the checkpoint's "
+                                  f"({'; '.join(diffs)}); resume with {flags}")
+        if saved["base"]["sha256"] != mine["base"]["sha256"]:
+            raise LoraResumeError(f"{folder}: the adapters were trained on another base ({saved['base']['source']}, "
+                                  f"sha256 {saved['base']['sha256'][:12]}), not on init_from={mine['base']['source']} "
+                                  f"(sha256 {mine['base']['sha256'][:12]})")
 
     def _resume_folder(self) -> Optional[Path]:
         folder = None
@@ -310,6 +438,11 @@ class Trainer:
 
     def _load(self, folder: Path) -> Optional[str]:
         model_state, state, meta = ckpt.load_checkpoint(folder)
+        self._check_lora_resume(folder, meta)
+        if self.lora is not None:   # adapters only: the frozen base came from init_from
+            from .lora import load_lora_state_dict
+            load_lora_state_dict(self.raw_model, model_state, source=str(folder))
+            model_state = None
         dist_utils.load_full_state(self.model, self.optimizer, model_state, state["optimizer"])
         self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
@@ -330,7 +463,11 @@ class Trainer:
     # --- saving -------------------------------------------------------------------------------
     def save(self) -> Optional[Path]:
         """Checkpoint the current step into `cfg.out_dir` (collective; rank 0 writes)."""
-        model_state = dist_utils.full_model_state_dict(self.model)
+        if self.lora is not None:   # adapters only (megabytes): the base is init_from, named in meta
+            from .lora import lora_state_dict
+            model_state = {k: v.to("cpu", copy=True) for k, v in lora_state_dict(self.raw_model).items()}
+        else:
+            model_state = dist_utils.full_model_state_dict(self.model)
         optim_state = dist_utils.full_optimizer_state_dict(self.model, self.optimizer)
         path = None
         if self.is_main:
@@ -345,6 +482,8 @@ class Trainer:
             }
             meta = {"loss": self.last_loss, "tokens_seen": self.tokens_seen, "phase": self.cfg.phase,
                     "train_config": self.cfg.to_dict(), "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+            if self.lora is not None:
+                meta["lora"] = self.lora
             path = ckpt.save_checkpoint(self.cfg.out_dir, self.step, model_state, self.model_config,
                                         train_state, meta, keep_last=self.cfg.keep_last,
                                         staging_dir=self.cfg.staging_dir or "auto")

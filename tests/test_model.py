@@ -177,3 +177,64 @@ def test_tiny_model_overfits_four_sequences():
         if loss.item() < 0.1:
             break
     assert loss.item() < 0.1, f"loss {loss.item():.3f} after {step + 1} steps"
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_resize_token_embeddings_mean_rows_and_unchanged_logits(tmp_path, tie):
+    """Growing the vocab keeps old rows, sets new rows (embedding, and head when untied) to the
+    mean of the old rows, keeps a tied head tied, and leaves logits of old ids unchanged."""
+    m = build(tie_embeddings=tie)
+    x = torch.randint(0, 97, (2, 9))
+    before = m(x)
+    emb0, head0 = m.embed_tokens.weight.detach().clone(), m.lm_head.weight.detach().clone()
+    assert m.resize_token_embeddings(105) is m
+    assert m.config.vocab_size == 105
+    assert m.embed_tokens.weight.shape == (105, 64) and m.lm_head.weight.shape == (105, 64)
+    assert torch.equal(m.embed_tokens.weight[:97], emb0)
+    torch.testing.assert_close(m.embed_tokens.weight[97:], emb0.mean(0).expand(8, -1))
+    assert (m.lm_head.weight is m.embed_tokens.weight) == tie
+    if not tie:
+        torch.testing.assert_close(m.lm_head.weight[97:], head0.mean(0).expand(8, -1))
+        assert torch.equal(m.lm_head.weight[:97], head0)
+    after = m(x)
+    assert after.shape == (2, 9, 105)
+    torch.testing.assert_close(after[..., :97], before, rtol=0, atol=0)
+    m(torch.tensor([[100, 104]]))                       # new ids are now valid input
+    # a gradient step reaches the new rows, and the resized model round-trips through disk
+    m.train()
+    m.loss(torch.tensor([[1, 100, 104, 3]]), torch.tensor([[1, 100, 104, 3]])).backward()
+    assert m.embed_tokens.weight.grad[100].abs().sum() > 0
+    m.eval().save_pretrained(tmp_path)
+    m2 = HavocModel.from_pretrained(tmp_path)
+    assert m2.config.vocab_size == 105 and torch.equal(m2(x), m(x))
+    # shrinking drops the tail; cutting off a special id is refused
+    m.resize_token_embeddings(90)
+    assert m.embed_tokens.weight.shape == (90, 64) and m.lm_head.weight.shape == (90, 64)
+    with pytest.raises(ValueError, match="pad_id"):
+        m.resize_token_embeddings(2)
+
+
+def test_old_config_json_without_new_fields_loads(tmp_path):
+    """A config.json written before attention_bias / rope_scaling existed still loads."""
+    import json
+    m = build()
+    m.save_pretrained(tmp_path)
+    data = json.loads((tmp_path / "config.json").read_text())
+    for k in ("attention_bias", "rope_scaling"):
+        data.pop(k)
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    m2 = HavocModel.from_pretrained(tmp_path)
+    assert not m2.config.attention_bias and m2.config.rope_scaling is None
+    x = torch.randint(0, 97, (1, 5))
+    assert torch.equal(m2(x), m(x))
+
+
+def test_attention_bias_parameters_and_count():
+    m = build(attention_bias=True)
+    assert m.layers[0].attn.q_proj.bias.shape == (64,) and m.layers[0].attn.k_proj.bias.shape == (32,)
+    assert m.layers[0].attn.o_proj.bias is None
+    assert sum(p.numel() for p in m.parameters()) == m.config.num_parameters()
+    with pytest.raises(ValueError, match="rope_scaling type 'yarn'"):
+        small_cfg(rope_scaling={"rope_type": "yarn", "factor": 4.0})
+    with pytest.raises(ValueError, match="lacks"):
+        small_cfg(rope_scaling={"rope_type": "llama3", "factor": 8.0})
