@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Optional
 
-from .verify import Deduper, question_key, verify_trace
+from .verify import Deduper, markup_in, question_key, verify_trace
 
 
 class _Run:
@@ -290,6 +290,8 @@ def _rag(rng: random.Random, run: _Run) -> tuple[str, str]:
         raise _Skip("no passage")
     first = " ".join(top["text"].split("\n", 1)[-1].split())
     sentence = first.split(". ")[0].rstrip(".") + "."
+    if markup_in([q, sentence]):   # a note on the markup itself: its tags cannot go in an answer
+        raise _Skip("passage quotes markup")
     return q, f"From {top['source']}: {sentence}"
 
 
@@ -321,13 +323,20 @@ def generate_offline(topic: str, n: int, seed: int = 0, split: Literal["train", 
     Returns: traces `{"id", "topic", "source": "offline", "split", "question", "reasoning",
         "tool_result", "answer"}`, ids `offline-{topic}-{split}-s{seed}-{k:06d}`.
     Raises:
-        ValueError: unknown topic/split, a topic whose tool is not in the registry, or when the
-            templates cannot produce `n` distinct questions within `max_draws` draws.
+        ValueError: unknown topic/split, n <= 0, test_fraction outside [0, 1] (or leaving the split
+            empty), a topic whose tool is not in the registry, or when the templates cannot produce
+            `n` distinct questions within `max_draws` draws.
     """
     if topic not in GENERATORS:
         raise ValueError(f"unknown offline topic {topic!r}; one of {', '.join(GENERATORS)}")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if not isinstance(n, int) or n <= 0:
+        raise ValueError(f"--num-examples must be a positive integer, got {n}")
+    if not 0.0 <= test_fraction <= 1.0 or (split == "test" and test_fraction == 0) \
+            or (split == "train" and test_fraction == 1):
+        raise ValueError(f"--test-fraction must be in [0, 1] (above 0 for --split test, below 1 for "
+                         f"train), got {test_fraction}")
     if registry is None:
         from havoc_lite.tools import default_registry
         registry = default_registry()
@@ -384,14 +393,20 @@ class OfflineArgs:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
+    """CLI: bad options (topic, counts, fractions) are one line on stderr and exit code 2."""
+    import sys
     import time
 
     import tyro
     args = tyro.cli(OfflineArgs, args=argv)
     t0 = time.perf_counter()
-    traces = generate_offline(args.topic, args.num_examples, args.seed, args.split,
-                              test_fraction=args.test_fraction)
-    write_jsonl(traces, args.output)
+    try:
+        traces = generate_offline(args.topic, args.num_examples, args.seed, args.split,
+                                  test_fraction=args.test_fraction)
+        write_jsonl(traces, args.output)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)
     print(f"wrote {len(traces)} {args.topic} {args.split} traces to {args.output} "
           f"in {time.perf_counter() - t0:.1f} s")
 

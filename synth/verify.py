@@ -12,15 +12,26 @@ cleaned trace whose tool results are the real ones, or a rejection reason:
 - `tool_error`           a call fails when we run it (the model would learn a broken call)
 - `intermediate_mismatch` a non-final step states a result whose numbers are not the real
                           ones: later steps were reasoned from a wrong value, so it cannot be fixed
-- `answer_mismatch`      the final answer disagrees with the real last tool result
+- `answer_mismatch`      the final answer disagrees with the real tool results
+- `markup_injection`     a text field or a tool result holds a markup token ("</reason>",
+                          "<answer>", ...): rendered for training it would become real control
+                          tokens with loss on them
 
-"Disagrees" is defined on numbers (`answer_agrees`): the answer states at least one number and none
-of them matches a number of the last tool result, where a stated number `a` written with `d`
-decimals matches a real value `v` when `|a - v| <= max(rel_tol * |v|, 0.5 * 10**-d)`, i.e. `a` is
-`v` to relative tolerance or `v` rounded to the precision the answer wrote ("p = 0.035" for
-0.03466; "19" for 19.0). "34.7%" also matches 0.347. An answer with no number is not contradicted
-by numbers and passes (open-ended answers, e.g. retrieval), and so does a last result with none.
-A final stated result that is wrong is simply replaced by the real one ("corrected").
+"Disagrees" (`answer_problem`) is checked on numbers, on labels and on significance words. A stated
+number `a` written with `d` decimals matches a real value `v` when
+`|a - v| <= max(rel_tol * |v|, 0.5 * 10**-d)`, i.e. `a` is `v` to relative tolerance or `v` rounded
+to the precision the answer wrote ("p = 0.035" for 0.03466; "19" for 19.0); "34.7%" also matches
+0.347. The answer is rejected when
+1. the last result has numbers (outside strings) and no prose, and the answer states none of
+   them (no number at all, or none that matches);
+2. a number labelled with a result field ("p = 0.50", "df: 4", "t = 2.1", "slope of 3") does not
+   match that field, so a p-value cannot pass by matching the degrees of freedom;
+3. a number matches nothing at all: no tool result, argument or number of the question;
+4. the answer calls the result (not) significant while the latest p-value says otherwise at the
+   question's level (alpha, "5% level"; 0.05 when it names none).
+A result of prose (a retrieved passage with its scores) or whose numbers sit inside strings (a
+symbolic expression) is not held to rule 1. A final stated tool result that is wrong is simply replaced by the real one
+("corrected").
 
 `question_key` is the normalised hash used to drop near-duplicate questions (case, spacing,
 punctuation and Unicode forms folded away; numbers kept, since they make a different problem).
@@ -35,8 +46,10 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
+from havoc_lite.tokenizer import SPECIAL_TOKENS
+
 REJECT_REASONS = ("malformed", "no_tool_call", "tool_error", "intermediate_mismatch",
-                  "answer_mismatch", "duplicate")
+                  "answer_mismatch", "markup_injection", "duplicate")
 
 # A number in free text: optional sign (not after a letter/digit/bracket, so "3-4" is 3 and 4),
 # thousands groups or plain digits, decimals, exponent, optional percent sign.
@@ -106,12 +119,139 @@ def number_matches(a: Number, v: float, rel_tol: float = 1e-6) -> bool:
 
 
 def answer_agrees(answer: str, result: Any, rel_tol: float = 1e-6) -> bool:
-    """Whether a final answer is consistent with the last tool result (see module docstring)."""
+    """Whether a final answer states a number of the last tool result (rule 1 of the module
+    docstring; an answer or a result without numbers passes here)."""
     stated = extract_numbers(str(answer))
     real = result_values(result)
     if not stated or not real:
         return True
     return any(number_matches(a, v, rel_tol) for a in stated for v in real)
+
+
+def _has_prose(result: Any) -> bool:
+    """Whether a result carries text (a string of five words or more, e.g. a retrieved passage):
+    its numbers (scores, counts) are then not what an answer has to quote."""
+    if isinstance(result, str):
+        return len(result.split()) >= 5
+    items = result.values() if isinstance(result, dict) else result if isinstance(result, (list, tuple)) else ()
+    return any(_has_prose(x) for x in items)
+
+
+def numeric_leaves(result: Any) -> list[float]:
+    """Numbers of a tool result that are JSON numbers (not digits inside strings)."""
+    if isinstance(result, bool) or result is None or isinstance(result, str):
+        return []
+    if isinstance(result, (int, float)):
+        return [float(result)] if math.isfinite(result) else []
+    items = result.values() if isinstance(result, dict) else result if isinstance(result, (list, tuple)) else ()
+    return [v for x in items for v in numeric_leaves(x)]
+
+
+# Labels an answer may put on a number, the result fields they name (python_math's keys and the
+# usual statistics words), and whether the label is short: short labels ("p", "t", "r", "d") count
+# only with "=", ":" or "≈" after them, long ones also with "is", "of", "was".
+_LABELS: list[tuple[str, tuple[str, ...], bool]] = [
+    (r"p[- ]?values?", ("pvalue", "p_value", "p"), False),
+    (r"p", ("pvalue", "p_value", "p"), True),
+    (r"df|d\.f\.|degrees? of freedom", ("df", "dof"), False),
+    (r"t|f|z|u|h|w|chi[- ]?squared?|χ²|χ2", ("statistic",), True),
+    (r"(?:test )?statistic", ("statistic",), False),
+    (r"r", ("statistic", "rvalue"), True),
+    (r"r²|r\^?2|r-squared", ("r_squared", "rsquared"), True),
+    (r"slope", ("slope",), False), (r"intercept", ("intercept",), False),
+    (r"mean", ("mean",), False), (r"median", ("median",), False),
+    (r"eta[- ]?squared|η²", ("eta_squared",), False), (r"cohen'?s d|d", ("d",), True),
+]
+_SEP = {True: r"\s*(?:=|:|≈)\s*", False: r"\s*(?:=|:|≈|~|is|was|of|equals|equal to)?\s*"}
+_NUM = r"(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|-?\.\d+(?:[eE][-+]?\d+)?)"
+_LABEL_RES = [(re.compile(r"(?<![\w.])(?:" + lab + r")" + _SEP[short] + _NUM, re.IGNORECASE), keys)
+              for lab, keys, short in _LABELS]
+_DF_AFTER = re.compile(r"(?<![\w.])(\d+)\s*(?:degrees? of freedom|df)\b", re.IGNORECASE)
+
+
+def _field_values(result: Any, keys: tuple[str, ...]) -> Optional[list[float]]:
+    """Values of the result fields named `keys` (None when the result has none of them)."""
+    if not isinstance(result, dict):
+        return None
+    found = [v for k, v in result.items() if k.lower() in keys]
+    return [x for v in found for x in numeric_leaves(v)] if found else None
+
+
+def _labelled(answer: str):
+    """(label text, Number, field keys) for each labelled number in the answer."""
+    for rx, keys in _LABEL_RES:
+        for m in rx.finditer(answer):
+            nums = extract_numbers(m.group(1))
+            if nums:
+                yield m.group(0), nums[0], keys
+    for m in _DF_AFTER.finditer(answer):
+        yield m.group(0), extract_numbers(m.group(1))[0], ("df", "dof")
+
+
+_NEG_SIG = re.compile(r"\b(?:not|no|n't|never|without)\b[^.;]{0,40}\bsignifican|\b(?:in|non-?)significan"
+                      r"|\bfail(?:s|ed)? to reject|\b(?:do|does|did)\s+not\s+(?:differ|reject)", re.IGNORECASE)
+_POS_SIG = re.compile(r"\bsignifican|\breject(?:s|ed)? the null", re.IGNORECASE)
+_ALPHA = re.compile(r"(?:alpha|α|significance level|level of significance|significance of|at the|at a)"
+                    r"\s*(?:=|:|of|level of)?\s*(\d*\.?\d+)\s*(%)?", re.IGNORECASE)
+
+
+def significance_level(question: str) -> float:
+    """The alpha a question names ("alpha 0.01", "at the 5% level"), else 0.05."""
+    for m in _ALPHA.finditer(question):
+        v = float(m.group(1)) / (100.0 if m.group(2) else 1.0)
+        if 0 < v < 0.5:
+            return v
+    return 0.05
+
+
+def answer_problem(answer: str, results: list[Any], question: str = "", args: Iterable[Any] = (),
+                   rel_tol: float = 1e-6) -> str:
+    """Why `answer` disagrees with the tool `results` (in call order), or "" when it agrees.
+
+    Rules 1-4 of the module docstring; `question` and the calls' `args` supply the numbers an
+    answer may restate and the significance level.
+    """
+    answer = str(answer)
+    last = results[-1] if results else None
+    stated = extract_numbers(answer)
+    if numeric_leaves(last) and not _has_prose(last):
+        if not stated:
+            return f"the answer states no number; the last tool result is {json.dumps(last)[:200]}"
+        if not answer_agrees(answer, last, rel_tol):
+            return f"no number of the answer matches the last tool result {json.dumps(last)[:200]}"
+    for text, num, keys in _labelled(answer):
+        for r in reversed(results):            # the latest result that has the field
+            vals = _field_values(r, keys)
+            if vals is not None:
+                if not any(number_matches(num, v, rel_tol) for v in vals):
+                    return f"'{text.strip()}' does not match the result's {'/'.join(keys[:2])} {vals[:4]}"
+                break
+    pool = [v for r in results for v in result_values(r)] + result_values(list(args))
+    for n in extract_numbers(question):
+        pool += [n.value, n.value / 100.0] if n.percent else [n.value]
+    for a in stated:
+        if not any(number_matches(a, v, rel_tol) for v in pool):
+            return f"the answer's number {a.value:g} appears in no tool result, argument or the question"
+    p = next((vals[0] for r in reversed(results)
+              for vals in [_field_values(r, ("pvalue", "p_value"))] if vals), None)
+    if p is not None:
+        alpha = significance_level(question)
+        if _NEG_SIG.search(answer):
+            if p < alpha:
+                return f"the answer says not significant but p = {p:g} < alpha {alpha:g}"
+        elif _POS_SIG.search(answer) and p >= alpha:
+            return f"the answer says significant but p = {p:g} >= alpha {alpha:g}"
+    return ""
+
+
+def markup_in(obj: Any) -> Optional[str]:
+    """The first markup token (`havoc_lite.tokenizer.SPECIAL_TOKENS`) found in any string inside
+    `obj` (dict keys included), or None."""
+    if isinstance(obj, str):
+        return next((t for t in SPECIAL_TOKENS if t in obj), None)
+    items = [x for kv in obj.items() for x in kv] if isinstance(obj, dict) else \
+        obj if isinstance(obj, (list, tuple)) else ()
+    return next((m for m in map(markup_in, items) if m), None)
 
 
 def _stated_disagrees(stated: Any, real: Any, rel_tol: float) -> bool:
@@ -191,8 +331,14 @@ def verify_trace(trace: Any, registry, *, require_tool: bool = True, rel_tol: fl
     if not isinstance(steps, list) or not steps:
         return _reject("malformed", "field 'reasoning' must be a non-empty list of steps")
     names = set(allowed_tools) if allowed_tools is not None else set(registry.names)
+    # checked on what the writer wrote, before anything runs; real tool results may quote markup
+    # (a note on the markup itself) and are encoded as plain text when rendered
+    token = markup_in([question, answer, [(s.get("content"), s.get("tool_call")) if isinstance(s, dict)
+                                          else s for s in steps]])
+    if token:
+        return _reject("markup_injection", f"the trace contains the markup token {token!r}")
 
-    clean_steps, last_result, corrected, calls = [], None, 0, 0
+    clean_steps, last_result, corrected, calls, results, all_args = [], None, 0, 0, [], []
     n_calls = sum(1 for s in steps if isinstance(s, dict) and s.get("tool_call") is not None)
     for i, step in enumerate(steps):
         where = f"reasoning[{i}]"
@@ -224,15 +370,19 @@ def verify_trace(trace: Any, registry, *, require_tool: bool = True, rel_tol: fl
             out["tool_call"] = {"name": call["name"], "args": call["args"]}
             out["tool_result"] = real
             last_result = real
+            results.append(real.get("result"))
+            all_args.append(call["args"])
         clean_steps.append(out)
     if calls == 0 and require_tool:
         return _reject("no_tool_call", "the trace calls no tool")
-    if check_answer and last_result is not None and not answer_agrees(answer, last_result.get("result"), rel_tol):
-        return _reject("answer_mismatch",
-                       f"answer {answer!r} vs last tool result {json.dumps(last_result.get('result'))[:200]}")
+    if check_answer and results:
+        problem = answer_problem(answer, results, question, all_args, rel_tol)
+        if problem:
+            return _reject("answer_mismatch", f"answer {answer[:100]!r}: {problem}")
     clean = {k: v for k, v in trace.items() if k not in ("question", "reasoning", "tool_result", "answer")}
     clean.update(question=question.strip(), reasoning=clean_steps, tool_result=last_result,
                  answer=answer.strip())
+
     return Verdict(True, clean, None, "", corrected)
 
 

@@ -4,16 +4,12 @@ No network: the SDK's own HTTP client is built on a mock transport, so retries, 
 cost go through the real `anthropic` code paths.
 """
 import json
-import re
 
 import pytest
 
-from synth.claude import Budget, Usage, price_for, sdk_http_module
-from synth.generate import GenerateArgs, load_topic, run_generation, side_paths
-
-KEY = "sk-ant-test-DO-NOT-LEAK-7f3a91c2"
-hx = sdk_http_module()
-
+from synth.claude import Budget, Usage, price_for
+from synth.generate import load_topic, run_generation, side_paths
+from synth_fake import KEY, Fake, args, good_trace, lines, message, outcomes
 
 @pytest.fixture(scope="module")
 def registry():
@@ -26,63 +22,6 @@ def registry():
 @pytest.fixture(autouse=True)
 def api_key(monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-
-
-def good_trace(i: int, stated=None, answer=None) -> dict:
-    a, b = i + 2, 3 + i % 5
-    step = {"content": f"Add {b} to {a}.", "tool_call": {"name": "calculator", "args": {"expression": f"{a}+{b}"}}}
-    if stated is not None:
-        step["tool_result"] = {"status": "success", "result": stated}
-    return {"question": f"Problem {i}: Tom has {a} apples and buys {b} more. How many apples does he have?",
-            "reasoning": [step], "answer": answer if answer is not None else f"{a + b} apples"}
-
-
-def message(input_obj=None, in_tok=800, out_tok=300, stop="tool_use", text=None) -> dict:
-    content = [{"type": "text", "text": text}] if text is not None else \
-        [{"type": "tool_use", "id": "toolu_01", "name": "emit_trace", "input": input_obj}]
-    return {"id": "msg_01", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
-            "content": content, "stop_reason": stop, "stop_sequence": None,
-            "usage": {"input_tokens": in_tok, "output_tokens": out_tok}}
-
-
-def index_of(request) -> int:
-    body = json.loads(request.content)
-    assert body["tool_choice"] == {"type": "tool", "name": "emit_trace"}
-    assert body["tools"][0]["name"] == "emit_trace"
-    return int(re.search(r"Write example #(\d+)\.", body["messages"][0]["content"]).group(1))
-
-
-class Fake:
-    """A scripted endpoint: `reply(i, n)` -> (status, json) for example index i on call n."""
-
-    def __init__(self, reply):
-        self.reply, self.calls, self.indices, self.keys = reply, 0, [], set()
-
-    def __call__(self, request):
-        self.calls += 1
-        # the SDK sends the key as x-api-key (1.x) or as a bearer token (2.x)
-        self.keys.add(request.headers.get("x-api-key")
-                      or request.headers.get("authorization", "").removeprefix("Bearer "))
-        i = index_of(request)
-        self.indices.append(i)
-        status, body = self.reply(i, self.calls)
-        headers = {"retry-after-ms": "1"} if status != 200 else {}
-        return hx.Response(status, json=body, headers=headers)
-
-    def client(self):
-        return hx.AsyncClient(transport=hx.MockTransport(self))
-
-
-def args(tmp_path, **kw) -> GenerateArgs:
-    base = dict(topic="arithmetic", num_examples=3, output=str(tmp_path / "traces.jsonl"),
-                model="claude-haiku-4-5", max_usd=1.0, concurrency=2, max_tokens=1024,
-                backoff_s=0.001, max_retries=2)
-    base.update(kw)
-    return GenerateArgs(**base)
-
-
-def lines(path) -> list[dict]:
-    return [json.loads(x) for x in open(path, encoding="utf-8")]
 
 
 ERR = {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}
@@ -125,7 +64,7 @@ def test_malformed_traces_are_rejected_with_reason(tmp_path, registry):
     assert rep["kept"] == 0 and rep["rejected"]["malformed"] == 4 and rep["stop_reason"] == "max_attempts"
     details = " ".join(e["detail"] for e in rep["reject_examples"]["malformed"])
     assert "no emit_trace" in details and "answer" in details and "max_tokens" in details
-    ledger = lines(side_paths(tmp_path / "traces.jsonl")[0])
+    ledger = outcomes(tmp_path / "traces.jsonl")
     assert sorted(r["id"] for r in ledger) == [f"arithmetic-s0-{i:06d}" for i in range(4)]
     assert not (tmp_path / "traces.jsonl").read_text()
     assert json.loads(side_paths(tmp_path / "traces.jsonl")[1].read_text())["rejected"]["malformed"] == 4
@@ -204,7 +143,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, registry):
     assert after[:len(before)] == before                   # nothing done before was lost or rewritten
     done_first = {t["id"] for t in before}
     assert not done_first & {f"arithmetic-s0-{i:06d}" for i in second.indices}   # no repeat requests
-    ledger_ids = [r["id"] for r in lines(side_paths(out)[0])]
+    ledger_ids = [r["id"] for r in outcomes(out) if r["outcome"] != "interrupted"]
     assert len(ledger_ids) == len(set(ledger_ids)) and set(ids) <= set(ledger_ids)
     assert rep["stop_reason"] == "done"
 
