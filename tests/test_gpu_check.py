@@ -24,8 +24,8 @@ def test_gpu_check_cpu_smoke_runs_every_part(tmp_path):
     gen = res["engine generation + tools"]
     # every row closed its calculator call, the engine ran it, and the result is the right product
     assert gen["tool_calls"] == gen["batch"] == gen["tool_ok"] == gen["first_call_right"]
-    lora = res["LoRA SFT SmolLM2-135M" if "LoRA SFT SmolLM2-135M" in res else "LoRA SFT SmolLM2-135M r=16"]
-    assert "skipped" in lora or lora["trainable"] < lora["params"]   # LoRA trains adapters only
+    lora = res["LoRA SFT tiny base"]
+    assert 0 < lora["trainable"] < lora["params"]                  # LoRA trains the adapters only
     assert "parts passed" in proc.stdout
 
 
