@@ -54,6 +54,11 @@ class KVCache:
         shape = (cfg.n_layers, batch_size, cfg.num_kv_heads, max_len, cfg.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
+        # Host-side facts about the next forward, set by the engine so the model need not read
+        # `positions` back from the GPU: slots in use after it (max position + 1), and whether
+        # every row sits at the same position. None: the model computes them (one sync).
+        self.filled: Optional[int] = None
+        self.same_position: bool = False
 
     @property
     def batch_size(self) -> int:
@@ -279,7 +284,7 @@ def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *,
         T = max(n)
         if T == 1:
             ids = torch.tensor(chunks, device=device)
-            pos = torch.tensor([[fed[r]] for r in active], device=device)
+            pos_l = [[fed[r]] for r in active]
             last = None
         else:
             ids_l, pos_l = [], []
@@ -287,8 +292,10 @@ def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *,
                 ids_l.append(c + [cfg.pad_id] * (T - len(c)))
                 pos_l.append([min(fed[r] + j, max_len - 1) for j in range(T)])
             ids = torch.tensor(ids_l, device=device)
-            pos = torch.tensor(pos_l, device=device)
             last = torch.tensor([k - 1 for k in n], device=device)
+        pos = torch.tensor(pos_l, device=device)
+        cache.filled = max(p[-1] for p in pos_l) + 1
+        cache.same_position = all(p == pos_l[0] for p in pos_l)
         logits = model(ids, positions=pos, kv_cache=cache)
         logits = logits[:, -1] if last is None else logits[torch.arange(len(active), device=device), last]
         next_ids = sample_next(logits, temperature, top_k, top_p, gen).tolist()

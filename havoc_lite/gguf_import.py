@@ -116,7 +116,7 @@ def read_gguf(path: str | Path, dtype: Optional[torch.dtype] = None) -> tuple[Mo
     try:
         reader = gguf.GGUFReader(path)
     except Exception as e:                        # the reader raises ValueError, IndexError, OSError...
-        raise ValueError(f"{source}: not a readable GGUF file ({type(e).__name__}: {e})") from e
+        raise ValueError(f"{source}: not a readable GGUF file, truncated or corrupt ({type(e).__name__}: {e})") from e
     arch = _field(reader, "general.architecture")
     if arch not in SUPPORTED_ARCHS:
         raise ValueError(f"{source}: general.architecture={arch!r} is not supported "

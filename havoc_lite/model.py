@@ -222,18 +222,24 @@ class HavocModel(nn.Module):
             float32 logits [B, T, vocab_size].
 
         Raises:
-            ValueError: ids outside the vocab, positions beyond `max_seq_len`, or a cache without
-                positions.
+            ValueError: ids outside the vocab (checked for CPU tensors only), positions beyond
+                `max_seq_len`, or a cache without positions.
+
+        No host synchronisation on an accelerator when the engine drives the cache: ids are
+        validated where they enter (the engine's prompt check, the Trainer's tokenizer check),
+        and the cache's host-side `filled` / `same_position` (set by `engine.generate` each
+        step) give the attended length without reading `positions` back. A caller that leaves
+        them unset pays one sync to compute them (as before).
         """
         cfg = self.config
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [B, T], got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
-        if not torch.compiler.is_compiling():
-            lo, hi = torch.aminmax(input_ids) if input_ids.numel() else (0, 0)
-            if input_ids.numel() and (int(lo) < 0 or int(hi) >= cfg.vocab_size):
-                bad = input_ids[(input_ids < 0) | (input_ids >= cfg.vocab_size)][0].item()
-                raise ValueError(f"token id {bad} is outside the vocabulary [0, {cfg.vocab_size})")
+        if input_ids.device.type == "cpu" and input_ids.numel() and not torch.compiler.is_compiling():
+            bad = (input_ids < 0) | (input_ids >= cfg.vocab_size)   # on the CPU: no device to stall
+            if bad.any():
+                raise ValueError(f"token id {input_ids[bad][0].item()} is outside the vocabulary "
+                                 f"[0, {cfg.vocab_size})")
         if positions is None:
             if kv_cache is not None:
                 raise ValueError("a kv_cache forward needs explicit positions [B, T]")
@@ -241,9 +247,14 @@ class HavocModel(nn.Module):
                 raise ValueError(f"sequence of {T} tokens is longer than max_seq_len={cfg.max_seq_len}")
             cos, sin = self.rope_cos[:T][None, None], self.rope_sin[:T][None, None]
         else:
-            min_pos, max_pos = (int(v) for v in torch.aminmax(positions))
-            if max_pos >= cfg.max_seq_len:
-                raise ValueError(f"position {max_pos} is beyond max_seq_len={cfg.max_seq_len}")
+            filled = getattr(kv_cache, "filled", None)
+            if filled is not None:       # host-side, from the engine: max position + 1, no sync
+                length, same = int(filled), bool(getattr(kv_cache, "same_position", False))
+            else:
+                lo, hi = (int(v) for v in torch.aminmax(positions))
+                length, same = hi + 1, lo == hi
+            if length > cfg.max_seq_len:
+                raise ValueError(f"position {length - 1} is beyond max_seq_len={cfg.max_seq_len}")
             flat = positions.reshape(-1)
             cos = self.rope_cos.index_select(0, flat).view(B, 1, T, -1)
             sin = self.rope_sin.index_select(0, flat).view(B, 1, T, -1)
@@ -251,12 +262,12 @@ class HavocModel(nn.Module):
         if kv_cache is not None:
             # shared by every layer: row index, filled length, and the [B, 1, T, L] visibility mask
             rows = torch.arange(B, device=input_ids.device)[:, None].expand(B, T)
-            if T == 1 and min_pos == max_pos:
+            if T == 1 and same:
                 mask = None   # one decode step, every row at the same slot: all L slots are visible
             else:
-                slots = torch.arange(max_pos + 1, device=input_ids.device)
+                slots = torch.arange(length, device=input_ids.device)
                 mask = (slots[None, None, :] <= positions[:, :, None])[:, None]
-            cache_meta = (rows, max_pos + 1, mask)
+            cache_meta = (rows, length, mask)
 
         x = self.drop(self.embed_tokens(input_ids))
         for i, layer in enumerate(self.layers):

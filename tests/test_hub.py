@@ -90,3 +90,125 @@ def test_unsupported_features_are_refused_naming_the_field(tmp_path, field, valu
     with pytest.raises(ValueError, match=needle) as e:
         HavocModel.from_pretrained(folder)
     assert "\n" not in str(e.value) and str(folder) in str(e.value)
+
+
+# --- sources: our folder, sharded HF folder, hub id, bad input -----------------------------------
+from havoc_lite import hub  # noqa: E402
+from havoc_lite.hub import ModelLoadError, load_model, resolve_source  # noqa: E402
+
+
+def hub_error(cls, msg="404"):
+    """A huggingface_hub HTTP error without an HTTP response object (their __init__ wants one)."""
+    e = cls.__new__(cls)
+    Exception.__init__(e, msg)
+    return e
+
+
+def test_sharded_folder_and_our_folder(tmp_path):
+    hf, folder = hf_model("qwen2-untied", tmp_path / "hf")
+    hf.save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    x = torch.randint(0, 160, (1, 20))
+    with torch.no_grad():
+        ref = hf(x).logits
+        torch.testing.assert_close(load_model(tmp_path / "sharded")(x), ref, rtol=0, atol=2e-5)
+    ours = load_model(folder)
+    ours.save_pretrained(tmp_path / "ours")              # our own layout, with the q/k/v biases
+    again = HavocModel.from_pretrained(tmp_path / "ours")
+    assert again.config == ours.config and torch.equal(again(x), ours(x))
+
+
+def test_hub_id_downloads_config_weights_and_tokenizer_only(tmp_path, monkeypatch):
+    _, folder = hf_model("llama-tied", tmp_path / "snap")
+    seen = {}
+
+    def fake_download(repo_id, allow_patterns=None, token=None, **kw):
+        seen.update(repo_id=repo_id, patterns=allow_patterns, token=token)
+        return str(folder)
+    import huggingface_hub
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_from_env")
+    model = HavocModel.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert model.config.n_layers == 2
+    assert seen["repo_id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert seen["token"] == "hf_secret_from_env"                   # via secrets.get_secret
+    assert "*.safetensors" in seen["patterns"] and "tokenizer.json" in seen["patterns"]
+    assert not any(p.endswith((".bin", ".pt", ".pth", "*")) and p != "*.safetensors" for p in seen["patterns"])
+    load_model("a/b", token="explicit")
+    assert seen["token"] == "explicit"
+
+
+@pytest.mark.parametrize("error,needle", [
+    ("RepositoryNotFoundError", "no such model on the Hugging Face hub"),
+    ("GatedRepoError", "gated model"),
+    ("LocalEntryNotFoundError", "cannot reach the Hugging Face hub"),
+])
+def test_hub_errors_are_one_line_naming_the_repo(monkeypatch, error, needle):
+    import huggingface_hub
+    import huggingface_hub.errors as errors
+    cls = getattr(errors, error)
+    exc = hub_error(cls) if issubclass(cls, errors.HfHubHTTPError) else cls("offline")
+
+    def fail(*a, **kw):
+        raise exc
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fail)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(ModelLoadError, match=needle) as e:
+        load_model("someone/llama-that-does-not-exist")
+    assert str(e.value).startswith("someone/llama-that-does-not-exist: ") and "\n" not in str(e.value)
+    if error == "GatedRepoError":
+        assert "HF_TOKEN" in str(e.value)
+
+
+def test_bad_local_sources_are_one_line_and_touch_nothing(tmp_path):
+    _, folder = hf_model("llama-tied", tmp_path / "hf")
+    weights = folder / "model.safetensors"
+    # missing path, wrong file type, folder without config / weights
+    for src, needle in ((tmp_path / "nope", "no such file or folder"),
+                        (weights, "must be .gguf"),
+                        (tmp_path, "no config.json")):
+        with pytest.raises(ModelLoadError, match=needle):
+            load_model(src)
+    (tmp_path / "noweights").mkdir()
+    (tmp_path / "noweights" / "config.json").write_text((folder / "config.json").read_text())
+    with pytest.raises(ModelLoadError, match="no model.safetensors"):
+        load_model(tmp_path / "noweights")
+    # a truncated safetensors file and a corrupt config.json
+    (tmp_path / "noweights" / "model.safetensors").write_bytes(weights.read_bytes()[:5000])
+    with pytest.raises(ModelLoadError, match="noweights"):
+        load_model(tmp_path / "noweights")
+    (tmp_path / "noweights" / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="not valid JSON"):
+        load_model(tmp_path / "noweights")
+    # truncated / corrupt GGUF files; the files are left exactly as they were
+    from havoc_lite.gguf_export import export_gguf
+    good = export_gguf(load_model(folder), None, tmp_path / "good.gguf")
+    data = good.read_bytes()
+    cases = {"truncated.gguf": data[: len(data) // 2], "header.gguf": data[:100],
+             "garbage.gguf": b"GGUF" + b"\xff" * 200, "notgguf.gguf": b"PK\x03\x04" + b"\0" * 100,
+             "empty.gguf": b""}
+    for name, blob in cases.items():
+        (tmp_path / name).write_bytes(blob)
+        with pytest.raises(ModelLoadError) as e:
+            load_model(tmp_path / name)
+        assert name in str(e.value) and "\n" not in str(e.value), str(e.value)
+        assert (tmp_path / name).read_bytes() == blob
+    assert load_model(good).config.n_layers == 2
+
+
+def test_gguf_llama3_rope_scaling_round_trips_through_rope_freqs(tmp_path):
+    """Llama-3 RoPE scaling is written as llama.cpp's rope_freqs tensor and recovered on read."""
+    _, folder = hf_model("llama3-rope-untied-head_dim", tmp_path / "hf")
+    ours = load_model(folder)
+    ours.config.rope_scaling["original_max_position_embeddings"] = 8192  # llama.cpp's assumption
+    ours = HavocModel.from_state_dict(ours.config, ours.state_dict()).eval()
+    from havoc_lite.gguf_export import export_gguf
+    import gguf
+    path = export_gguf(ours, None, tmp_path / "l3.gguf")
+    assert any(t.name == "rope_freqs.weight" for t in gguf.GGUFReader(path).tensors)
+    back = load_model(path)
+    assert back.config.rope_scaling == ours.config.rope_scaling
+    x = torch.randint(0, 160, (1, 50))
+    stored = HavocModel(ours.config).eval()
+    stored.load_state_dict({k: v.half().float() if v.dim() > 1 else v for k, v in ours.state_dict().items()})
+    torch.testing.assert_close(back(x), stored(x), rtol=0, atol=1e-4)

@@ -238,3 +238,24 @@ def test_attention_bias_parameters_and_count():
         small_cfg(rope_scaling={"rope_type": "yarn", "factor": 4.0})
     with pytest.raises(ValueError, match="lacks"):
         small_cfg(rope_scaling={"rope_type": "llama3", "factor": 8.0})
+
+
+def test_engine_decode_reads_nothing_back_and_bad_ids_are_caught_at_entry(monkeypatch):
+    """The engine tells the model the attended length on the host (`KVCache.filled`), so a decode
+    step never reads `positions` back from the device (the per-step stall on a GPU); the tokens
+    equal those of the fallback path, which computes it with `aminmax`. An out-of-vocab id is
+    refused where it enters: the engine's prompt check, with a clear message."""
+    from havoc_lite.engine import generate
+    m = build(seed=3, initializer_range=0.5)
+    prompts = [[5, 9, 13], [7, 1, 2, 3, 4, 60]]
+    ref = [g.tokens for g in generate(m, prompts, max_new_tokens=10)]
+    calls = []
+    real = torch.aminmax
+    monkeypatch.setattr(torch, "aminmax", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert [g.tokens for g in generate(m, prompts, max_new_tokens=10)] == ref
+    assert calls == []
+    cache = KVCache(m.config, 1, 8)                 # a caller that sets nothing: one aminmax
+    m(torch.tensor([[1, 2]]), positions=torch.tensor([[0, 1]]), kv_cache=cache)
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match=r"prompt 1 has token id 97 outside the vocabulary \[0, 97\)"):
+        generate(m, [[1, 2], [3, 97]], max_new_tokens=2)

@@ -32,11 +32,17 @@ def kernel():
     return "python3"
 
 
-def execute(name: str, run_dir: Path, kernel: str) -> float:
-    """Run one notebook in `run_dir` (cwd and run folder); returns seconds. Raises on a cell error."""
+def execute(name: str, run_dir: Path, kernel: str, extra_env: dict | None = None,
+            edits: tuple = ()) -> float:
+    """Run one notebook in `run_dir` (cwd and run folder); returns seconds. Raises on a cell error.
+    `extra_env` goes to the kernel's environment; `edits` are (old, new) replacements in the cells'
+    sources (what a user does in a form, e.g. ticking a checkbox)."""
     nb = nbformat.read(NB_DIR / f"{name}.ipynb", as_version=4)
+    for old, new in edits:
+        for cell in nb.cells:
+            cell.source = cell.source.replace(old, new)
     env = {"HAVOC_SMOKE": "1", "HAVOC_RUN_DIR": str(run_dir), "WANDB_MODE": "disabled",
-           "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+           "MPLBACKEND": "module://matplotlib_inline.backend_inline", **(extra_env or {})}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)   # the kernel inherits this process's environment
     t0 = time.perf_counter()
@@ -73,10 +79,68 @@ def test_notebooks_are_built_from_build_py(tmp_path):
         assert "#@param" in code[0].source and "#@param" in code[1].source  # Colab forms
 
 
+class FakeAnthropicServer:
+    """tests/synth_fake.Fake served over HTTP on localhost, so a notebook kernel's anthropic SDK
+    reaches it through ANTHROPIC_BASE_URL (the batch results URL is pointed at it too)."""
+
+    def __init__(self, fake):
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+        from synth_fake import hx
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self):
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                request = hx.Request(self.command, outer.url + self.path, headers=dict(self.headers), content=body)
+                response = fake(request)
+                data = response.content.replace(b"https://api.anthropic.com", outer.url.encode())
+                self.send_response(response.status_code)
+                for k in ("content-type", "retry-after-ms"):
+                    if k in response.headers:
+                        self.send_header(k, response.headers[k])
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _serve
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.mark.timeout(900)
-def test_notebooks_chain_in_smoke_mode(tmp_path, kernel):
-    seconds = {name: round(execute(name, tmp_path, kernel), 1) for name in ORDER}
+def test_notebooks_chain_in_smoke_mode(tmp_path, kernel, monkeypatch):
+    """00 -> 05 in "Colab mode" (the fake google.colab: Drive mounted and flushed, the Anthropic key
+    in Secrets), with Claude generation in 02 running in the kernel's event loop against a fake
+    endpoint after the spend is confirmed."""
+    from synth_fake import KEY, Fake, good_trace, message
+    fake = Fake(lambda i, n: (200, message(good_trace(i))))
+    server = FakeAnthropicServer(fake)
+    (tmp_path / "secrets.json").write_text(json.dumps({"ANTHROPIC_API_KEY": KEY}))
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    colab_env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(FAKE_COLAB), os.environ.get("PYTHONPATH")])),
+                 "HAVOC_DRIVE_ROOT": str(tmp_path / "drive"), "FAKE_COLAB_DRIVE": str(tmp_path / "store"),
+                 "FAKE_COLAB_LOG": str(tmp_path / "colab.log"),
+                 "FAKE_COLAB_SECRETS": str(tmp_path / "secrets.json"), "ANTHROPIC_BASE_URL": server.url}
+    tick = (("CONFIRM_SPEND = False  #@param", "CONFIRM_SPEND = True  #@param"),)
+    try:
+        seconds = {name: round(execute(name, tmp_path, kernel, colab_env, tick), 1) for name in ORDER}
+    finally:
+        server.close()
     print("notebook seconds:", seconds, "total", round(sum(seconds.values()), 1))
+    assert fake.keys == {KEY} and fake.batches                          # the key from Secrets, batches
+    assert sum(1 for _ in open(tmp_path / "data" / "claude" / "arithmetic.jsonl")) == 2   # kept traces
+    executed = (tmp_path / "02_synth_tool_traces.executed.ipynb").read_text()
+    assert KEY not in executed and "typical $" in executed
+    assert (tmp_path / "colab.log").read_text().count("flush_and_unmount") == 3   # 03, 04, 05
     results = json.loads((tmp_path / "smoke" / "results.json").read_text())
     assert set(results["stages"]) >= {"tokenizer", "pretrain", "resume", "sft", "prime", "gsm8k"}
     assert results["stages"]["resume"]["passed"]
