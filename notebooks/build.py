@@ -160,40 +160,64 @@ NOTEBOOKS["02_synth_tool_traces"] = [
 # 02 · Synthesise tool traces
 
 Verified tool-use traces for SFT, written to `<run>/data/`:
-1. **Claude** (`synth.generate`): first a dry run that prints the prompts and the cost estimate and
-   sends nothing; then real generation, which runs only when `ANTHROPIC_API_KEY` is set (a hard USD
-   cap, resumable after a disconnect, every trace re-checked with the real tools);
+1. **Claude** (`synth.generate`): first a dry run that prints the prompts, and the estimated cost
+   of every topic together; then real generation, which runs only when `ANTHROPIC_API_KEY` is set
+   and you tick CONFIRM_SPEND (Message Batches at half price by default, a hard USD cap per topic,
+   resumable after a disconnect, every trace re-checked with the real tools);
 2. **offline generators** (`synth.offline`): templated problems for every tool, free and instant,
    plus the GSM8K training problems turned into calculator traces.
 """),
     code(SETUP),
     code(PARAMS),
     code('''
-# Dry run: the prompts Claude would get and what the run would cost. Nothing is sent.
-from synth.generate import GenerateArgs, run_generation
+#@title Claude: topics, model, budget
+#@markdown The batch API costs half as much; its batches live on Anthropic's servers, so after a
+#@markdown disconnect re-running the cells polls them again (nothing is paid twice). Tick
+#@markdown CONFIRM_SPEND after reading the estimate below, then run the generation cell.
+EXAMPLES_PER_TOPIC = 200  #@param {type:"integer"}
+MODEL = ""  #@param {type:"string"}
+BATCH = True  #@param {type:"boolean"}
+MAX_USD_PER_TOPIC = 5.0  #@param {type:"number"}
+CONFIRM_SPEND = False  #@param {type:"boolean"}
+from synth.claude import DEFAULT_MODEL
+from synth.generate import GenerateArgs, estimate_total, run_generation
 TOPICS = ["stats_tests", "arithmetic", "algebra_calculus", "doe", "retrieval"]
-MODEL = "claude-sonnet-4-5"
-MAX_USD_PER_TOPIC = 0.5 if SMOKE else 5.0   # hard cap per topic's output file, resumed runs included
+MODEL = MODEL.strip() or DEFAULT_MODEL
+if SMOKE:
+    EXAMPLES_PER_TOPIC, MAX_USD_PER_TOPIC = SZ.claude_traces, 0.5
 claude_dir = RUN / "data" / "claude"
 def claude_args(topic, **kw):
-    return GenerateArgs(topic=topic, num_examples=SZ.claude_traces, model=MODEL, max_usd=MAX_USD_PER_TOPIC,
+    return GenerateArgs(topic=topic, num_examples=EXAMPLES_PER_TOPIC, model=MODEL, max_usd=MAX_USD_PER_TOPIC,
+                        batch=BATCH, poll_s=1.0 if SMOKE else 30.0,
                         output=str(claude_dir / f"{topic}.jsonl"), **kw)
-estimate = run_generation(claude_args(TOPICS[0], dry_run=True), registry=colab.tools())
-estimate
+run_generation(claude_args(TOPICS[0], dry_run=True), registry=colab.tools())   # the prompts; sends nothing
 '''),
     code('''
-# Real generation (only with ANTHROPIC_API_KEY: Colab's Secrets panel (key icon), or the environment).
-# Re-running the cell resumes each topic where it stopped; the USD cap counts what earlier runs spent.
+# What the whole cell below would cost, across every topic. Nothing is sent.
 import pandas as pd
+estimate = estimate_total(TOPICS, EXAMPLES_PER_TOPIC, model=MODEL, batch=BATCH, max_usd=MAX_USD_PER_TOPIC,
+                          registry=colab.tools())
+print(f"{MODEL}{' (batch, half price)' if BATCH else ''}: typical ${estimate['typical_usd']:.2f}, "
+      f"worst case ${estimate['worst_case_usd']:.2f}, never more than ${estimate['capped_usd']:.2f} "
+      f"(MAX_USD_PER_TOPIC x {len(TOPICS)} topics)")
+pd.DataFrame(estimate["topics"]).T[["typical_usd", "worst_case_usd", "capped_at_usd"]]
+'''),
+    code('''
+# Real generation: needs ANTHROPIC_API_KEY (Colab's Secrets panel, the key icon; or the environment)
+# and CONFIRM_SPEND ticked. Re-running resumes each topic where it stopped; the USD cap counts what
+# earlier runs spent.
 from havoc_lite.secrets import get_secret
-if get_secret("ANTHROPIC_API_KEY"):
+if not get_secret("ANTHROPIC_API_KEY"):
+    print("ANTHROPIC_API_KEY is not set: skipping Claude; the offline generators below need no key.")
+elif not CONFIRM_SPEND:
+    print(f"Not spending: tick CONFIRM_SPEND above (at most ${estimate['capped_usd']:.2f}) and run this cell again.")
+else:
     reports = {t: run_generation(claude_args(t, resume=True), registry=colab.tools()) for t in TOPICS}
     display(pd.DataFrame(reports).T[["kept", "rejected_total", "usd_spent", "stop_reason"]])
-else:
-    print("ANTHROPIC_API_KEY is not set: skipping Claude; the offline generators below need no key.")
 '''),
     code('''
 # Offline generators: verified traces for every tool, and GSM8K as calculator traces.
+import pandas as pd
 paths = colab.write_offline_traces(RUN, SZ)
 counts = {t: sum(1 for _ in open(p)) for t, p in paths.items()}
 pd.DataFrame({"traces": counts, "file": {t: str(p) for t, p in paths.items()}})
@@ -283,14 +307,19 @@ print("ROMEO:" + tok.decode(gen.tokens))
 
 NOTEBOOKS["04_sft"] = [
     md("""
-# 04 · Tool SFT + polish
+# 04 · Tool SFT + polish, or LoRA on a pretrained model
 
-Supervised fine-tuning of the pretrained model on the verified tool traces of 02 (loss on the
-assistant's tokens only; the tool results the engine writes carry no loss), then a short, low-lr
-polish pass on clean chats. Then PRIME: pick a budget and watch the model reason, call tools
-(executed during generation) and answer.
+Two routes to a model that calls tools, on the verified tool traces of 02 (loss on the assistant's
+tokens only; the tool results the engine writes carry no loss):
+- **scratch**: SFT of the model pretrained in 03, then a short, low-lr polish pass on clean chats,
+  then PRIME: pick a budget and watch the model reason, call tools (executed during generation)
+  and answer;
+- **pretrained**: LoRA SFT of a published instruct model (SmolLM2-1.7B-Instruct or
+  Qwen2.5-1.5B-Instruct: LoRA fits a T4 or L4; QLoRA, a 4-bit base, where memory demands), with
+  its own tokenizer and chat template plus our markup; it ends with a merged Hugging Face folder,
+  pushed to the Hub when HUB_REPO is set and HF_TOKEN is in Colab Secrets.
 
-Runtime: a GPU (T4 or better). Re-run from the top after a disconnect: both training cells resume.
+Runtime: a GPU (T4 or better). Re-run from the top after a disconnect: every training cell resumes.
 """),
     code(SETUP),
     code(PARAMS),
@@ -307,52 +336,93 @@ else:
 QUESTION = "A farmer has 48 eggs and sells half. How many are left?"
 '''),
     code('''
-tok = colab.ensure_tokenizer(RUN, SZ)
-pretrained = colab.ensure_pretrained(RUN, SZ)          # from 03 (made here in smoke mode)
+#@title Route
+ROUTE = "scratch"  #@param ["scratch", "pretrained", "both"]
+BASE_MODEL = "HuggingFaceTB/SmolLM2-1.7B-Instruct"  #@param ["HuggingFaceTB/SmolLM2-1.7B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct"]
+LORA_R = 16  #@param {type:"integer"}
+LORA_STEPS = 600  #@param {type:"integer"}
+QLORA = "auto"  #@param ["auto", "yes", "no"]
+HUB_REPO = ""  #@param {type:"string"}
+if SMOKE:   # the tests take both routes; the pretrained one on SmolLM2-135M's GGUF (no download)
+    ROUTE = "both"
+SCRATCH, PRETRAINED = ROUTE in ("scratch", "both"), ROUTE in ("pretrained", "both")
+'''),
+    code('''
 traces = colab.trace_files(RUN, SZ)                    # from 02 (made here in smoke mode)
+if SCRATCH:
+    tok = colab.ensure_tokenizer(RUN, SZ)
+    pretrained = colab.ensure_pretrained(RUN, SZ)      # from 03 (made here in smoke mode)
 import pandas as pd
 pd.DataFrame({"file": [p.name for p in traces], "traces": [sum(1 for _ in open(p)) for p in traces]})
 '''),
     code('''
-# SFT on every trace file (resume="auto": re-running continues an interrupted run). The live view
-# samples QUESTION with the calculator running.
+# Scratch route, SFT on every trace file (resume="auto": re-running continues an interrupted run).
+# The live view samples QUESTION with the calculator running.
 from havoc_lite import Trainer
 from havoc_lite.eval.gsm8k import build_messages
-sft_cfg = colab.sft_config(RUN, SZ, pretrained, traces)
-colab.time_estimate(sft_cfg, "tool SFT")
-colab.gpu_memory("before SFT")
-sample_ids = tok.render_prompt(build_messages(QUESTION))
-sft = Trainer(sft_cfg, tokenizer=tok)
-sft.train(on_step=colab.LiveMonitor("tool SFT", plot_every=PLOT_EVERY, sample_every=SAMPLE_EVERY,
-                                    tokenizer=tok, prompt_ids=sample_ids, max_new_tokens=SZ.max_new_tokens,
-                                    tools=colab.tools()))
-colab.gpu_memory("after SFT")
-colab.history_frame(sft.history).tail(3)
+if SCRATCH:
+    sft_cfg = colab.sft_config(RUN, SZ, pretrained, traces)
+    colab.time_estimate(sft_cfg, "tool SFT")
+    colab.gpu_memory("before SFT")
+    sample_ids = tok.render_prompt(build_messages(QUESTION))
+    sft = Trainer(sft_cfg, tokenizer=tok)
+    sft.train(on_step=colab.LiveMonitor("tool SFT", plot_every=PLOT_EVERY, sample_every=SAMPLE_EVERY,
+                                        tokenizer=tok, prompt_ids=sample_ids, max_new_tokens=SZ.max_new_tokens,
+                                        tools=colab.tools()))
+    colab.gpu_memory("after SFT")
+    display(colab.history_frame(sft.history).tail(3))
 '''),
     code('''
-# Polish: a short pass at a low learning rate on clean chats; then Drive is flushed.
-polish_cfg = colab.polish_config(RUN, SZ, colab.latest_model(RUN / "sft"))
-polish = Trainer(polish_cfg, tokenizer=tok)
-polish.train(on_step=colab.LiveMonitor("polish", plot_every=PLOT_EVERY, sample_every=SAMPLE_EVERY,
-                                       tokenizer=tok, prompt_ids=sample_ids, max_new_tokens=SZ.max_new_tokens,
-                                       tools=colab.tools()))
-colab.gpu_memory("after polish")
-colab.flush_drive()                            # every checkpoint reaches Drive before the runtime can go
-colab.history_frame(polish.history).tail(3)
+# Scratch route, polish: a short pass at a low learning rate on clean chats.
+if SCRATCH:
+    polish_cfg = colab.polish_config(RUN, SZ, colab.latest_model(RUN / "sft"))
+    polish = Trainer(polish_cfg, tokenizer=tok)
+    polish.train(on_step=colab.LiveMonitor("polish", plot_every=PLOT_EVERY, sample_every=SAMPLE_EVERY,
+                                           tokenizer=tok, prompt_ids=sample_ids, max_new_tokens=SZ.max_new_tokens,
+                                           tools=colab.tools()))
+    colab.gpu_memory("after polish")
+    display(colab.history_frame(polish.history).tail(3))
 '''),
     code('''
-# PRIME demo: choose a budget (auto = routed per question) and a question, press Run.
+# Pretrained route: LoRA SFT of BASE_MODEL on the same traces, with its own tokenizer and chat
+# template plus our markup (new embedding rows train with the adapters). Checkpoints hold only the
+# adapters; resume="auto" continues after a disconnect.
+if PRETRAINED:
+    base = colab.pretrained_base(BASE_MODEL, SMOKE)
+    lora_cfg = colab.lora_config(RUN, SZ, base, traces, r=LORA_R, quantize=colab.choose_quantize(BASE_MODEL, QLORA),
+                                 **({} if SMOKE else {"max_steps": LORA_STEPS}))
+    print(f"LoRA r={lora_cfg.lora_r} on {base}" + (" over a 4-bit NF4 base (QLoRA)" if lora_cfg.quantize else ""))
+    colab.gpu_memory("before LoRA SFT")
+    lora = Trainer(lora_cfg)
+    lora.train(on_step=colab.LiveMonitor("LoRA SFT", plot_every=PLOT_EVERY, sample_every=SAMPLE_EVERY,
+                                         tokenizer=lora.tokenizer, max_new_tokens=SZ.max_new_tokens,
+                                         prompt_ids=lora.tokenizer.render_prompt(build_messages(QUESTION)),
+                                         tools=colab.tools()))
+    colab.gpu_memory("after LoRA SFT")
+    display(colab.history_frame(lora.history).tail(3))
+'''),
+    code('''
+# The end of the pretrained route: adapters merged into the base, a Hugging Face folder
+# (<run>/lora_merged, for transformers, vLLM or llama.cpp), pushed to HUB_REPO when set and HF_TOKEN
+# is in Colab Secrets. Then Drive is flushed: every checkpoint is there before the runtime can go.
+if PRETRAINED:
+    merged = colab.merge_and_export(RUN, HUB_REPO, dtype="bfloat16" if SMOKE else "auto")
+colab.flush_drive()
+'''),
+    code('''
+# PRIME demo (scratch route): choose a budget (auto = routed per question) and a question, press Run.
 from IPython.display import display
-model = polish.raw_model.eval()                # from memory: Drive is unmounted now
-questions = [QUESTION,
-             "Is there a significant difference between [5.1, 4.9, 5.6, 5.8] and [6.2, 6.8, 6.1, 7.0]?",
-             "What is the derivative of x**3 + 2*x?"]
-widget, run_prime = colab.prime_demo(model, tok, questions, max_new_tokens=SZ.max_new_tokens if SMOKE else None,
-                                     tools=colab.tools())
-display(widget)
-if SMOKE:   # no one presses the button in a test: call its handler once
-    result = run_prime("heavy", questions[0])
-    assert result.routing.budget.value == "heavy"
+if SCRATCH:
+    model = polish.raw_model.eval()            # from memory: Drive is unmounted now
+    questions = [QUESTION,
+                 "Is there a significant difference between [5.1, 4.9, 5.6, 5.8] and [6.2, 6.8, 6.1, 7.0]?",
+                 "What is the derivative of x**3 + 2*x?"]
+    widget, run_prime = colab.prime_demo(model, tok, questions, max_new_tokens=SZ.max_new_tokens if SMOKE else None,
+                                         tools=colab.tools())
+    display(widget)
+    if SMOKE:   # no one presses the button in a test: call its handler once
+        result = run_prime("heavy", questions[0])
+        assert result.routing.budget.value == "heavy"
 '''),
     md("""
 Chat with it in a terminal: `python -m havoc_lite.chat --model <run>/polish` (add `--show-sections`
@@ -385,8 +455,8 @@ from havoc_lite.eval.report import metrics_markdown
 ks = sorted({1, SZ.eval_samples})
 examples = load_gsm8k(SZ.eval_data, limit=SZ.eval_limit)
 print(f"{len(examples)} problems x {SZ.eval_samples} samples, up to {SZ.max_new_tokens} new tokens each")
-def evaluate(net, name):
-    return evaluate_gsm8k(net, tok, examples, samples=SZ.eval_samples, k=ks,
+def evaluate(net, name, tokenizer=tok, limit=None):
+    return evaluate_gsm8k(net, tokenizer, examples[:limit], samples=SZ.eval_samples, k=ks,
                           temperature=0.7 if SZ.eval_samples > 1 else 0.0,
                           max_new_tokens=SZ.max_new_tokens, batch_size=SZ.gen_batch_size,
                           tools=colab.tools(), output_jsonl=RUN / "eval" / f"gsm8k_samples_{name}.jsonl")
@@ -430,8 +500,21 @@ single = make_generate_fn(raft_model, tok, max_new_tokens=SZ.max_new_tokens, too
 latency = measure_latency(single, [build_messages(ex["question"]) for ex in examples[:3]])
 rows = success_criteria(raft_summary, latency=latency, model_cfg=raft_model.config)
 display(Markdown(criteria_markdown(rows)))
-colab.flush_drive()                            # results and RAFT checkpoints reach Drive
 pd.DataFrame(rows)
+'''),
+    code('''
+# The pretrained route (04 with ROUTE pretrained or both): the merged LoRA model on the same problems,
+# with tools, in its own chat template. Then Drive is flushed.
+merged_dir = RUN / "lora_merged"
+if (merged_dir / "config.json").is_file():
+    lora_model, lora_tok = colab.load_pretrained_route_model(merged_dir)
+    lora_summary = evaluate(lora_model, "lora_merged", tokenizer=lora_tok, limit=1 if SMOKE else None)
+    display(Markdown(metrics_markdown(lora_summary, f"GSM8K, LoRA-tuned {lora_model.num_parameters() / 1e6:.0f}M")))
+    display(pd.DataFrame({"scratch, after RAFT": colab.headline(raft_summary),
+                          "pretrained + LoRA": colab.headline(lora_summary)}))
+else:
+    print(f"{merged_dir}: none yet; run 04 with ROUTE = pretrained to evaluate that route here")
+colab.flush_drive()                            # results and RAFT checkpoints reach Drive
 '''),
 ]
 

@@ -137,7 +137,7 @@ def test_notebooks_chain_in_smoke_mode(tmp_path, kernel, monkeypatch):
         server.close()
     print("notebook seconds:", seconds, "total", round(sum(seconds.values()), 1))
     assert fake.keys == {KEY} and fake.batches                          # the key from Secrets, batches
-    assert sum(1 for _ in open(tmp_path / "data" / "claude" / "arithmetic.jsonl")) == 2   # kept traces
+    assert sum(1 for _ in open(tmp_path / "data" / "claude" / "arithmetic.jsonl")) >= 2   # kept traces
     executed = (tmp_path / "02_synth_tool_traces.executed.ipynb").read_text()
     assert KEY not in executed and "typical $" in executed
     assert (tmp_path / "colab.log").read_text().count("flush_and_unmount") == 3   # 03, 04, 05
