@@ -199,3 +199,24 @@ def test_live_monitor_plots_whole_history_and_samples_without_touching_rng(tmp_p
     assert [s for s, _ in mon.samples] == [2, 4] and all(isinstance(t, str) for _, t in mon.samples)
     out = capsys.readouterr().out
     assert "t: step 4/4" in out and "ETA" in out and "sample @ step 4" in out
+
+
+def test_qlora_only_when_the_16_bit_base_does_not_fit(monkeypatch):
+    class Props:
+        total_memory = 16 * 2**30          # a T4
+
+    assert colab.choose_quantize("Qwen/Qwen2.5-1.5B-Instruct", "yes") == "nf4"
+    assert colab.choose_quantize("Qwen/Qwen2.5-1.5B-Instruct", "no") is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert colab.choose_quantize("org/Some-7B-Instruct") is None           # no CUDA: bitsandbytes cannot run
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i=0: Props())
+    assert colab.choose_quantize("HuggingFaceTB/SmolLM2-1.7B-Instruct") is None   # 3.4 GB + 4 GiB fits
+    assert colab.choose_quantize("org/Some-7B-Instruct") == "nf4"                 # 14 GB + 4 GiB does not
+
+
+def test_lora_config_takes_the_base_and_its_own_tokenizer(tmp_path):
+    cfg = colab.lora_config(tmp_path, colab.sizes(True), "some/base", [tmp_path / "a.jsonl"], r=8)
+    cfg.validate()
+    assert (cfg.init_from, cfg.tokenizer, cfg.lora_r, cfg.lora_alpha) == ("some/base", None, 8, 16.0)
+    assert cfg.out_dir == str(tmp_path / "lora") and cfg.resume == "auto" and cfg.quantize is None

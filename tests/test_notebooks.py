@@ -146,8 +146,10 @@ def test_notebooks_chain_in_smoke_mode(tmp_path, kernel, monkeypatch):
     assert results["stages"]["resume"]["passed"]
     assert (tmp_path / "tokenizer" / "tokenizer.model").is_file()
     assert len(list((tmp_path / "data" / "traces").glob("*.jsonl"))) == 6
-    for sub in ("pretrain", "sft", "polish"):
+    for sub in ("pretrain", "sft", "polish", "lora"):   # lora: 04's pretrained route (SmolLM2-135M GGUF)
         assert (tmp_path / sub / "latest").is_file(), sub
+    assert (tmp_path / "lora_merged" / "config.json").is_file()
+    assert (tmp_path / "eval" / "gsm8k_samples_lora_merged.jsonl").stat().st_size > 0
     for name in ("before_raft", "after_raft"):     # RAFT's model is evaluated again
         assert (tmp_path / "eval" / f"gsm8k_samples_{name}.jsonl").stat().st_size > 0
     assert (tmp_path / "raft" / "stats.json").is_file()
