@@ -197,7 +197,8 @@ def quantize_nf4(model: nn.Module, targets: Sequence[str] = DEFAULT_TARGETS,
     """Replace the `targets` linear layers by frozen 4-bit NF4 `bitsandbytes.nn.Linear4bit` on the
     current CUDA device (double quantisation of the block scales, as in QLoRA §3), in place.
 
-    The weights are read as they are (fp32/bf16 on CPU or GPU) and quantised when moved to the GPU.
+    The weights are read as they are (fp32/fp16/bf16 on CPU or GPU) and quantised when moved to
+    the GPU (`Params4bit.to`).
     `compute_dtype` (default bf16 where supported, else fp16) is the dtype of the dequantised matmul.
 
     Raises:
@@ -220,7 +221,7 @@ def quantize_nf4(model: nn.Module, targets: Sequence[str] = DEFAULT_TARGETS,
         q = bnb.nn.Linear4bit(module.in_features, module.out_features, bias=module.bias is not None,
                               compute_dtype=compute_dtype, compress_statistics=True, quant_type="nf4",
                               device="meta")
-        q.weight = bnb.nn.Params4bit(module.weight.data.detach().to("cpu", torch.float16), requires_grad=False,
+        q.weight = bnb.nn.Params4bit(module.weight.data.detach().contiguous(), requires_grad=False,
                                      compress_statistics=True, quant_type="nf4", module=q)
         if module.bias is not None:
             q.bias = nn.Parameter(module.bias.data.detach().clone(), requires_grad=False)

@@ -519,11 +519,72 @@ colab.flush_drive()                            # results and RAFT checkpoints re
 ]
 
 
+NOTEBOOKS["06_rl"] = [
+    md("""
+# 06 · GRPO with tools in the loop
+
+Reinforcement learning against a verifier (GRPO, `havoc_lite/rl.py`): for each GSM8K training
+problem the model writes a group of answers with the calculator running inside the rollout, the
+GSM8K verifier scores each, the rewards are normalised within the group, and a token-level
+policy-gradient step follows. The tool results the engine wrote carry no loss. It starts from the
+SFT'd model of 04. Checkpoints go to `<run>/grpo` on Drive; re-run the notebook after a disconnect
+and it resumes exactly where it stopped (prompt order, sampler seeds, AdamW).
+
+On one A100 (50m preset): 200 steps × 32 problems × 8 answers (51,200 answers of up to 256 tokens).
+Expected time ~30 min, an estimate from the sampling and training cost, not yet measured on a GPU.
+"""),
+    code(SETUP),
+    code(PARAMS),
+    code('''
+model_dir = colab.ensure_chat_model(RUN, SZ)     # polish, else sft, from 04 (made here in smoke mode)
+model, tok = colab.load_model(model_dir, RUN / "tokenizer")
+print(model_dir, f"{model.num_parameters() / 1e6:.1f}M parameters")
+'''),
+    code('''
+# GSM8K prompts (train: the bundled 500 in smoke mode, the hub's 7,473 otherwise) and a held-out test slice.
+from havoc_lite.eval.gsm8k import build_messages, load_gsm8k
+def as_items(examples):
+    return [{"id": ex["id"], "prompt": build_messages(ex["question"]), "answer": ex["answer"],
+             "gold": ex["gold"]} for ex in examples]
+train_items = as_items(load_gsm8k(colab.ASSETS / "gsm8k_train_500.jsonl" if SMOKE else "hub", split="train"))
+eval_items = as_items(load_gsm8k(SZ.eval_data, limit=SZ.eval_limit if SMOKE else 500))
+len(train_items), len(eval_items)
+'''),
+    code('''
+# GRPO (resume="auto": re-running this cell continues an interrupted run from <run>/grpo).
+from havoc_lite.rl import GrpoConfig, GrpoRunner
+grpo_cfg = GrpoConfig(
+    verifier="gsm8k", out_dir=str(RUN / "grpo"), resume="auto", seed=0, temperature=1.0,
+    max_new_tokens=SZ.max_new_tokens, lr=1e-5 if not SMOKE else 1e-4, warmup_steps=0 if SMOKE else 10,
+    **(dict(group_size=2, prompts_per_step=2, max_steps=2, gen_batch_size=8, train_batch_size=4,
+            save_every=1, eval_every=0) if SMOKE else
+       dict(group_size=8, prompts_per_step=32, max_steps=200, gen_batch_size=256, train_batch_size=32,
+            save_every=10, eval_every=50)))
+runner = GrpoRunner(grpo_cfg, model=model, tokenizer=tok, items=train_items, eval_items=eval_items,
+                    tools=colab.tools())
+history = runner.train()
+'''),
+    code('''
+import pandas as pd
+frame = pd.DataFrame([h for h in history if "reward_mean" in h]).set_index("step")
+frame[["reward_mean", "pass_rate", "sampled_tokens", "tool_call_rate", "sample_s", "train_s"]].plot(
+    subplots=True, figsize=(8, 8), title="GRPO")
+pd.DataFrame([h for h in history if "eval_pass@1" in h])[["step", "eval_pass@1", "eval_ci95"]]
+'''),
+    md("""
+From a terminal: `python -m havoc_lite.rl --checkpoint <run>/sft --prompts p.jsonl --verifier gsm8k
+--out-dir <run>/grpo` (`--config grpo_tiny` is the CPU demo of the README; `--kl-coef 0.04` adds the
+KL penalty, `--ppo-epochs 2` reuses each batch with ratio clipping, `--format-weight`,
+`--length-penalty`, `--lora-r 16` for adapters).
+"""),
+]
+
 # The Colab runtime each notebook asks for (Runtime > Change runtime type): 00-02 need no GPU; 03
-# pretrains fastest on an A100; 04 and 05 fit a T4 (the free tier) at the 50m preset.
+# pretrains fastest on an A100; 04 and 05 fit a T4 (the free tier) at the 50m preset; 06 samples
+# 51,200 answers, an A100's work.
 RUNTIME: dict[str, Optional[str]] = {"00_smoke_local": None, "01_tokenizer": None,
                                      "02_synth_tool_traces": None, "03_pretrain": "A100",
-                                     "04_sft": "T4", "05_eval_gsm8k": "T4"}
+                                     "04_sft": "T4", "05_eval_gsm8k": "T4", "06_rl": "A100"}
 
 
 def build(out_dir: Path = HERE) -> list[Path]:

@@ -1,6 +1,6 @@
 """The Colab notebooks, executed top to bottom with nbclient in smoke mode (HAVOC_SMOKE=1) on CPU.
 
-One chain runs 00 → 05 in one run folder (each reads what the previous wrote), then 05 runs alone
+One chain runs 00 → 06 in one run folder (each reads what the previous wrote), then 05 runs alone
 in an empty folder (it must make its tokenizer, traces, pretrained and SFT models itself).
 Any cell error fails the test with the cell's traceback.
 """
@@ -20,7 +20,7 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 NB_DIR = Path(__file__).parents[1] / "notebooks"
-ORDER = ["00_smoke_local", "01_tokenizer", "02_synth_tool_traces", "03_pretrain", "04_sft", "05_eval_gsm8k"]
+ORDER = ["00_smoke_local", "01_tokenizer", "02_synth_tool_traces", "03_pretrain", "04_sft", "05_eval_gsm8k", "06_rl"]
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +153,7 @@ def test_notebooks_chain_in_smoke_mode(tmp_path, kernel, monkeypatch):
     for name in ("before_raft", "after_raft"):     # RAFT's model is evaluated again
         assert (tmp_path / "eval" / f"gsm8k_samples_{name}.jsonl").stat().st_size > 0
     assert (tmp_path / "raft" / "stats.json").is_file()
+    assert (tmp_path / "grpo" / "latest").is_file() and (tmp_path / "grpo" / "stats.json").is_file()
 
 
 @pytest.mark.timeout(600)

@@ -1,0 +1,670 @@
+"""GRPO with tools in the loop: policy-gradient RL against a verifier (Shao et al. 2024,
+"DeepSeekMath", section 4.1; the token-level loss of DAPO, Yu et al. 2025).
+
+One step:
+1. take `prompts_per_step` prompts (a seeded shuffle per epoch) and sample `group_size` answers to
+   each with the engine at `temperature`, tools executed inside the rollout;
+2. score each answer: the correctness reward of a verifier (GSM8K answer, tool answer, pytest: the
+   eval verifiers), plus an optional separate format reward, minus an optional length penalty.
+   A verifier that raises scores 0 and the error is logged; the run goes on;
+3. advantage of answer j in a group: A_j = (r_j - mean(r)) / (std(r) + eps) (unbiased std, as TRL;
+   `scale_rewards=False` keeps only the centring, as Dr. GRPO / nanochat). A group whose rewards
+   are all equal gets A = 0 exactly;
+4. loss, summed over every token the MODEL sampled and divided by their count in the batch:
+   -min(ρ·A, clip(ρ, 1-ε, 1+ε)·A) + β·k3, with ρ = π(t)/π_old(t) and k3 = π_ref/π - log(π_ref/π) - 1
+   (Schulman's k3 KL estimator, off by default: β = 0 as in DAPO and nanochat). The tokens the
+   engine wrote (`<tool_result>…</tool_result>`) are context, never targets. With `ppo_epochs` = 1
+   and one minibatch the update is on-policy and ρ = 1; more passes reuse the samples, and the clip
+   keeps them near π_old. Log-probabilities are those of the sampling distribution: logits / T.
+
+Resume is exact, as the Trainer's: the checkpoint holds the weights, AdamW, the prompt order
+position, every RNG state and the history, and each step's sampling seed is a function of the seed
+and the step, so N steps + resume + N steps equals 2N steps bit for bit on CPU (tested). Checkpoints
+are the Trainer's layout (`checkpoint.save_checkpoint`: step folders, `latest`, sha256, Drive
+staging), so a step folder is also a model folder.
+
+    python -m havoc_lite.rl --config grpo_tiny --checkpoint checkpoints/sft --prompts p.jsonl
+
+Exit codes: 0 done, 2 a bad option or missing input (one line naming it).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint as ckpt
+from .eval.verifiers import Verdict
+
+
+@dataclass
+class GrpoConfig:
+    """Options of one GRPO run (`python -m havoc_lite.rl`, or a YAML in havoc_lite/configs/rl/).
+
+    Units: a step samples prompts_per_step · group_size answers and makes ppo_epochs · minibatches
+    optimizer updates; `max_steps` counts RL steps, so the run samples max_steps · prompts_per_step ·
+    group_size answers in all. `lr` is AdamW's peak rate after `warmup_steps` of linear warm-up
+    (then constant).
+    """
+    checkpoint: str = ""
+    """starting model folder (or an out_dir with `latest`)"""
+    tokenizer: Optional[str] = None
+    prompts: str = ""
+    """prompts JSONL (question / messages / prompt, plus what the verifier needs)"""
+    eval_prompts: Optional[str] = None
+    """held-out prompts JSONL, scored greedily (pass@1) at the start, every eval_every steps and at the end"""
+    verifier: str = "tool"
+    """gsm8k | tool | pytest"""
+    system: Optional[str] = None
+    """system turn for 'question' prompts (default: none)"""
+    limit: Optional[int] = None
+    group_size: int = 8
+    """G: answers sampled per prompt"""
+    prompts_per_step: int = 8
+    max_steps: int = 50
+    stop_at_step: Optional[int] = None
+    """stop here as if the runtime died (for resume tests)"""
+    temperature: float = 1.0
+    top_p: Optional[float] = None
+    max_new_tokens: int = 128
+    """length cap of an answer (engine-written tokens included)"""
+    gen_batch_size: int = 64
+    train_batch_size: int = 16
+    """sequences per forward/backward (gradients accumulate over a minibatch)"""
+    lr: float = 1e-4
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    ppo_epochs: int = 1
+    """passes over each step's samples (>1 makes the ratio clip matter)"""
+    minibatches: int = 1
+    """optimizer updates per pass"""
+    clip_eps: float = 0.2
+    kl_coef: float = 0.0
+    """β of the k3 KL penalty against the frozen starting model (0: off, no reference kept)"""
+    scale_rewards: bool = True
+    """divide by the group's std (GRPO); False only centres (Dr. GRPO)"""
+    format_weight: float = 0.0
+    """weight of the format reward (an <answer>, every tool call parsed, a clean stop), added to the correctness reward"""
+    length_penalty: float = 0.0
+    """reward minus length_penalty · sampled tokens / max_new_tokens"""
+    lora_r: int = 0
+    """> 0: train LoRA adapters of this rank instead of the full model (havoc_lite.lora)"""
+    lora_alpha: int = 32
+    eval_every: int = 0
+    eval_batch_size: int = 64
+    save_every: int = 10
+    keep_last: int = 2
+    log_every: int = 1
+    out_dir: str = "checkpoints/grpo"
+    staging_dir: Optional[str] = None
+    resume: str = "auto"
+    """auto | none | a step folder"""
+    seed: int = 0
+    device: str = "auto"
+    wandb_mode: str = "auto"
+    """auto (online iff WANDB_API_KEY) | disabled | offline | online"""
+    wandb_project: str = "havoc_lite"
+    wandb_run_name: Optional[str] = None
+
+    def validate(self, source: str = "GrpoConfig") -> None:
+        """Raises ValueError naming the field (and `source`) for a value outside its range."""
+        if not (isinstance(self.group_size, int) and self.group_size >= 2):
+            raise ValueError(f"{source}: group_size must be an int >= 2 (a group of one has no "
+                             f"baseline), got {self.group_size!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and 0 < self.lr < 1):
+            raise ValueError(f"{source}: lr must be in (0, 1), got {self.lr!r}")
+        for name in ("prompts_per_step", "max_steps", "max_new_tokens", "gen_batch_size",
+                     "train_batch_size", "ppo_epochs", "minibatches", "save_every", "keep_last",
+                     "log_every", "eval_batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"{source}: {name} must be a positive int, got {v!r}")
+        if self.minibatches > self.prompts_per_step * self.group_size:
+            raise ValueError(f"{source}: minibatches={self.minibatches} exceeds the "
+                             f"{self.prompts_per_step * self.group_size} samples of a step")
+        if not self.temperature > 0:
+            raise ValueError(f"{source}: temperature must be > 0 for RL sampling, got {self.temperature}")
+        for name in ("clip_eps", "kl_coef", "format_weight", "length_penalty", "weight_decay",
+                     "grad_clip", "warmup_steps", "eval_every", "lora_r"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{source}: {name} must be >= 0, got {getattr(self, name)!r}")
+        if self.verifier not in ("gsm8k", "tool", "pytest"):
+            raise ValueError(f"{source}: verifier={self.verifier!r}; choose gsm8k | tool | pytest")
+        if self.stop_at_step is not None and self.stop_at_step <= 0:
+            raise ValueError(f"{source}: stop_at_step must be positive, got {self.stop_at_step}")
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> "GrpoConfig":
+        """A YAML by name in havoc_lite/configs/rl/ (`grpo_tiny`) or a path. Raises FileNotFoundError
+        or ValueError naming the file and the unknown field."""
+        import yaml
+        from .config import CONFIGS_DIR, check_fields
+        path, folder = Path(name_or_path), CONFIGS_DIR / "rl"
+        if not path.is_file():
+            path = folder / f"{name_or_path}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in folder.glob("*.yaml"))
+            raise FileNotFoundError(f"config {str(name_or_path)!r} is neither a YAML file nor one of {known}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: invalid YAML ({e})") from e
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of GrpoConfig fields")
+        check_fields(cls, data, str(path))
+        cfg = cls(**data)
+        cfg.validate(str(path))
+        return cfg
+
+
+# --- rewards --------------------------------------------------------------------------------------
+class SafeVerifier:
+    """Wraps a verifier so that one that raises gives a failed Verdict (reward 0) instead of
+    stopping the run. `errors` collects "ExceptionType: message" for the step's log."""
+
+    def __init__(self, verifier: Callable):
+        self.verifier, self.errors = verifier, []
+
+    def __call__(self, item: dict, text: str, tool_calls: Sequence[dict]) -> Verdict:
+        try:
+            return self.verifier(item, text, tool_calls)
+        except Exception as e:   # a verifier bug must not kill hours of RL
+            msg = f"{type(e).__name__}: {e}"
+            self.errors.append(msg)
+            return Verdict(False, 0.0, {}, {}, {"error": msg})
+
+
+def format_score(text: str, tool_calls: Sequence[dict], finish_reason: str) -> float:
+    """Well-formedness of one answer in [0, 1]: the mean of three checks, an `<answer>…</answer>`
+    is present, every tool call parsed (a name came out of it), and the answer stopped by itself
+    (finish_reason "stop"). Kept apart from correctness (weighted by `format_weight`)."""
+    has_answer = "<answer>" in text and "</answer>" in text.split("<answer>", 1)[1]
+    parsed = all(c.get("name") is not None for c in tool_calls)
+    return (float(has_answer) + float(parsed) + float(finish_reason == "stop")) / 3.0
+
+
+def group_advantages(rewards: torch.Tensor, scale: bool = True, eps: float = 1e-6) -> torch.Tensor:
+    """GRPO's group-normalised advantages (Shao et al. 2024, eq. in section 4.1.2).
+
+    Args:
+        rewards: [P, G] float, G answers to each of P prompts.
+        scale: divide the centred rewards by the group's unbiased std (+ eps).
+
+    Returns:
+        [P, G] float64: (r - mean) / (std + eps); exactly 0 for a group whose rewards are all equal
+        (never NaN). Raises ValueError for G < 2.
+    """
+    r = rewards.double()
+    if r.dim() != 2 or r.shape[1] < 2:
+        raise ValueError(f"rewards must be [P, G] with G >= 2, got {tuple(r.shape)}")
+    centred = r - r.mean(dim=1, keepdim=True)
+    same = (r.max(dim=1, keepdim=True).values - r.min(dim=1, keepdim=True).values) == 0
+    if scale:
+        centred = centred / (r.std(dim=1, keepdim=True) + eps)
+    return centred.masked_fill(same, 0.0)
+
+
+# --- the loss -------------------------------------------------------------------------------------
+def build_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
+                engine_masks: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded training rows from (prompt ids, generated ids, engine mask) triples.
+
+    Returns (input_ids [B, T], targets [B, T], loss_mask [B, T] float) with T = the longest
+    prompt + response minus one: position t predicts targets[t] = sequence[t + 1]. loss_mask is 1
+    where the target is a token the model sampled (engine_mask 0) and 0 on prompt tokens,
+    engine-written tokens and padding; targets are -100 where the mask is 0.
+    """
+    seqs = [list(p) + list(r) for p, r in zip(prompts, responses)]
+    T = max(len(s) for s in seqs) - 1
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    tgt = torch.full((len(seqs), T), -100, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T))
+    for b, (p, r, em, s) in enumerate(zip(prompts, responses, engine_masks, seqs)):
+        ids[b, :len(s) - 1] = torch.tensor(s[:-1])
+        for j, (tok, written) in enumerate(zip(r, em)):
+            if not written:
+                t = len(p) + j - 1
+                tgt[b, t], mask[b, t] = tok, 1.0
+    return ids, tgt, mask
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / temperature)[target] per position: logits [B, T, V], targets [B, T]
+    (-100 allowed) -> [B, T] float (0 where the target is -100)."""
+    B, T, V = logits.shape
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    lp = -F.cross_entropy((logits / temperature).reshape(B * T, V), targets.reshape(-1),
+                          ignore_index=-100, reduction="none")
+    return lp.view(B, T)
+
+
+def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
+                mask: torch.Tensor, *, clip_eps: float = 0.2, ref_logp: Optional[torch.Tensor] = None,
+                kl_coef: float = 0.0, normalizer: Optional[float] = None) -> tuple[torch.Tensor, dict]:
+    """The clipped, token-level GRPO objective (PPO's clip, Schulman et al. 2017; k3 KL, Schulman 2020).
+
+    Args:
+        logp: [B, T] log π_θ of each target token (with grad). old_logp: [B, T] log π_old (no grad).
+        advantages: [B], one per sequence. mask: [B, T], 1 on the tokens the model sampled.
+        ref_logp: [B, T] log π_ref, needed when kl_coef > 0.
+        normalizer: the loss is Σ mask · per-token loss / normalizer (default Σ mask): pass the
+            token count of the whole minibatch when it is split into micro-batches.
+
+    Returns:
+        (loss, stats): stats holds float sums over masked tokens: `tokens`, `clipped` (tokens whose
+        ratio left [1-ε, 1+ε] in the direction the advantage pushes, so they carry no gradient),
+        `kl` (k3 summed; 0 without a reference).
+    """
+    ratio = torch.exp(logp - old_logp)
+    adv = advantages[:, None].to(logp.dtype)
+    unclipped, clipped = ratio * adv, torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * adv
+    per_token = -torch.minimum(unclipped, clipped)
+    kl = torch.zeros_like(logp)
+    if ref_logp is not None:
+        d = ref_logp - logp
+        kl = torch.exp(d) - d - 1
+        if kl_coef > 0:
+            per_token = per_token + kl_coef * kl
+    n = float(mask.sum()) if normalizer is None else float(normalizer)
+    loss = (per_token * mask).sum() / max(n, 1.0)
+    with torch.no_grad():
+        was_clipped = ((ratio > 1 + clip_eps) & (adv > 0)) | ((ratio < 1 - clip_eps) & (adv < 0))
+        stats = {"tokens": float(mask.sum()), "clipped": float((was_clipped.float() * mask).sum()),
+                 "kl": float((kl * mask).sum())}
+    return loss, stats
+
+
+# --- prompt order ---------------------------------------------------------------------------------
+class PromptOrder:
+    """Prompts in a fresh seeded shuffle each epoch; `state_dict()` (epoch, position) resumes it."""
+
+    def __init__(self, n: int, seed: int):
+        if n <= 0:
+            raise ValueError("no prompts to train on")
+        self.n, self.seed, self.epoch, self.pos = n, seed, 0, 0
+        self._order = self._shuffle()
+
+    def _shuffle(self) -> list[int]:
+        order = list(range(self.n))
+        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
+        return order
+
+    def take(self, k: int) -> list[int]:
+        out = []
+        while len(out) < k:
+            if self.pos == self.n:
+                self.epoch, self.pos = self.epoch + 1, 0
+                self._order = self._shuffle()
+            out.append(self._order[self.pos])
+            self.pos += 1
+        return out
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+        self._order = self._shuffle()
+
+
+# --- LoRA seam ------------------------------------------------------------------------------------
+def attach_lora(model: torch.nn.Module, r: int, alpha: int) -> torch.nn.Module:
+    """Freeze the base and train LoRA adapters (havoc_lite.lora.apply_lora). Raises ValueError when
+    the LoRA module is not installed in this checkout."""
+    try:
+        from .lora import apply_lora
+    except ImportError as e:
+        raise ValueError(f"lora_r={r} needs havoc_lite/lora.py, which this checkout lacks ({e})") from e
+    return apply_lora(model, r=r, alpha=alpha) or model
+
+
+# --- the run --------------------------------------------------------------------------------------
+def wilson_interval(passed: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a pass rate (scipy.stats.binomtest(...).proportion_ci)."""
+    from scipy.stats import binomtest
+    ci = binomtest(passed, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def heldout_pass_at_1(model, tokenizer, items, verifier, *, max_new_tokens: int, batch_size: int,
+                      tools="default") -> dict:
+    """Greedy pass@1 on `items` with its 95 % Wilson interval: {"pass@1", "ci95", "n"}."""
+    from .raft import greedy_pass_at_1
+    p = greedy_pass_at_1(model, tokenizer, items, verifier, max_new_tokens=max_new_tokens,
+                         batch_size=batch_size, tools=tools)
+    n = len(items)
+    return {"pass@1": p, "ci95": wilson_interval(round(p * n), n), "n": n}
+
+
+class GrpoRunner:
+    """Holds the policy, optimizer, prompt order and reference, and runs GRPO steps.
+
+    Args:
+        cfg: the run's GrpoConfig (validated here).
+        model, tokenizer: a HavocModel and its tokenizer (`HavocTokenizer` or anything with the same
+            interface); default: loaded from `cfg.checkpoint` / `cfg.tokenizer`.
+        items: training prompts (run_eval items: "prompt" + what the verifier needs); default:
+            `cfg.prompts`. eval_items: held-out items; default: `cfg.eval_prompts`.
+        verifier: `verifier(item, text, tool_calls) -> Verdict`; default: `cfg.verifier`.
+        tools: "default" (the default registry), None (no tools) or a ToolRegistry.
+
+    Resume (`cfg.resume`) happens in the constructor.
+    Raises:
+        ValueError / FileNotFoundError: bad options, missing files, plain-string prompts.
+    """
+
+    def __init__(self, cfg: GrpoConfig, model=None, tokenizer=None, items=None, eval_items=None,
+                 verifier=None, tools="default"):
+        from .distributed import resolve_device
+        from .eval.runner import load_prompt_items
+        from .eval.verifiers import get_verifier
+        from .train import seed_everything
+        cfg.validate()
+        self.cfg = cfg
+        seed_everything(cfg.seed)
+        self.device = resolve_device(cfg.device)
+        if model is None or tokenizer is None:
+            if not cfg.checkpoint:
+                raise ValueError("GrpoConfig.checkpoint is not set (--checkpoint DIR)")
+            from .eval.__main__ import load_model_and_tokenizer
+            model, tokenizer, _ = load_model_and_tokenizer(cfg.checkpoint, cfg.tokenizer, self.device.type, "float32")
+        if items is None:
+            if not cfg.prompts:
+                raise ValueError("GrpoConfig.prompts is not set (--prompts FILE)")
+            items = load_prompt_items(cfg.prompts, system=cfg.system, limit=cfg.limit)
+        if eval_items is None and cfg.eval_prompts:
+            eval_items = load_prompt_items(cfg.eval_prompts, system=cfg.system)
+        self.items, self.eval_items, self.tokenizer = list(items), eval_items, tokenizer
+        self.verifier = SafeVerifier(verifier or get_verifier(cfg.verifier))
+        if tools == "default":
+            from .tools import default_registry
+            tools = default_registry()
+        self.tools = tools
+
+        model.to(self.device)
+        # The reference is the starting policy, frozen; kept only when the KL term is on.
+        self.ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.kl_coef > 0 else None
+        if cfg.lora_r > 0:
+            model = attach_lora(model, cfg.lora_r, cfg.lora_alpha)
+        self.model = model
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameters")
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                           weight_decay=cfg.weight_decay)
+        self.order = PromptOrder(len(self.items), cfg.seed)
+        self.step, self.history, self.wandb_id = 0, [], None
+        self.resumed_from = ckpt.resolve_resume(cfg.resume, cfg.out_dir)
+        if self.resumed_from is not None:
+            self._load(self.resumed_from)
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def save(self) -> Path:
+        """Checkpoint the current step (Trainer layout; Drive paths staged on local disk)."""
+        from .train import rng_state
+        state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
+                 "data": self.order.state_dict(), "wandb_run_id": self.wandb_id,
+                 "history_json": json.dumps(self.history)}
+        meta = {"phase": "grpo", "grpo_config": asdict(self.cfg),
+                "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+        return ckpt.save_checkpoint(self.cfg.out_dir, self.step, self.model.state_dict(),
+                                    self.model.config, state, meta, keep_last=self.cfg.keep_last,
+                                    staging_dir=self.cfg.staging_dir or "auto")
+
+    def _load(self, folder: Path) -> None:
+        from .train import set_rng_state
+        model_state, state, _ = ckpt.load_checkpoint(folder)
+        self.model.load_state_dict(model_state, strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.order.load_state_dict(state["data"])
+        self.step = int(state["step"])
+        self.history = json.loads(state["history_json"])
+        self.wandb_id = state.get("wandb_run_id")
+        set_rng_state(state["rng"])
+        print(f"[grpo] resumed from {folder} at step {self.step}")
+
+    # --- one step -------------------------------------------------------------------------------
+    def rollout(self, indices: Sequence[int]) -> list[dict]:
+        """Sample `group_size` answers for each prompt index (seeded by the step) and score them.
+        Returns one dict per answer, grouped by prompt in order: item, prompt_ids, tokens,
+        engine_mask, reward, correct, format, passed, tool_calls, finish_reason, text."""
+        from .eval.runner import make_generate_fn, sample_and_verify
+        cfg, tok = self.cfg, self.tokenizer
+        gen = make_generate_fn(self.model, tok, max_new_tokens=cfg.max_new_tokens,
+                               temperature=cfg.temperature, top_p=cfg.top_p, tools=self.tools,
+                               batch_size=cfg.gen_batch_size)
+        items = [self.items[i] for i in indices]
+        rows = []
+        for i, _, s, v, _ in sample_and_verify(items, self.verifier, gen, samples=cfg.group_size,
+                                               batch_size=cfg.gen_batch_size,
+                                               seed=cfg.seed * 1_000_003 + 7919 * self.step, progress=False):
+            prompt = items[i]["prompt"]
+            prompt_ids = tok.encode(prompt, bos=True) if isinstance(prompt, str) else tok.render_prompt(prompt)
+            fmt = format_score(s.text, s.tool_calls, s.finish_reason)
+            sampled = len(s.engine_mask) - sum(s.engine_mask)
+            reward = v.reward + cfg.format_weight * fmt - cfg.length_penalty * sampled / cfg.max_new_tokens
+            rows.append({"item": indices[i], "prompt_ids": prompt_ids, "tokens": s.tokens,
+                         "engine_mask": s.engine_mask, "reward": reward, "correct": v.reward,
+                         "format": fmt, "passed": bool(v.passed), "tool_calls": s.tool_calls,
+                         "finish_reason": s.finish_reason, "text": s.text, "sampled": sampled})
+        return rows
+
+    def _logprobs(self, model, rows: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, tgt, mask = build_batch([r["prompt_ids"] for r in rows], [r["tokens"] for r in rows],
+                                     [r["engine_mask"] for r in rows], self.tokenizer.pad_id)
+        ids, tgt, mask = ids.to(self.device), tgt.to(self.device), mask.to(self.device)
+        return token_logprobs(model(ids), tgt, self.cfg.temperature), mask
+
+    def update(self, rows: list[dict], advantages: torch.Tensor) -> dict:
+        """`ppo_epochs` passes of `minibatches` AdamW updates over the step's answers.
+        Returns {"loss", "clip_frac", "kl", "grad_norm"} averaged over the updates."""
+        cfg, model = self.cfg, self.model
+        B, mb = len(rows), cfg.train_batch_size
+        for r, a in zip(rows, advantages.tolist()):
+            r["adv"] = a
+        # Rows with A = 0 add nothing to the policy-gradient term; without a KL term they are
+        # skipped (their tokens still count in the normaliser, as in TRL/DAPO).
+        def active(rr):
+            return [r for r in rr if r["adv"] != 0.0 or self.ref is not None]
+        needed = active(rows)
+        frozen = [("ref_logp", self.ref)] if self.ref is not None else []
+        if cfg.ppo_epochs > 1 or cfg.minibatches > 1:   # π_old: the policy that sampled
+            frozen.append(("old_logp", model))
+        with torch.no_grad():
+            for key, net in frozen:
+                for s in range(0, len(needed), mb):
+                    chunk = needed[s:s + mb]
+                    lp, _ = self._logprobs(net, chunk)
+                    for r, row_lp in zip(chunk, lp):
+                        r[key] = row_lp[:_row_len(r)].cpu()
+        model.train()
+        totals = {"loss": 0.0, "tokens": 0.0, "clipped": 0.0, "kl": 0.0, "grad_norm": 0.0, "updates": 0}
+        bounds = [round(k * B / cfg.minibatches) for k in range(cfg.minibatches + 1)]
+        for _ in range(cfg.ppo_epochs):
+            for k in range(cfg.minibatches):
+                mini = rows[bounds[k]:bounds[k + 1]]
+                n_tok = sum(r["sampled"] for r in mini)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss_sum = 0.0
+                todo = active(mini)
+                for s in range(0, len(todo), mb):
+                    chunk = todo[s:s + mb]
+                    logp, mask = self._logprobs(model, chunk)
+                    T = logp.shape[1]
+                    old = _stack(chunk, "old_logp", T).to(self.device) if "old_logp" in chunk[0] else logp.detach()
+                    ref = _stack(chunk, "ref_logp", T).to(self.device) if self.ref is not None else None
+                    adv = torch.tensor([r["adv"] for r in chunk], device=self.device)
+                    loss, st = policy_loss(logp, old, adv, mask, clip_eps=cfg.clip_eps, ref_logp=ref,
+                                           kl_coef=cfg.kl_coef, normalizer=n_tok)
+                    loss.backward()
+                    loss_sum += float(loss.detach())
+                    for key in ("tokens", "clipped", "kl"):
+                        totals[key] += st[key]
+                params = [p for p in model.parameters() if p.requires_grad]
+                norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+                if todo and math.isfinite(float(norm)):
+                    for g in self.optimizer.param_groups:
+                        g["lr"] = cfg.lr * min(1.0, (self.step + 1) / max(cfg.warmup_steps, 1))
+                    self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                totals["loss"] += loss_sum
+                totals["grad_norm"] += float(norm) if todo else 0.0
+                totals["updates"] += 1
+        u = max(totals["updates"], 1)
+        return {"loss": totals["loss"] / u, "grad_norm": totals["grad_norm"] / u,
+                "clip_frac": totals["clipped"] / max(totals["tokens"], 1.0),
+                "kl": totals["kl"] / max(totals["tokens"], 1.0) if self.ref is not None else None}
+
+    def train_step(self) -> dict:
+        """Sample, score, normalise, update: one RL step. Returns its logged statistics."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        self.verifier.errors = []
+        rows = self.rollout(self.order.take(cfg.prompts_per_step))
+        t1 = time.perf_counter()
+        rewards = torch.tensor([r["reward"] for r in rows]).view(cfg.prompts_per_step, cfg.group_size)
+        adv = group_advantages(rewards, scale=cfg.scale_rewards).view(-1)
+        upd = self.update(rows, adv)
+        t2 = time.perf_counter()
+        calls = [c for r in rows for c in r["tool_calls"]]
+        n = len(rows)
+        stats = {
+            "step": self.step + 1, "reward_mean": float(rewards.mean()),
+            "correct_mean": sum(r["correct"] for r in rows) / n,
+            "pass_rate": sum(r["passed"] for r in rows) / n,
+            "format_mean": sum(r["format"] for r in rows) / n,
+            "response_tokens": sum(len(r["tokens"]) for r in rows) / n,
+            "sampled_tokens": sum(r["sampled"] for r in rows) / n,
+            "truncated_frac": sum(r["finish_reason"] != "stop" for r in rows) / n,
+            "tool_call_rate": sum(bool(r["tool_calls"]) for r in rows) / n,
+            "tool_success": (sum(c.get("status") == "success" for c in calls) / len(calls)) if calls else None,
+            "zero_adv_groups": int((rewards.max(1).values == rewards.min(1).values).sum()),
+            "verifier_errors": len(self.verifier.errors),
+            "sample_s": t1 - t0, "train_s": t2 - t1, **upd}
+        if self.verifier.errors:
+            print(f"[grpo] step {self.step + 1}: {len(self.verifier.errors)} verifier error(s), "
+                  f"scored 0; first: {self.verifier.errors[0]}", file=sys.stderr)
+        return stats
+
+    def evaluate(self) -> Optional[dict]:
+        if not self.eval_items:
+            return None
+        return heldout_pass_at_1(self.model, self.tokenizer, self.eval_items, self.verifier,
+                                 max_new_tokens=self.cfg.max_new_tokens,
+                                 batch_size=self.cfg.eval_batch_size, tools=self.tools)
+
+    def train(self) -> list[dict]:
+        """Run steps up to `max_steps` (or `stop_at_step`), evaluating, logging and checkpointing.
+        Returns the history: one stats dict per step (eval rows have `eval_pass@1`, step 0 the start)."""
+        from .tracking import Tracker
+        cfg = self.cfg
+        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save(Path(cfg.out_dir))
+        tracker = Tracker(cfg.wandb_mode, cfg.wandb_project, cfg.wandb_run_name, asdict(cfg),
+                          run_id=self.wandb_id)
+        self.wandb_id = tracker.run_id
+        end = min(cfg.max_steps, cfg.stop_at_step or cfg.max_steps)
+        if self.step == 0 and self.eval_items and not any(h.get("step") == 0 for h in self.history):
+            ev = self.evaluate()
+            self.history.append({"step": 0, "eval_pass@1": ev["pass@1"], "eval_ci95": ev["ci95"]})
+            print(f"[grpo] start: held-out pass@1 {ev['pass@1']:.3f} "
+                  f"(95% CI {ev['ci95'][0]:.3f}-{ev['ci95'][1]:.3f}, n={ev['n']})")
+        saved = self.resumed_from
+        try:
+            while self.step < end:
+                stats = self.train_step()
+                self.step += 1
+                if (cfg.eval_every and self.step % cfg.eval_every == 0) or (self.step == cfg.max_steps and self.eval_items):
+                    ev = self.evaluate()
+                    if ev is not None:
+                        stats.update({"eval_pass@1": ev["pass@1"], "eval_ci95": ev["ci95"]})
+                self.history.append(stats)
+                tracker.log({f"grpo/{k}": v for k, v in stats.items()
+                             if isinstance(v, (int, float)) and k != "step"}, step=self.step)
+                if self.step % cfg.log_every == 0 or self.step == end:
+                    print(_log_line(stats), flush=True)
+                if self.step % cfg.save_every == 0 or self.step == cfg.max_steps:
+                    saved = self.save()
+        finally:
+            tracker.finish()
+        if saved is not None:
+            from .eval.runner import write_json
+            write_json({"config": asdict(cfg), "history": self.history, "checkpoint": str(saved)},
+                       Path(cfg.out_dir) / "stats.json")
+        return self.history
+
+
+def _row_len(row: dict) -> int:
+    return len(row["prompt_ids"]) + len(row["tokens"]) - 1
+
+
+def _stack(rows: Sequence[dict], key: str, T: int) -> torch.Tensor:
+    """Per-row 1-D tensors stored under `key`, right-padded with 0 to [len(rows), T]."""
+    out = torch.zeros(len(rows), T)
+    for b, r in enumerate(rows):
+        out[b, :len(r[key])] = r[key]
+    return out
+
+
+def _log_line(s: dict) -> str:
+    parts = [f"[grpo] step {s['step']}", f"reward {s['reward_mean']:.3f}", f"pass {s['pass_rate']:.3f}",
+             f"len {s['sampled_tokens']:.0f}", f"tools {s['tool_call_rate']:.2f}"]
+    if s.get("tool_success") is not None:
+        parts.append(f"tool ok {s['tool_success']:.2f}")
+    if s.get("kl") is not None:
+        parts.append(f"kl {s['kl']:.4f}")
+    parts += [f"clip {s['clip_frac']:.3f}", f"grad norm {s['grad_norm']:.3f}",
+              f"sample {s['sample_s']:.1f}s", f"train {s['train_s']:.1f}s"]
+    if "eval_pass@1" in s:
+        lo, hi = s["eval_ci95"]
+        parts.append(f"held-out pass@1 {s['eval_pass@1']:.3f} ({lo:.3f}-{hi:.3f})")
+    return ", ".join(parts)
+
+
+def run_grpo(cfg: GrpoConfig, **kwargs) -> list[dict]:
+    """`GrpoRunner(cfg, **kwargs).train()`."""
+    return GrpoRunner(cfg, **kwargs).train()
+
+
+def parse_args(argv: Optional[list[str]] = None) -> GrpoConfig:
+    """`--config NAME|PATH` (a YAML in havoc_lite/configs/rl/ or a file), then field overrides."""
+    import tyro
+    args = list(sys.argv[1:] if argv is None else argv)
+    base, rest, i = GrpoConfig(), [], 0
+    while i < len(args):
+        if args[i] == "--config" and i + 1 < len(args):
+            base, i = GrpoConfig.load(args[i + 1]), i + 2
+        elif args[i].startswith("--config="):
+            base, i = GrpoConfig.load(args[i].split("=", 1)[1]), i + 1
+        else:
+            rest.append(args[i])
+            i += 1
+    return tyro.cli(GrpoConfig, default=base, args=rest, prog="python -m havoc_lite.rl",
+                    description="GRPO with tools in the loop against a verifier.")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        cfg = parse_args(argv)
+        run_grpo(cfg)
+    except (FileNotFoundError, ValueError, ckpt.CheckpointError) as e:
+        print(f"[grpo] error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""GRPO (havoc_lite/rl.py) against references: advantages vs numpy, the loss gradient vs the
+hand-derived policy gradient, engine-written tokens without gradient, a tiny run that learns a
+trivial task, a resumed run equal bit for bit to an uninterrupted one, and the error paths."""
+
+import numpy as np
+import pytest
+import torch
+
+from havoc_lite.config import ModelConfig
+from havoc_lite.eval.verifiers import Verdict
+from havoc_lite.model import HavocModel
+from havoc_lite.rl import (GrpoConfig, GrpoRunner, PromptOrder, SafeVerifier, build_batch,
+                           format_score, group_advantages, main, policy_loss, token_logprobs,
+                           wilson_interval)
+
+
+# --- advantages -----------------------------------------------------------------------------------
+def test_group_advantages_match_numpy():
+    rng = np.random.default_rng(0)
+    r = rng.integers(0, 2, size=(6, 8)).astype(float) + rng.normal(0, 0.1, size=(6, 8))
+    r[2] = 1.0            # all equal: zero advantage
+    r[3] = 0.1            # all equal, a value with no exact binary mean
+    got = group_advantages(torch.tensor(r)).numpy()
+    want = (r - r.mean(1, keepdims=True)) / (r.std(1, ddof=1, keepdims=True) + 1e-6)
+    want[2] = want[3] = 0.0
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert np.isfinite(got).all() and (got[2] == 0).all() and (got[3] == 0).all()
+    np.testing.assert_allclose(group_advantages(torch.tensor(r), scale=False).numpy()[[0, 1, 4, 5]],
+                               (r - r.mean(1, keepdims=True))[[0, 1, 4, 5]], atol=1e-12)
+    with pytest.raises(ValueError):
+        group_advantages(torch.zeros(3, 1))
+
+
+# --- the loss -------------------------------------------------------------------------------------
+def _case(seed=0, B=3, T=5, V=7):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(B, T, V, generator=g, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, V, (B, T), generator=g)
+    mask = torch.tensor([[1, 1, 0, 1, 0], [0, 1, 1, 1, 1], [1, 0, 0, 0, 1]], dtype=torch.float64)
+    targets = targets.masked_fill(mask == 0, -100)
+    adv = torch.tensor([1.5, -0.7, 0.3], dtype=torch.float64)
+    return logits, targets, mask, adv
+
+
+def test_loss_gradient_is_the_hand_computed_policy_gradient():
+    """On-policy (ρ = 1): ∂L/∂z_{b,t} = -(A_b / N) · (onehot(y) - softmax(z/τ)) / τ on sampled
+    tokens and exactly 0 elsewhere (masked tokens get no gradient)."""
+    logits, targets, mask, adv = _case()
+    tau = 0.7
+    logp = token_logprobs(logits, targets, tau)
+    loss, stats = policy_loss(logp, logp.detach(), adv, mask)
+    loss.backward()
+    p = torch.softmax(logits.detach() / tau, -1)
+    onehot = torch.nn.functional.one_hot(targets.clamp(min=0), logits.shape[-1]).double()
+    want = -(adv[:, None, None] / mask.sum()) * (onehot - p) / tau * mask[..., None]
+    torch.testing.assert_close(logits.grad, want, rtol=1e-10, atol=1e-12)
+    assert (logits.grad[mask == 0] == 0).all()
+    assert stats["tokens"] == mask.sum() and stats["clipped"] == 0
+    # the loss value at ρ = 1 is -Σ A·mask / N
+    torch.testing.assert_close(loss, -(adv[:, None] * mask).sum() / mask.sum())
+
+
+def test_clipped_tokens_carry_no_gradient_and_kl_is_k3():
+    logits, targets, mask, adv = _case(1)
+    logp = token_logprobs(logits, targets)
+    old = logp.detach() - 0.5       # ρ = e^0.5 ≈ 1.65 > 1 + ε
+    loss, stats = policy_loss(logp, old, adv, mask, clip_eps=0.2)
+    loss.backward()
+    # rows with A > 0 are clipped (no gradient); the row with A < 0 is not (min picks ρ·A)
+    assert (logits.grad[0] == 0).all() and (logits.grad[2] == 0).all()
+    assert logits.grad[1].abs().sum() > 0
+    assert stats["clipped"] == mask[0].sum() + mask[2].sum()
+
+    # k3 penalty alone: value exp(d) - d - 1 with d = ref - logp, gradient (1 - exp(d)) wrt logp
+    lp = torch.tensor([[-1.0, -2.0, -0.5]], dtype=torch.float64, requires_grad=True)
+    ref = torch.tensor([[-1.5, -1.0, -0.5]], dtype=torch.float64)
+    m = torch.ones(1, 3, dtype=torch.float64)
+    loss, stats = policy_loss(lp, lp.detach(), torch.zeros(1, dtype=torch.float64), m,
+                              ref_logp=ref, kl_coef=0.1)
+    loss.backward()
+    d = ref - lp.detach()
+    torch.testing.assert_close(loss, 0.1 * (torch.exp(d) - d - 1).mean())
+    torch.testing.assert_close(lp.grad, 0.1 * (1 - torch.exp(d)) / 3)
+    assert stats["kl"] == pytest.approx(float((torch.exp(d) - d - 1).sum()))
+
+
+def test_engine_written_tokens_get_zero_gradient_through_the_model():
+    prompt, resp, engine = [1, 5, 6], [7, 8, 9, 10, 11], [0, 1, 1, 0, 0]
+    ids, tgt, mask = build_batch([prompt, [1, 4]], [resp, [12]], [engine, [0]], pad_id=0)
+    assert ids.tolist() == [[1, 5, 6, 7, 8, 9, 10], [1, 4, 0, 0, 0, 0, 0]]
+    # position t predicts token t+1: 7 (sampled), 8, 9 (engine), 10, 11 (sampled); 12 for row 2
+    assert tgt.tolist() == [[-100, -100, 7, -100, -100, 10, 11], [-100, 12, -100, -100, -100, -100, -100]]
+    assert mask.tolist() == [[0, 0, 1, 0, 0, 1, 1], [0, 1, 0, 0, 0, 0, 0]]
+    torch.manual_seed(0)
+    model = HavocModel(ModelConfig.from_preset("tiny", vocab_size=32, n_layers=1, max_seq_len=16))
+    logits = model(ids)
+    logits.retain_grad()
+    logp = token_logprobs(logits, tgt)
+    loss, _ = policy_loss(logp, logp.detach(), torch.tensor([1.0, -1.0]), mask)
+    loss.backward()
+    assert (logits.grad[mask == 0] == 0).all()
+    assert (logits.grad[mask == 1].abs().sum(-1) > 0).all()
+
+
+# --- rewards and small pieces ---------------------------------------------------------------------
+def test_safe_verifier_format_score_order_and_wilson():
+    def broken(item, text, calls):
+        raise KeyError("answer")
+    v = SafeVerifier(broken)
+    out = v({}, "x", [])
+    assert not out.passed and out.reward == 0.0 and v.errors == ["KeyError: 'answer'"]
+
+    assert format_score("<answer>3</answer>", [{"name": "calculator"}], "stop") == 1.0
+    assert format_score("<answer>3", [{"name": None}], "length") == 0.0
+    assert format_score("no answer", [], "stop") == pytest.approx(2 / 3)
+
+    a = PromptOrder(5, seed=3)
+    first = a.take(7)
+    b = PromptOrder(5, seed=3)
+    b.load_state_dict(a.state_dict())
+    assert sorted(first[:5]) == list(range(5)) and a.take(6) == b.take(6)
+
+    # Wilson (1927): (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)
+    n, k, z = 300, 131, 1.959963984540054
+    p = k / n
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    want = ((p + z * z / (2 * n) - half) / (1 + z * z / n), (p + z * z / (2 * n) + half) / (1 + z * z / n))
+    assert wilson_interval(k, n) == pytest.approx(want, abs=1e-9)
+
+
+# --- a tiny run -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    """A 600-piece tokenizer on templated traces, prompts, and a target set S of single-token
+    strings holding ~25 % of an untrained model's first-token probability."""
+    from synth.offline import generate_offline
+    from havoc_lite.data import trace_to_messages
+    from havoc_lite.tokenizer import train_tokenizer
+    traces = generate_offline("arithmetic", 120, seed=0, split="train")
+    tok = train_tokenizer([tr["question"] + " " + trace_to_messages(tr)[-1]["content"] for tr in traces],
+                          tmp_path_factory.mktemp("tok"), vocab_size=600)
+    items = [{"id": tr["id"], "prompt": trace_to_messages(tr)[:-1], "answer": tr["answer"]}
+             for tr in traces[:16]]
+    return tok, items
+
+
+def _model(tok, seed=0):
+    torch.manual_seed(seed)
+    return HavocModel(ModelConfig.from_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=256,
+                                              n_layers=2, d_model=64, n_heads=2, num_kv_heads=1,
+                                              ffn_hidden_size=128))
+
+
+class FirstTokenIn:
+    """Reward 1 when the answer's first token is in `ids`; the trivially learnable task."""
+
+    def __init__(self, tok, ids):
+        self.tok, self.ids = tok, set(ids)
+
+    def __call__(self, item, text, calls):
+        first = self.tok.encode(text, allow_special=True)[:1]
+        ok = bool(first) and first[0] in self.ids
+        return Verdict(ok, float(ok))
+
+
+def _first_token_mass(model, tok, items, ids):
+    with torch.no_grad():
+        mass = []
+        for it in items:
+            p = torch.softmax(model(torch.tensor([tok.render_prompt(it["prompt"])]))[0, -1], -1)
+            mass.append(float(p[list(ids)].sum()))
+    return sum(mass) / len(mass)
+
+
+def _target_ids(tok):
+    # single pieces that decode and re-encode to themselves, every third one
+    ok = [i for i in range(tok.vocab_size) if tok.encode(tok.decode([i]), allow_special=True) == [i]]
+    return ok[::3]
+
+
+def test_tiny_run_learns_a_trivial_task(tiny_setup, tmp_path):
+    tok, items = tiny_setup
+    ids = _target_ids(tok)
+    model = _model(tok)
+    before = _first_token_mass(model, tok, items, ids)
+    cfg = GrpoConfig(group_size=8, prompts_per_step=8, max_steps=12, temperature=1.0,
+                     max_new_tokens=1, lr=2e-2, gen_batch_size=64, train_batch_size=64,
+                     save_every=100, out_dir=str(tmp_path / "run"), resume="none", device="cpu")
+    hist = GrpoRunner(cfg, model=model, tokenizer=tok, items=items, verifier=FirstTokenIn(tok, ids),
+                      tools=None).train()
+    after = _first_token_mass(model, tok, items, ids)
+    rates = [h["pass_rate"] for h in hist]
+    print(f"first-token mass on S {before:.3f} -> {after:.3f}; pass rates {rates}")
+    assert 0.1 < before < 0.5
+    assert after > before + 0.4              # the policy moved its mass to the rewarded tokens
+    assert sum(rates[-3:]) / 3 > rates[0] + 0.3
+    assert all(np.isfinite(h["loss"]) for h in hist) and hist[-1]["sample_s"] > 0
+    assert (tmp_path / "run" / "latest").is_file() and (tmp_path / "run" / "stats.json").is_file()
+
+
+def test_resumed_run_equals_uninterrupted_run_bitwise(tiny_setup, tmp_path):
+    tok, items = tiny_setup
+    ids = _target_ids(tok)
+
+    def run(out, stop=None, resume="none"):
+        cfg = GrpoConfig(group_size=4, prompts_per_step=3, max_steps=4, stop_at_step=stop,
+                         max_new_tokens=6, lr=1e-3, ppo_epochs=2, minibatches=2, kl_coef=0.05,
+                         gen_batch_size=12, train_batch_size=4, save_every=2, out_dir=str(out),
+                         resume=resume, device="cpu", seed=5)
+        r = GrpoRunner(cfg, model=_model(tok), tokenizer=tok, items=items,
+                       verifier=FirstTokenIn(tok, ids), tools=None)
+        return r, r.train()
+
+    full, hist_full = run(tmp_path / "a")
+    run(tmp_path / "b", stop=2)
+    resumed, hist_res = run(tmp_path / "b", resume="auto")
+    assert resumed.step == full.step == 4
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    timing = ("sample_s", "train_s")
+    strip = [{k: v for k, v in h.items() if k not in timing} for h in hist_full]
+    assert strip == [{k: v for k, v in h.items() if k not in timing} for h in hist_res]
+    assert any(h["kl"] > 0 for h in hist_full)   # the reference and the KL term were used
+
+
+def test_raising_verifier_scores_zero_and_the_run_continues(tiny_setup, tmp_path, capsys):
+    tok, items = tiny_setup
+
+    def flaky(item, text, calls):
+        if item["id"] == items[0]["id"]:
+            raise RuntimeError("verifier bug")
+        return Verdict(True, 1.0)
+
+    cfg = GrpoConfig(group_size=2, prompts_per_step=len(items), max_steps=1, max_new_tokens=2,
+                     save_every=5, out_dir=str(tmp_path / "r"), resume="none", device="cpu")
+    hist = GrpoRunner(cfg, model=_model(tok), tokenizer=tok, items=items, verifier=flaky,
+                      tools=None).train()
+    assert hist[-1]["verifier_errors"] == 2 and hist[-1]["pass_rate"] == pytest.approx(1 - 2 / (2 * len(items)))
+    assert "RuntimeError: verifier bug" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag,value,field", [("--group-size", "1", "group_size"), ("--lr", "0", "lr"),
+                                              ("--lr", "5", "lr")])
+def test_bad_options_exit_2_with_one_line(flag, value, field, capsys, tmp_path):
+    code = main(["--checkpoint", str(tmp_path), "--prompts", "x.jsonl", flag, value])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and field in err[0]
+
+
+def test_missing_checkpoint_exits_2(capsys, tmp_path):
+    assert main(["--checkpoint", str(tmp_path / "nope"), "--prompts", "x.jsonl"]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_lora_adapters_train_only_the_adapters(tiny_setup, tmp_path):
+    pytest.importorskip("havoc_lite.lora", reason="havoc_lite/lora.py (branch h/lora) is not merged yet")
+    tok, items = tiny_setup
+    model = _model(tok)
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = GrpoConfig(group_size=4, prompts_per_step=4, max_steps=2, max_new_tokens=1, lr=1e-2,
+                     lora_r=4, save_every=5, out_dir=str(tmp_path / "l"), resume="none", device="cpu")
+    r = GrpoRunner(cfg, model=model, tokenizer=tok, items=items,
+                   verifier=FirstTokenIn(tok, _target_ids(tok)), tools=None)
+    r.train()
+    trainable = [n for n, p in r.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora" in n for n in trainable)
+    for k, v in r.model.state_dict().items():
+        if k in base and "lora" not in k:
+            assert torch.equal(v, base[k]), k
