@@ -458,10 +458,10 @@ def ensure_chat_model(run: Path, sz: Sizes, create: Optional[bool] = None) -> Pa
 
 
 # --- the pretrained-base route (04 and 05) ---------------------------------------------------------
-PRETRAINED_BASES = {   # hub id -> parameters: a published instruct model, LoRA-tuned with our markup
-    "HuggingFaceTB/SmolLM2-1.7B-Instruct": 1.71e9,
-    "Qwen/Qwen2.5-1.5B-Instruct": 1.54e9,
-    "HuggingFaceTB/SmolLM2-135M-Instruct": 0.135e9,
+PRETRAINED_BASES = {   # hub id -> its `memory.PRETRAINED` shape (the planner's LoRA / QLoRA estimates)
+    "HuggingFaceTB/SmolLM2-1.7B-Instruct": "smollm2-1.7b",
+    "Qwen/Qwen2.5-1.5B-Instruct": "qwen2.5-1.5b",
+    "HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m",
 }
 
 
@@ -483,25 +483,25 @@ def pretrained_base(name: str, smoke: bool) -> str:
     return str(gguf)
 
 
-def choose_quantize(base: str, qlora: str = "auto") -> Optional[str]:
+def choose_quantize(base: str, qlora: str = "auto", batch_size: int = 4, seq_len: int = 1024,
+                    r: int = 16) -> Optional[str]:
     """"nf4" (QLoRA: a 4-bit base, bitsandbytes, CUDA only) or None (LoRA over a bf16/fp16 base).
 
-    qlora "yes" / "no" decide; "auto" picks QLoRA on a CUDA GPU when the 16-bit base (2 bytes per
-    parameter, `PRETRAINED_BASES` or the size in the name, e.g. "1.5B") plus a 4 GiB allowance
-    (activations with gradient checkpointing at batch 4 x 1024, adapters and their AdamW state,
-    the CUDA context; a rough figure, not a plan) would not fit the card's memory."""
-    import re
+    qlora "yes" / "no" decide; "auto" asks the memory planner (`memory.plan(..., lora_r=r)`, SFT
+    at batch_size x seq_len with gradient checkpointing, as `lora_config` trains) whether LoRA fits
+    this GPU, and takes QLoRA only when it does not. No CUDA, or a base the planner does not know
+    (`PRETRAINED_BASES`): None."""
     import torch
+    from .memory import plan
     if qlora in ("yes", "no"):
         return "nf4" if qlora == "yes" else None
-    if not torch.cuda.is_available():
+    shape = PRETRAINED_BASES.get(base)
+    if not torch.cuda.is_available() or shape is None:
         return None
-    n = PRETRAINED_BASES.get(base)
-    if n is None:
-        m = re.search(r"(\d+(?:\.\d+)?)\s*([BbMm])\b", Path(base).name)
-        n = float(m.group(1)) * (1e9 if m.group(2) in "Bb" else 1e6) if m else 0.0
-    need = 2 * n + 4 * 2**30
-    return "nf4" if need > torch.cuda.get_device_properties(0).total_memory else None
+    gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+    fits = plan(shape, "sft", str(gib), batch_size, seq_len, grad_checkpointing=True, lora_r=r,
+                suggest=False).fits
+    return None if fits else "nf4"
 
 
 def lora_config(run: Path, sz: Sizes, base: str, train_files: Sequence[Path], r: int = 16,

@@ -201,18 +201,24 @@ def test_live_monitor_plots_whole_history_and_samples_without_touching_rng(tmp_p
     assert "t: step 4/4" in out and "ETA" in out and "sample @ step 4" in out
 
 
-def test_qlora_only_when_the_16_bit_base_does_not_fit(monkeypatch):
+def test_qlora_only_when_the_planner_says_lora_does_not_fit(monkeypatch):
+    from havoc_lite import memory
+
     class Props:
         total_memory = 16 * 2**30          # a T4
 
     assert colab.choose_quantize("Qwen/Qwen2.5-1.5B-Instruct", "yes") == "nf4"
     assert colab.choose_quantize("Qwen/Qwen2.5-1.5B-Instruct", "no") is None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert colab.choose_quantize("org/Some-7B-Instruct") is None           # no CUDA: bitsandbytes cannot run
+    assert colab.choose_quantize("Qwen/Qwen2.5-1.5B-Instruct") is None     # no CUDA: bitsandbytes cannot run
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i=0: Props())
-    assert colab.choose_quantize("HuggingFaceTB/SmolLM2-1.7B-Instruct") is None   # 3.4 GB + 4 GiB fits
-    assert colab.choose_quantize("org/Some-7B-Instruct") == "nf4"                 # 14 GB + 4 GiB does not
+    for base, shape in colab.PRETRAINED_BASES.items():
+        lora = memory.plan(shape, "sft", "16", 4, 1024, grad_checkpointing=True, lora_r=16, suggest=False)
+        assert colab.choose_quantize(base) == (None if lora.fits else "nf4"), base
+    assert colab.choose_quantize("HuggingFaceTB/SmolLM2-1.7B-Instruct") is None    # 6.9 GiB on a T4
+    assert colab.choose_quantize("HuggingFaceTB/SmolLM2-1.7B-Instruct", seq_len=8192) == "nf4"
+    assert colab.choose_quantize("some/unknown-model") is None
 
 
 def test_lora_config_takes_the_base_and_its_own_tokenizer(tmp_path):
