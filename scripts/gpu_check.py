@@ -147,6 +147,11 @@ def lora_run(device: torch.device, src: str, *, steps: int, warmup: int, batch: 
     missing = [m for m in ("havoc_lite.hub", "havoc_lite.lora") if importlib.util.find_spec(m) is None]
     if missing:
         return {"run": label, "skipped": f"{', '.join(missing)} not in this version of the kit"}
+    from havoc_lite.hub import resolve_source
+    try:   # a machine without the GGUF package and without internet cannot get the base: say so
+        src = str(resolve_source(src))
+    except (OSError, ValueError) as e:
+        return {"run": label, "skipped": f"base model not available here ({e}); pass --lora-model PATH"}
     return train_run("tiny", False, device, batch=batch, seq=seq, steps=steps, warmup=warmup, label=label,
                      phase="sft", init_from=src, lora_r=16, lora_alpha=32.0, lora_dropout=0.05)
 

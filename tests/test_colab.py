@@ -42,7 +42,9 @@ def fake_colab(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_COLAB_LOG", str(tmp_path / "colab.log"))
     monkeypatch.setenv("FAKE_COLAB_SECRETS", str(tmp_path / "secrets.json"))
     monkeypatch.delenv("HAVOC_RUN_DIR", raising=False)
-    return tmp_path
+    yield tmp_path
+    for name in [m for m in sys.modules if m.startswith("google.colab")]:   # leave no Colab behind
+        del sys.modules[name]
 
 
 def test_setup_mounts_drive_and_keeps_runs_apart_from_code(fake_colab, monkeypatch):
