@@ -45,18 +45,26 @@ def _tensor_data(w: torch.Tensor, dtype: str):
     return a.astype(np.float16), Q.F16
 
 
-def _pre_tokenizer(hf_tok: Any, vocab_size: int) -> str:
-    """llama.cpp's pre-tokenizer name (`tokenizer.ggml.pre`). llama.cpp identifies it by hashing
-    the tokenisation of a probe text against a table in convert_hf_to_gguf.py; we only recognise
-    the families this kit loads, from the tokenizer's name, and fall back to `default`."""
+# base vocabulary size (before added tokens) -> llama.cpp pre-tokenizer of that model family
+_PRE_BY_VOCAB = {49152: "smollm", 151643: "qwen2", 128000: "llama-bpe"}
+
+
+def _pre_tokenizer(hf_tok: Any) -> str:
+    """llama.cpp's pre-tokenizer name (`tokenizer.ggml.pre`), which picks the regex llama.cpp
+    splits text with before BPE. llama.cpp's converter identifies it by hashing the tokenisation of
+    a probe text against a table; we recognise the families this kit loads (SmolLM2, Qwen2.5,
+    Llama 3) by their base vocabulary size or name, else `default` (pass `pre=` to override)."""
+    pre = _PRE_BY_VOCAB.get(getattr(hf_tok, "vocab_size", None))
+    if pre:
+        return pre
     name = str(getattr(hf_tok, "name_or_path", "")).lower()
-    for key, pre in (("smollm", "smollm"), ("qwen", "qwen2"), ("llama-3", "llama-bpe"), ("llama3", "llama-bpe")):
+    for key, pre in (("smollm", "smollm"), ("qwen", "qwen2"), ("llama-3", "llama-bpe")):
         if key in name:
             return pre
     return "default"
 
 
-def _add_hf_tokenizer(writer, hf_tok: Any, n_vocab: int) -> None:
+def _add_hf_tokenizer(writer, hf_tok: Any, n_vocab: int, pre: Optional[str]) -> None:
     """Tokens, types, merges, special ids and chat template of a transformers tokenizer."""
     import gguf
     T = gguf.TokenType
@@ -75,7 +83,7 @@ def _add_hf_tokenizer(writer, hf_tok: Any, n_vocab: int) -> None:
             tokens.append(reverse[i])
             types.append(T.NORMAL)
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(_pre_tokenizer(hf_tok, n_vocab))
+    writer.add_tokenizer_pre(pre or _pre_tokenizer(hf_tok))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     with tempfile.TemporaryDirectory() as tmp:                  # SpecialVocab reads saved files
@@ -84,6 +92,8 @@ def _add_hf_tokenizer(writer, hf_tok: Any, n_vocab: int) -> None:
         special.add_to_gguf(writer)
     if not special.chat_template and getattr(hf_tok, "chat_template", None):
         writer.add_chat_template(hf_tok.chat_template)
+    if "bos" not in special.add_special_token:    # our renderers write <bos> themselves
+        writer.add_add_bos_token(False)
 
 
 def _add_sentencepiece(writer, tok: Any, n_vocab: int) -> None:
@@ -111,7 +121,7 @@ def _add_sentencepiece(writer, tok: Any, n_vocab: int) -> None:
 
 
 def export_gguf(model: HavocModel, tokenizer: Any, path: str | Path, dtype: str = "f16",
-                name: Optional[str] = None) -> Path:
+                name: Optional[str] = None, pre: Optional[str] = None) -> Path:
     """Write `model` (and `tokenizer`'s vocabulary, special ids, chat template) as a GGUF file.
 
     Args:
@@ -121,6 +131,7 @@ def export_gguf(model: HavocModel, tokenizer: Any, path: str | Path, dtype: str 
             is replaced only by a complete one.
         dtype: "f16" or "q8_0" for the matrices (1-D tensors stay F32).
         name: `general.name` (default: the file's stem).
+        pre: llama.cpp pre-tokenizer name for a BPE tokenizer (default: guessed, see `_pre_tokenizer`).
     Returns the path. Raises ValueError for an unknown dtype or a tokenizer bigger than the model.
     """
     import gguf
@@ -134,8 +145,20 @@ def export_gguf(model: HavocModel, tokenizer: Any, path: str | Path, dtype: str 
                          f"{cfg.vocab_size} embedding rows (resize_token_embeddings first)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    writer = gguf.GGUFWriter(str(tmp), arch=arch)
-    writer.add_name(name or path.stem)
+    try:
+        _write(gguf.GGUFWriter(str(tmp), arch=arch), model, hf_tok if tokenizer is not None else None,
+               arch, dtype, name or path.stem, pre)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)               # a failed export leaves no partial file behind
+    return path
+
+
+def _write(writer, model: HavocModel, hf_tok: Any, arch: str, dtype: str, name: str,
+           pre: Optional[str]) -> None:
+    import gguf
+    cfg = model.config
+    writer.add_name(name)
     writer.add_context_length(cfg.max_seq_len)
     writer.add_embedding_length(cfg.d_model)
     writer.add_block_count(cfg.n_layers)
@@ -149,13 +172,13 @@ def export_gguf(model: HavocModel, tokenizer: Any, path: str | Path, dtype: str 
     writer.add_layer_norm_rms_eps(cfg.norm_eps)
     writer.add_vocab_size(cfg.vocab_size)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if dtype == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
-    if tokenizer is None:
+    if hf_tok is None:
         pass
     elif hasattr(hf_tok, "sp"):
         _add_sentencepiece(writer, hf_tok, cfg.vocab_size)
     else:
-        _add_hf_tokenizer(writer, hf_tok, cfg.vocab_size)
-    if tokenizer is not None and hasattr(hf_tok, "sp"):     # SpecialVocab wrote the HF ones
+        _add_hf_tokenizer(writer, hf_tok, cfg.vocab_size, pre)
+    if hf_tok is not None and hasattr(hf_tok, "sp"):     # SpecialVocab wrote the HF ones
         writer.add_bos_token_id(cfg.bos_id)
         writer.add_eos_token_id(cfg.eos_id)
         writer.add_pad_token_id(cfg.pad_id)
@@ -171,14 +194,17 @@ def export_gguf(model: HavocModel, tokenizer: Any, path: str | Path, dtype: str 
             w = permute(w, cfg.n_heads)
         elif arch == "llama" and key.endswith("k_proj.weight"):
             w = permute(w, cfg.num_kv_heads)
+        try:
+            gname = gguf_name(key)
+        except KeyError:
+            raise ValueError(f"export_gguf: parameter {key!r} has no GGUF counterpart (a LoRA "
+                             "model must be merged first: havoc_lite.lora.merge_lora)") from None
         data, qtype = _tensor_data(w, dtype)
-        writer.add_tensor(gguf_name(key), data, raw_dtype=qtype)
+        writer.add_tensor(gname, data, raw_dtype=qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    tmp.replace(path)
-    return path
 
 
 def chatml_template() -> str:
@@ -228,6 +254,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", required=True, help="the .gguf file to write")
     p.add_argument("--dtype", default="f16", choices=DTYPES)
     p.add_argument("--modelfile", action="store_true", help="also write an Ollama Modelfile next to it")
+    p.add_argument("--pre", help="llama.cpp pre-tokenizer name (default: guessed from the tokenizer)")
     args = p.parse_args(argv)
     from .hub import ModelLoadError, load_model, resolve_source
     try:
@@ -238,7 +265,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if tok is None:
             print(f"warning: no tokenizer found at {args.tokenizer or args.model}; "
                   "writing weights only", file=sys.stderr)
-        path = export_gguf(model, tok, args.out, dtype=args.dtype)
+        path = export_gguf(model, tok, args.out, dtype=args.dtype, pre=args.pre)
     except (ModelLoadError, ValueError, OSError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
@@ -252,23 +279,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _load_tokenizer(src: str, resolve_source) -> Any:
-    """Our HavocTokenizer (a folder with tokenizer.model + special_tokens.json), else a Hugging Face
-    tokenizer (folder, hub id or .gguf) through `HFTokenizer` when available, else transformers."""
+    """Our HavocTokenizer (a folder with tokenizer.model + special_tokens.json), else the Hugging
+    Face tokenizer of a folder, hub id or .gguf file, as saved: a folder written by `HFTokenizer.save`
+    already holds our markup as added special tokens, and a base model's own has none (its
+    embedding has no rows for them). None when there is none."""
     path = resolve_source(src)
     if path.is_dir() and (path / "tokenizer.model").is_file() and (path / "special_tokens.json").is_file():
         from .tokenizer import HavocTokenizer
         return HavocTokenizer.load(path)
-    try:
-        from .hf_tokenizer import HFTokenizer          # h/hftok's backend, when merged
-        return HFTokenizer.from_pretrained(str(path))
-    except ImportError:
-        pass
     import transformers
     try:
         if path.is_file():
             return transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         return transformers.AutoTokenizer.from_pretrained(str(path))
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):
         return None
 
 

@@ -397,11 +397,11 @@ class HavocModel(nn.Module):
                     keep = torch.cat([keep, mean.expand(n - old, -1)])
                 return nn.Parameter(keep.clone(), requires_grad=weight.requires_grad)
 
-        emb = self.embed_tokens
-        new_emb = nn.Embedding(n, cfg.d_model, device=emb.weight.device, dtype=emb.weight.dtype)
-        new_emb.weight = resized(emb.weight)
+        # new modules on the meta device (no second random init of a V x d matrix), weights assigned
+        new_emb = nn.Embedding(n, cfg.d_model, device="meta")
+        new_emb.weight = resized(self.embed_tokens.weight)
         self.embed_tokens = new_emb
-        head = nn.Linear(cfg.d_model, n, bias=False, device=emb.weight.device, dtype=self.lm_head.weight.dtype)
+        head = nn.Linear(cfg.d_model, n, bias=False, device="meta")
         if cfg.tie_embeddings:
             head.weight = self.embed_tokens.weight
         else:

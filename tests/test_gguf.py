@@ -42,7 +42,10 @@ def test_permute_is_llama_cpp_and_unpermute_inverts_it():
     assert torch.equal(unpermute(p, 2), w)
 
 
-def test_smollm2_gguf_logits_equal_transformers_gguf_loader():
+def test_smollm2_gguf_logits_equal_transformers_gguf_loader(tmp_path):
+    """The real SmolLM2-135M-Instruct Q4_1 file: our reader == transformers' GGUF loader; and our
+    f16 export of it carries exactly the tokenizer metadata llama.cpp's converter wrote."""
+    import gguf
     path = smollm2_gguf()
     ours = load_model(path)
     assert ours.config.n_layers == 30 and ours.config.num_kv_heads == 3 and ours.config.tie_embeddings
@@ -53,6 +56,19 @@ def test_smollm2_gguf_logits_equal_transformers_gguf_loader():
     diff = (a - b).abs().max().item()
     print(f"SmolLM2-135M Q4_1 GGUF: max |logit diff| = {diff:.2e} (logit scale {b.abs().max():.1f})")
     torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
+    del hf
+
+    out = export_gguf(ours, hf_gguf(path, "tokenizer"), tmp_path / "smollm2-f16.gguf", dtype="f16")
+    src, dst = gguf.GGUFReader(path), gguf.GGUFReader(out)
+    for key in ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens",
+                "tokenizer.ggml.token_type", "tokenizer.ggml.merges", "tokenizer.ggml.bos_token_id",
+                "tokenizer.ggml.eos_token_id", "tokenizer.ggml.padding_token_id",
+                "tokenizer.ggml.add_bos_token", "tokenizer.chat_template"):
+        assert dst.fields[key].contents() == src.fields[key].contents(), key
+    with torch.no_grad():
+        c = load_model(out)(x)
+    print(f"SmolLM2-135M re-exported f16: max |logit diff| = {(c - a).abs().max():.2e}")
+    torch.testing.assert_close(c, a, rtol=0, atol=0.01 * a.abs().max().item())
 
 
 def small_bpe(tmp_path):
@@ -152,6 +168,13 @@ def test_modelfile_and_cli_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "missing" in err
     assert not (tmp_path / "o.gguf").exists()
+    # a model with a parameter GGUF has no slot for: refused, and no partial file is left
+    m = HavocModel(ModelConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=2, num_kv_heads=1,
+                               ffn_hidden_size=32, max_seq_len=32))
+    m.layers[0].attn.register_parameter("extra", torch.nn.Parameter(torch.zeros(2, 2)))
+    with pytest.raises(ValueError, match="layers.0.attn.extra"):
+        export_gguf(m, None, tmp_path / "x.gguf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Modelfile", "m.gguf"]
 
 
 def test_cli_exports_our_folder_with_sentencepiece_tokenizer(tmp_path, capsys):

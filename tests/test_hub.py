@@ -70,6 +70,8 @@ def test_hf_folder_logits_equal_transformers(tmp_path, name):
     with torch.no_grad():
         torch.testing.assert_close(again(x).logits, ref, rtol=0, atol=2e-5)
     assert from_hf_llama(out).config == cfg
+    ours.save_pretrained(tmp_path / "ours")             # and our own folder keeps every field
+    assert HavocModel.from_pretrained(tmp_path / "ours").config == cfg
 
 
 @pytest.mark.parametrize("field,value,needle", [
@@ -116,6 +118,9 @@ def test_sharded_folder_and_our_folder(tmp_path):
     ours.save_pretrained(tmp_path / "ours")              # our own layout, with the q/k/v biases
     again = HavocModel.from_pretrained(tmp_path / "ours")
     assert again.config == ours.config and torch.equal(again(x), ours(x))
+    ours.save_pretrained(tmp_path / "run" / "step_000007")   # a run's out_dir follows `latest`
+    (tmp_path / "run" / "latest").write_text("step_000007\n")
+    assert torch.equal(load_model(tmp_path / "run")(x), ours(x))
 
 
 def test_hub_id_downloads_config_weights_and_tokenizer_only(tmp_path, monkeypatch):
@@ -136,6 +141,25 @@ def test_hub_id_downloads_config_weights_and_tokenizer_only(tmp_path, monkeypatc
     assert not any(p.endswith((".bin", ".pt", ".pth", "*")) and p != "*.safetensors" for p in seen["patterns"])
     load_model("a/b", token="explicit")
     assert seen["token"] == "explicit"
+
+
+def test_hub_gguf_file_is_downloaded_alone(tmp_path, monkeypatch):
+    import huggingface_hub
+    from havoc_lite.gguf_export import export_gguf
+    _, folder = hf_model("qwen2-tied", tmp_path / "hf")
+    gguf_path = export_gguf(load_model(folder), None, tmp_path / "q.gguf")
+    seen = {}
+
+    def fake_file(repo_id, filename, token=None, **kw):
+        seen.update(repo_id=repo_id, filename=filename)
+        if filename != "q.gguf":
+            raise hub_error(huggingface_hub.errors.EntryNotFoundError, "404 entry")
+        return str(gguf_path)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_file)
+    model = load_model("someone/Qwen-GGUF/q.gguf")
+    assert seen == {"repo_id": "someone/Qwen-GGUF", "filename": "q.gguf"} and model.config.attention_bias
+    with pytest.raises(ModelLoadError, match="someone/Qwen-GGUF: the repo has no file 'other.gguf'"):
+        load_model("someone/Qwen-GGUF/other.gguf")
 
 
 @pytest.mark.parametrize("error,needle", [

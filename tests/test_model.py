@@ -212,6 +212,9 @@ def test_resize_token_embeddings_mean_rows_and_unchanged_logits(tmp_path, tie):
     assert m.embed_tokens.weight.shape == (90, 64) and m.lm_head.weight.shape == (90, 64)
     with pytest.raises(ValueError, match="pad_id"):
         m.resize_token_embeddings(2)
+    m.to(torch.bfloat16).resize_token_embeddings(99)    # keeps the dtype (and device)
+    assert m.embed_tokens.weight.dtype == m.lm_head.weight.dtype == torch.bfloat16
+    assert (m.lm_head.weight is m.embed_tokens.weight) == tie
 
 
 def test_old_config_json_without_new_fields_loads(tmp_path):
