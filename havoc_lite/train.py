@@ -329,7 +329,9 @@ class Trainer:
 
         # Precision: autocast dtype; fp16 needs loss scaling (bf16 has fp32's exponent range).
         self.amp_dtype = resolve_dtype(cfg.dtype, self.device)
-        self.strategy = dist_utils.choose_strategy(cfg.distributed, model.num_parameters(), self.dist)
+        # a LoRA run's frozen base is replicated (DDP), only its small adapters are all-reduced
+        self.strategy = dist_utils.choose_strategy(cfg.distributed if self.lora is None else "ddp",
+                                                   model.num_parameters(), self.dist)
         use_autocast = self.amp_dtype != torch.float32 and self.strategy != "fsdp"
         self.autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if use_autocast
                          else nullcontext())
