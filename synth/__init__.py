@@ -1,7 +1,10 @@
 """synth: tool-use traces for SFT.
 
-- `synth.generate`  Claude writes traces through forced tool use (`python -m synth.generate`)
+- `synth.generate`  Claude writes traces, as Message Batches or one by one (`python -m synth.generate`)
+- `synth.claude`    the Anthropic side: requests, batches, prices, the USD budget
+- `synth.ledger`    what was booked, sent, billed and decided, durable across kills
 - `synth.offline`   templated problems answered by the real tools, no key needed
 - `synth.gsm8k`     GSM8K -> calculator traces, with every <<expr=value>> recomputed
 - `synth.verify`    the checks every trace goes through, whoever wrote it
+- `synth.aio`       run the async code from a script or from a notebook's running event loop
 """

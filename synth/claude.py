@@ -28,7 +28,6 @@ import asyncio
 import importlib
 import json
 import logging
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Optional
@@ -322,14 +321,26 @@ async def wait_batch(client, batch_id: str, poll_s: float = 30.0) -> None:
         await asyncio.sleep(poll_s)
 
 
+class BatchResultsUnreadable(Exception):
+    """The results file of a batch broke off or held a line that is not JSON."""
+
+
 async def batch_replies(client, batch_id: str, max_tokens: int) -> AsyncIterator[tuple[str, Optional[Reply], str]]:
     """(custom_id, Reply, "") for each succeeded request of an ended batch, and (custom_id, None,
-    why) for one that errored, expired or was canceled (those are not billed)."""
+    why) for one that errored, expired or was canceled (those are not billed).
+
+    Raises:
+        BatchResultsUnreadable: after the readable results, when the file has a line that is not
+            JSON (or a result of an unknown shape); the caller decides about the rest.
+    """
     results = await client.messages.batches.results(batch_id)
-    async for item in results:
-        kind = getattr(item.result, "type", None)
-        if kind == "succeeded":
-            yield item.custom_id, parse_message(item.result.message, max_tokens), ""
-        else:
-            err = getattr(getattr(item.result, "error", None), "error", None)
-            yield item.custom_id, None, f"{kind}: {getattr(err, 'message', '') or ''}"[:200]
+    try:
+        async for item in results:
+            kind = getattr(item.result, "type", None)
+            if kind == "succeeded":
+                yield item.custom_id, parse_message(item.result.message, max_tokens), ""
+            else:
+                err = getattr(getattr(item.result, "error", None), "error", None)
+                yield item.custom_id, None, f"{kind}: {getattr(err, 'message', '') or ''}"[:200]
+    except (ValueError, AttributeError, TypeError) as e:   # JSONDecodeError is a ValueError
+        raise BatchResultsUnreadable(f"{type(e).__name__}: {str(e)[:100]}") from None

@@ -50,7 +50,8 @@ import anthropic
 import yaml
 
 from .aio import run_sync
-from .claude import (BATCH_DISCOUNT, DEFAULT_MODEL, FATAL_ERRORS, Budget, Reply, Usage, batch_replies,
+from .claude import (BATCH_DISCOUNT, DEFAULT_MODEL, FATAL_ERRORS, BatchResultsUnreadable, Budget, Reply,
+                     Usage, batch_replies,
                      build_request, make_client, price_for, request_trace, submit_batch, wait_batch,
                      worst_case_usd)
 from .ledger import Ledger, append_line, read_jsonl_repair
@@ -434,6 +435,14 @@ class _Run:
         write_atomic(self.report_path, json.dumps(self.report(), indent=2))
         return verdict.ok
 
+    def interrupted(self, tid: str, worst: float, attempt: str, why: str) -> None:
+        """Close a booked request whose outcome is unknown: charged its worst case (it may have
+        been billed), its index tried again."""
+        rec = {"id": tid, "outcome": "interrupted", "usd": worst, "attempt": attempt, "detail": why[:300]}
+        self.ledger.outcome(rec)
+        self._count(rec)
+        self.budget.settle(worst, worst)
+
     def report(self) -> dict:
         st = self.state
         return {"topic": self.spec.name, "model": self.args.model, "output": str(self.out_path),
@@ -510,9 +519,16 @@ async def _finish_batch(run: _Run, client, batch_id: str, attempt: str, usd: dic
     await wait_batch(client, batch_id, run.args.poll_s)
     index = {trace_id(run.spec, run.args.seed, i): i for i in range(run.max_attempts)}
     left = dict(usd)
-    async for cid, reply, error in batch_replies(client, batch_id, run.args.max_tokens):
-        if cid in left and cid in index:
-            await run.record(index[cid], reply, left.pop(cid), attempt, batch=True, error=error)
+    try:
+        async for cid, reply, error in batch_replies(client, batch_id, run.args.max_tokens):
+            if cid in left and cid in index:
+                await run.record(index[cid], reply, left.pop(cid), attempt, batch=True, error=error)
+    except BatchResultsUnreadable as e:   # the rest may have been billed: charge their worst case
+        log.warning("batch %s: results unreadable after %d of %d (%s); charging the other %d their "
+                    "worst case and trying them again", batch_id, len(usd) - len(left), len(usd), e, len(left))
+        for cid, w in sorted(left.items()):
+            run.interrupted(cid, w, attempt, f"batch {batch_id}: results unreadable ({e})")
+        left = {}
     for cid, w in sorted(left.items()):   # no result for it: the server never ran it (not billed)
         await run.record(index[cid], None, w, attempt, error="no result in the batch")
     run.ledger.batch_done(batch_id)
@@ -526,7 +542,14 @@ async def _batches(run: _Run, client) -> None:
     args = run.args
     for b in run.ledger.open_batches:
         log.info("polling batch %s left by an earlier run (%d results to record)", b.batch_id, len(b.usd))
-        await _finish_batch(run, client, b.batch_id, b.attempt, b.usd)
+        try:
+            await _finish_batch(run, client, b.batch_id, b.attempt, b.usd)
+        except anthropic.NotFoundError:   # deleted, or its results are gone (29 days): what it cost is unknown
+            log.warning("batch %s is no longer on the server: charging its %d unrecorded requests their "
+                        "worst case and trying them again", b.batch_id, len(b.usd))
+            for tid, w in b.usd.items():
+                run.interrupted(tid, w, b.attempt, f"batch {b.batch_id} not found on the server")
+            run.ledger.batch_done(b.batch_id)
     pending = run.pending()
     while run.state["kept"] < args.num_examples:
         need = args.num_examples - run.state["kept"]

@@ -26,7 +26,8 @@ to the precision the answer wrote ("p = 0.035" for 0.03466; "19" for 19.0); "34.
    them (no number at all, or none that matches);
 2. a number labelled with a result field ("p = 0.50", "df: 4", "t = 2.1", "slope of 3") does not
    match that field, so a p-value cannot pass by matching the degrees of freedom;
-3. a number matches nothing at all: no tool result, argument or number of the question;
+3. a number matches nothing at all: no tool result, argument or number of the question (a bound
+   such as "p < 0.001" is exempt, but must hold for the p-value);
 4. the answer calls the result (not) significant while the latest p-value says otherwise at the
    question's level (alpha, "5% level"; 0.05 when it names none).
 A result of prose (a retrieved passage with its scores) or whose numbers sit inside strings (a
@@ -188,6 +189,8 @@ def _labelled(answer: str):
         yield m.group(0), extract_numbers(m.group(1))[0], ("df", "dof")
 
 
+_BOUND = re.compile(r"(?:<=|>=|≤|≥|<|>)\s*" + _NUM)
+_P_BOUND = re.compile(r"(?<![\w.])p(?:[- ]?values?)?\s*(<=|>=|≤|≥|<|>)\s*" + _NUM, re.IGNORECASE)
 _NEG_SIG = re.compile(r"\b(?:not|no|n't|never|without)\b[^.;]{0,40}\bsignifican|\b(?:in|non-?)significan"
                       r"|\bfail(?:s|ed)? to reject|\b(?:do|does|did)\s+not\s+(?:differ|reject)", re.IGNORECASE)
 _POS_SIG = re.compile(r"\bsignifican|\breject(?:s|ed)? the null", re.IGNORECASE)
@@ -226,12 +229,22 @@ def answer_problem(answer: str, results: list[Any], question: str = "", args: It
                 if not any(number_matches(num, v, rel_tol) for v in vals):
                     return f"'{text.strip()}' does not match the result's {'/'.join(keys[:2])} {vals[:4]}"
                 break
+    for m in _P_BOUND.finditer(answer):        # "p < 0.001": the bound must hold
+        for r in reversed(results):
+            vals = _field_values(r, ("pvalue", "p_value", "p"))
+            if vals is not None:
+                bound, op = float(m.group(2)), m.group(1)
+                ok = vals[0] < bound * (1 + 1e-9) if op in ("<", "<=", "≤") else vals[0] > bound * (1 - 1e-9)
+                if not ok:
+                    return f"'{m.group(0).strip()}' does not hold for the result's p-value {vals[0]:g}"
+                break
     pool = [v for r in results for v in result_values(r)] + result_values(list(args))
     for n in extract_numbers(question):
         pool += [n.value, n.value / 100.0] if n.percent else [n.value]
-    for a in stated:
-        if not any(number_matches(a, v, rel_tol) for v in pool):
-            return f"the answer's number {a.value:g} appears in no tool result, argument or the question"
+    for a in extract_numbers(_BOUND.sub(" ", answer)):   # a bound ("< 0.001") is no result value
+        if any(number_matches(a, v, rel_tol) for v in pool):
+            continue
+        return f"the answer's number {a.value:g} appears in no tool result, argument or the question"
     p = next((vals[0] for r in reversed(results)
               for vals in [_field_values(r, ("pvalue", "p_value"))] if vals), None)
     if p is not None:

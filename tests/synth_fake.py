@@ -40,13 +40,16 @@ class Fake:
     dict sent as JSON, or bytes sent as they are). Batches: `POST /v1/messages/batches` stores the
     requests; `GET .../{id}` reports "in_progress" for the first `polls_to_end - 1` polls of that id,
     then "ended"; `GET .../{id}/results` answers each stored request with `reply` (a 200 becomes a
-    succeeded result, anything else an errored one). `on_poll(batch_id, n)` may raise (a kill).
+    succeeded result, anything else an errored one). `on_poll(batch_id, n)` and `on_create(batch_id)`
+    may raise (a kill; on_create after the server made the batch).
     The state (`batches`, `billed`) is the server's: give the same Fake to a re-run."""
 
-    def __init__(self, reply, polls_to_end: int = 1, on_poll=None):
+    def __init__(self, reply, polls_to_end: int = 1, on_poll=None, on_create=None):
         self.reply, self.calls, self.indices, self.keys = reply, 0, [], set()
-        self.polls_to_end, self.on_poll = polls_to_end, on_poll
+        self.polls_to_end, self.on_poll, self.on_create = polls_to_end, on_poll, on_create
         self.batches: dict[str, list] = {}
+        self.created = 0
+        self.garble_results = False
         self.polls: list[str] = []
         self.results_fetched: list[str] = []
         self.billed_usage: list[dict] = []   # usage of every 200 the server produced
@@ -58,8 +61,11 @@ class Fake:
                       or request.headers.get("authorization", "").removeprefix("Bearer "))
         path = request.url.path
         if path == "/v1/messages/batches" and request.method == "POST":
-            bid = f"msgbatch_{len(self.batches):04d}"
+            bid = f"msgbatch_{self.created:04d}"
+            self.created += 1
             self.batches[bid] = json.loads(request.content)["requests"]
+            if self.on_create:
+                self.on_create(bid)
             return hx.Response(200, json=self.batch_json(bid, ended=False))
         m = re.fullmatch(r"/v1/messages/batches/([^/]+)(/results)?", path)
         if m and m.group(2):
@@ -70,6 +76,8 @@ class Fake:
                 result = {"type": "succeeded", "message": body} if status == 200 else \
                     {"type": "errored", "error": body}
                 out.append(json.dumps({"custom_id": r["custom_id"], "result": result}))
+            if self.garble_results:     # a line that is not JSON after the first result
+                out.insert(1, '{"custom_id": "arithmetic-s0-0000')
             return hx.Response(200, content=("\n".join(out) + "\n").encode(),
                                headers={"content-type": "application/binary"})
         if m:

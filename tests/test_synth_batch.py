@@ -80,6 +80,52 @@ def test_killed_batch_is_polled_again_not_resubmitted(tmp_path, registry):
     assert not [r for r in outcomes(tmp_path / "traces.jsonl") if r["outcome"] == "interrupted"]
 
 
+def test_kill_before_the_batch_id_arrives_and_a_vanished_batch_are_charged(tmp_path, registry):
+    out = tmp_path / "traces.jsonl"
+
+    def kill(bid):
+        raise Crash()
+    fake = Fake(lambda i, n: (200, message(good_trace(i))), on_create=kill)
+    with pytest.raises(Crash):     # the server made the batch; the process died before hearing its id
+        run_generation(args(tmp_path, num_examples=3, batch=True), http_client=fake.client(), registry=registry)
+    fake.on_create = None
+    rep = run_generation(args(tmp_path, num_examples=3, batch=True, resume=True, max_usd=5.0),
+                         http_client=fake.client(), registry=registry)
+    orphan = [r for r in outcomes(out) if r["outcome"] == "interrupted"]
+    n0 = len(fake.batches["msgbatch_0000"])
+    assert len(orphan) == n0 and all(r["usd"] > 0 for r in orphan)   # unknown, so its worst case
+    assert rep["kept"] >= 3 and list(fake.batches) == ["msgbatch_0000", "msgbatch_0001"]
+    assert rep["usd_spent"] == pytest.approx(sum(r["usd"] for r in orphan) + billed(fake), abs=1e-6)
+
+    # a batch the server no longer has (deleted, results expired) does not block the output forever
+    out2 = tmp_path / "b" / "traces.jsonl"
+    fake2 = Fake(lambda i, n: (200, message(good_trace(i))), on_poll=lambda bid, n: kill(bid))
+    with pytest.raises(Crash):
+        run_generation(args(tmp_path / "b", num_examples=2, batch=True), http_client=fake2.client(), registry=registry)
+    fake2.batches.clear()
+    fake2.on_poll = None
+    rep2 = run_generation(args(tmp_path / "b", num_examples=2, batch=True, resume=True), http_client=fake2.client(),
+                          registry=registry)
+    assert rep2["kept"] >= 2 and rep2["interrupted"] >= 2 and rep2["stop_reason"] == "done"
+    assert list(fake2.batches) == ["msgbatch_0001"]
+    assert len(lines(out2)) == rep2["kept"]
+
+
+def test_unreadable_batch_results_charge_the_rest_and_go_on(tmp_path, registry):
+    fake = Fake(lambda i, n: (200, message(good_trace(i))))
+    fake.garble_results = True
+    rep = run_generation(args(tmp_path, num_examples=3, batch=True, max_attempts=40), http_client=fake.client(),
+                         registry=registry)
+    first = len(fake.batches["msgbatch_0000"])
+    recs = outcomes(tmp_path / "traces.jsonl")
+    batch0 = [r for r in recs if r["attempt"] == recs[0]["attempt"]]
+    assert [r["outcome"] for r in batch0] == ["kept"] + ["interrupted"] * (first - 1)
+    assert all("results unreadable" in r["detail"] and r["usd"] > 0 for r in batch0[1:])
+    assert rep["kept"] >= 3 and rep["stop_reason"] == "done" and len(fake.batches) > 1   # later rounds
+    assert rep["interrupted"] == sum(r["outcome"] == "interrupted" for r in recs)
+    assert rep["usd_spent"] == pytest.approx(sum(r["usd"] for r in recs), abs=1e-6)
+
+
 def test_runs_inside_a_running_event_loop(tmp_path, registry):
     """A notebook cell runs inside the kernel's event loop, where asyncio.run() raises."""
     fake = Fake(lambda i, n: (200, message(good_trace(i))))

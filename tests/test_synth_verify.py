@@ -63,6 +63,9 @@ def test_labelled_number_must_match_its_field(registry, real):
     assert bad.reason == "answer_mismatch" and "p = 0.50" in bad.detail
     swapped = verify_trace(t_trace(f"p = {df}, t = {t}"), registry)        # p set to the df value
     assert swapped.reason == "answer_mismatch"
+    assert verify_trace(t_trace(f"t({df}) = {t:.2f}, p < 0.05 (p = {p:.2g}): reject H0 at the 5% level."),
+                        registry).ok
+    assert verify_trace(t_trace(f"t = {t}, p > 0.05"), registry).reason == "answer_mismatch"   # bound fails
     made_up = verify_trace(t_trace(f"t = {t}, p = {p}, mean difference 7.3"), registry)
     assert made_up.reason == "answer_mismatch" and "7.3" in made_up.detail
 
