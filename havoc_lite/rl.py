@@ -101,7 +101,10 @@ class GrpoConfig:
     """reward minus length_penalty · sampled tokens / max_new_tokens"""
     lora_r: int = 0
     """> 0: train LoRA adapters of this rank instead of the full model (havoc_lite.lora)"""
-    lora_alpha: int = 32
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.0
+    """0 by default: adapter dropout would make the trained policy differ from the sampling one"""
+    lora_targets: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
     eval_every: int = 0
     eval_batch_size: int = 64
     save_every: int = 10
@@ -320,15 +323,51 @@ class PromptOrder:
         self._order = self._shuffle()
 
 
-# --- LoRA seam ------------------------------------------------------------------------------------
-def attach_lora(model: torch.nn.Module, r: int, alpha: int) -> torch.nn.Module:
-    """Freeze the base and train LoRA adapters (havoc_lite.lora.apply_lora). Raises ValueError when
-    the LoRA module is not installed in this checkout."""
+# --- the policy: our folders, pretrained models, LoRA ----------------------------------------------
+def load_policy(src: str, tokenizer: Optional[str] = None) -> tuple:
+    """(model in float32, tokenizer, ids of rows the tokenizer added) for GRPO's start.
+
+    `src`: one of our model folders (or an out_dir with `latest`; the tokenizer is looked up next
+    to it unless given), or anything `hub.load_model` reads (a Hugging Face folder, a hub id, a
+    `.gguf` file), whose own tokenizer gets the markup (`HFTokenizer`) and whose embeddings grow to
+    fit it (`train.fit_vocab`). Raises FileNotFoundError / ValueError naming the source.
+    """
+    from .eval.__main__ import load_model_and_tokenizer, resolve_model_dir
+    from .hub import is_havoc_folder
+    from .tokenizer import load_tokenizer
+    from .train import fit_vocab, load_init_model
     try:
-        from .lora import apply_lora
+        own = resolve_model_dir(src)
+    except FileNotFoundError:
+        own = None
+    if own is not None and is_havoc_folder(own):
+        if tokenizer:
+            from .model import HavocModel
+            model, tok = HavocModel.from_pretrained(own), load_tokenizer(tokenizer)
+        else:
+            model, tok, _ = load_model_and_tokenizer(str(own), None, "cpu", "float32")
+    else:
+        from .hf_tokenizer import HFTokenizer
+        model = load_init_model(src)
+        tok = load_tokenizer(tokenizer) if tokenizer else HFTokenizer.from_pretrained(src)
+    new_ids = fit_vocab(model, tok)
+    return model.float(), tok, new_ids
+
+
+def attach_lora(model: torch.nn.Module, cfg: GrpoConfig, train_tokens: Sequence[int] = ()) -> dict:
+    """Freeze the base and add LoRA adapters (havoc_lite.lora.apply_lora, in place). Returns what a
+    checkpoint records: the settings plus the base's source and sha256 fingerprint (so that
+    `python -m havoc_lite.merge --run OUT_DIR` can fold the adapters in). Raises ValueError for bad
+    settings, or when this checkout has no LoRA module."""
+    try:
+        from .lora import apply_lora, base_fingerprint, lora_settings
     except ImportError as e:
-        raise ValueError(f"lora_r={r} needs havoc_lite/lora.py, which this checkout lacks ({e})") from e
-    return apply_lora(model, r=r, alpha=alpha) or model
+        raise ValueError(f"lora_r={cfg.lora_r} needs havoc_lite/lora.py ({e})") from e
+    settings = lora_settings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, None,
+                             source="GrpoConfig", train_tokens=train_tokens)
+    fingerprint = base_fingerprint(model)
+    apply_lora(model, **settings)
+    return {**settings, "base": {"source": cfg.checkpoint, "sha256": fingerprint}}
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -363,7 +402,7 @@ class GrpoRunner:
 
     Resume (`cfg.resume`) happens in the constructor.
     Raises:
-        ValueError / FileNotFoundError: bad options, missing files, plain-string prompts.
+        ValueError / FileNotFoundError: bad options, missing files, a resume with other LoRA settings.
     """
 
     def __init__(self, cfg: GrpoConfig, model=None, tokenizer=None, items=None, eval_items=None,
@@ -376,11 +415,11 @@ class GrpoRunner:
         self.cfg = cfg
         seed_everything(cfg.seed)
         self.device = resolve_device(cfg.device)
+        new_ids: list = []
         if model is None or tokenizer is None:
             if not cfg.checkpoint:
                 raise ValueError("GrpoConfig.checkpoint is not set (--checkpoint DIR)")
-            from .eval.__main__ import load_model_and_tokenizer
-            model, tokenizer, _ = load_model_and_tokenizer(cfg.checkpoint, cfg.tokenizer, self.device.type, "float32")
+            model, tokenizer, new_ids = load_policy(cfg.checkpoint, cfg.tokenizer)
         if items is None:
             if not cfg.prompts:
                 raise ValueError("GrpoConfig.prompts is not set (--prompts FILE)")
@@ -397,8 +436,9 @@ class GrpoRunner:
         model.to(self.device)
         # The reference is the starting policy, frozen; kept only when the KL term is on.
         self.ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.kl_coef > 0 else None
-        if cfg.lora_r > 0:
-            model = attach_lora(model, cfg.lora_r, cfg.lora_alpha)
+        # LoRA: adapters (and the rows of markup tokens new to a pretrained vocabulary) train,
+        # the base stays frozen; checkpoints hold the adapters only, as the Trainer's do.
+        self.lora = attach_lora(model, cfg, new_ids) if cfg.lora_r > 0 else None
         self.model = model
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
@@ -420,14 +460,33 @@ class GrpoRunner:
                  "history_json": json.dumps(self.history)}
         meta = {"phase": "grpo", "grpo_config": asdict(self.cfg),
                 "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")}
-        return ckpt.save_checkpoint(self.cfg.out_dir, self.step, self.model.state_dict(),
+        model_state = self.model.state_dict()
+        if self.lora is not None:   # adapters only; meta says how to rebuild and merge them
+            from .config import TrainConfig
+            from .lora import lora_state_dict
+            model_state = {k: v.to("cpu", copy=True) for k, v in lora_state_dict(self.model).items()}
+            cfg = self.cfg
+            meta["lora"] = self.lora
+            meta["train_config"] = TrainConfig(
+                phase="sft", init_from=cfg.checkpoint, tokenizer=cfg.tokenizer, lora_r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, lora_targets=cfg.lora_targets,
+                out_dir=cfg.out_dir, seed=cfg.seed).to_dict()
+        return ckpt.save_checkpoint(self.cfg.out_dir, self.step, model_state,
                                     self.model.config, state, meta, keep_last=self.cfg.keep_last,
                                     staging_dir=self.cfg.staging_dir or "auto")
 
     def _load(self, folder: Path) -> None:
         from .train import set_rng_state
-        model_state, state, _ = ckpt.load_checkpoint(folder)
-        self.model.load_state_dict(model_state, strict=True)
+        model_state, state, meta = ckpt.load_checkpoint(folder)
+        saved = meta.get("lora")
+        if (saved is None) != (self.lora is None) or (saved and saved != json.loads(json.dumps(self.lora))):
+            raise ValueError(f"{folder}: saved with LoRA settings {saved}, this run has {self.lora}; "
+                             "resume with the same lora_* options and base, or use another out_dir")
+        if self.lora is not None:
+            from .lora import load_lora_state_dict
+            load_lora_state_dict(self.model, model_state, source=str(folder))
+        else:
+            self.model.load_state_dict(model_state, strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.order.load_state_dict(state["data"])
         self.step = int(state["step"])

