@@ -509,11 +509,12 @@ def lora_config(run: Path, sz: Sizes, base: str, train_files: Sequence[Path], r:
     """`TrainConfig` for LoRA SFT of a pretrained base on the run's tool traces (notebook 04, the
     pretrained route): the `sft_smollm2_135m_lora` recipe with `init_from=base`, the base's own
     tokenizer (markup added), `lora_r=r`, `lora_alpha=2r`, out_dir `<run>/lora`, resume "auto".
-    Smoke sizes: 2 steps of 1 x 96 tokens on the CPU. GPU sizes: gradient checkpointing on."""
+    Smoke sizes: 2 steps of 1 x 160 tokens on the CPU (at 96 tokens a third of the traces' prompts
+    alone would not fit SmolLM2's chat template). GPU sizes: gradient checkpointing on."""
     from .config import TrainConfig
     cfg = TrainConfig.load("sft_smollm2_135m_lora")
     smoke = sz.preset == "tiny"
-    size = (dict(batch_size=1, grad_accum_steps=1, seq_len=96, max_steps=2, save_every=2, eval_every=0,
+    size = (dict(batch_size=1, grad_accum_steps=1, seq_len=160, max_steps=2, save_every=2, eval_every=0,
                  warmup_steps=1, wandb_mode="disabled", progress=False, log_every=1) if smoke else
             dict(batch_size=4, grad_accum_steps=4, seq_len=1024, max_steps=600, save_every=50, eval_every=100,
                  gradient_checkpointing=True, wandb_mode="auto"))
