@@ -152,7 +152,8 @@ def tune(model, tok, out: Path, args) -> dict:
         # seconds per step, leaving out the first (allocations, warm-up)
         per_step = (ends[-1] - ends[0]) / (len(ends) - 1) if len(ends) > 1 else ends[0]
         if 2 <= trainer.step <= 5:   # fix the schedule's horizon early, from the measured speed
-            cfg.max_steps = max(trainer.step + 1, min(args.max_steps, trainer.step + int((budget - ends[-1]) / per_step)))
+            fits = trainer.step + int((budget - ends[-1]) / per_step)
+            cfg.max_steps = max(trainer.step, min(args.max_steps, fits))
         print(f"[tune] step {trainer.step}/{cfg.max_steps} loss {losses[-1]:.4f} ({ends[-1]:.0f} s)", flush=True)
         last = ends[-1] - (ends[-2] if len(ends) > 1 else 0.0)
         if ends[-1] + max(per_step, last) > budget:   # the next step would pass the cap
