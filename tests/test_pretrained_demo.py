@@ -47,10 +47,10 @@ def test_quick_demo_runs_every_stage_and_writes_the_table(tiny_base, tmp_path, c
     # ... whose markup rows were trained away from their start (the pieces' mean) ...
     init = load_model(out / "init")
     ids = [tok.token_id(t) for t in MARKUP_TOKENS]
-    assert not torch.allclose(tuned.embed_tokens.weight[ids], init.embed_tokens.weight[ids])
+    assert not torch.allclose(tuned.embed_tokens.weight[ids].float(), init.embed_tokens.weight[ids].float())
     # ... and whose adapters were merged (a projection differs from the base's)
     base = load_model(tiny_base)
-    assert not torch.allclose(tuned.layers[0].attn.q_proj.weight, base.layers[0].attn.q_proj.weight)
+    assert not torch.allclose(tuned.layers[0].attn.q_proj.weight.float(), base.layers[0].attn.q_proj.weight.float())
     table = (out / "table.md").read_text()
     assert re.search(r"\| held-out arithmetic \(new phrasings\) \| 4 \| [\d.]+ / [\d.]+ \| [\d.]+ / [\d.]+ \|", table)
 
