@@ -49,8 +49,10 @@ def test_reward_model_catches_planted_errors(tok_and_traces, tmp_path):
     # enough to fit on a CPU in seconds
     rm = RewardModel.from_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=40, n_layers=2)
     before = rm.catch_rate(tok, planted_error_pairs(test, seed=1))
+    # lr 1e-3: at 3e-3 the fit stalls at chance (BCE 0.69) for some seeds and package versions;
+    # at 1e-3 it learns for every seed tried (0, 1: held-out AUC 0.72).
     hist = train_reward_model(rm, tok, planted_error_pairs(train, seed=0), steps=400, batch_size=32,
-                              lr=3e-3, seed=0)
+                              lr=1e-3, seed=0)
     assert sum(hist["loss"][-20:]) / 20 < sum(hist["loss"][:20]) / 20
     held_out = planted_error_pairs(test, seed=1)
     after = rm.catch_rate(tok, held_out)
