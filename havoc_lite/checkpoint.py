@@ -13,17 +13,24 @@ Google Drive mounts (`/content/drive/...`) cache writes locally and upload later
 disconnected runtime can leave a file missing or truncated there. With a `staging_dir`, the
 checkpoint is written and verified on local disk first and then copied to `out_dir` with the same
 tmp-folder + rename steps, and verified again. Resume always re-checks the sha256 sums.
+A verified copy on a Drive mount is only verified against Drive's local cache, which uploads in
+the background; so on Drive the previous step folder is kept one save longer than `keep_last`
+asks (with keep_last=1, a runtime that dies during a copy or its upload still leaves the previous
+checkpoint to resume from). A full Drive (ENOSPC / EDQUOT) is reported in one message and the
+checkpoint stays on local disk; training goes on.
 
 Weights are safetensors (no pickle); `train_state.pt` holds only tensors and plain Python types and
 loads with `torch.load(..., weights_only=True)`.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -37,6 +44,10 @@ from .errors import HavocError, ResumeError
 STEP_RE = re.compile(r"^step_(\d+)$")
 FILES = ("model.safetensors", "config.json", "train_state.pt")
 DRIVE_PREFIXES = ("/content/drive", "/gdrive")
+# Another Drive mount point (e.g. the tests' fake Drive, or a Drive mounted elsewhere).
+DRIVE_ROOT_ENV = "HAVOC_DRIVE_ROOT"
+# "Disk full" and "quota exceeded": what a full Google Drive raises through its mount.
+FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 # Test hook: "SECONDS" or "SECONDS@STEP" to sleep inside a save after model.safetensors is written
 # (lets a test kill the process mid-save). Never set in normal use.
 PAUSE_ENV = "HAVOC_LITE_SAVE_PAUSE_S"
@@ -185,8 +196,11 @@ def _test_pause(step: int) -> None:
 
 
 def is_drive_path(path: str | Path) -> bool:
-    """True for a Google Drive mount in Colab, where writes should be staged on local disk."""
-    return str(Path(path).resolve()).startswith(DRIVE_PREFIXES)
+    """True for a Google Drive mount in Colab (or under $HAVOC_DRIVE_ROOT), where writes should be
+    staged on local disk. The path is checked as given and with links resolved."""
+    roots = DRIVE_PREFIXES + ((os.environ[DRIVE_ROOT_ENV],) if os.environ.get(DRIVE_ROOT_ENV) else ())
+    roots = tuple(os.path.abspath(r) for r in roots)
+    return any(p.startswith(roots) for p in (os.path.abspath(path), str(Path(path).resolve())))
 
 
 def _write_model_files(folder: Path, model_state: dict[str, torch.Tensor], model_config: ModelConfig) -> None:
@@ -241,13 +255,18 @@ def save_checkpoint(out_dir: str | Path, step: int, model_state: dict[str, torch
         staging_dir: write and verify here first, then copy to `out_dir` (for Google Drive);
             "auto" stages in the system temp folder only when `out_dir` is on a Drive mount.
 
+    Returns:
+        The new step folder: in `out_dir`, or, when a staged copy found `out_dir` full (ENOSPC /
+        EDQUOT), in `staging_dir` (a message on stderr says so; nothing in `out_dir` changed).
+
     Raises:
         CheckpointError: the staged copy or the copy in `out_dir` fails verification.
         OSError: the disk is full or not writable (the previous checkpoints are untouched).
     """
     out_dir = Path(out_dir)
     if staging_dir == "auto":
-        staging_dir = Path(os.environ.get("TMPDIR", "/tmp")) / "havoc_lite_staging" if is_drive_path(out_dir) else None
+        staging_dir = (Path(os.environ.get("TMPDIR", "/tmp")) / "havoc_lite_staging" / out_dir.name
+                       if is_drive_path(out_dir) else None)
     target = Path(staging_dir) if staging_dir is not None else out_dir
     target.mkdir(parents=True, exist_ok=True)
     _sweep_tmp(target)
@@ -270,16 +289,37 @@ def save_checkpoint(out_dir: str | Path, step: int, model_state: dict[str, torch
 
     # Staged: verify locally, copy into out_dir/<name>.tmp, verify the copy, then rename there.
     verify_checkpoint(tmp)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _sweep_tmp(out_dir)
+    mib = sum((tmp / f).stat().st_size for f in FILES) / 2**20
+    # A copy to Drive can take minutes with no progress bar moving: say what is happening.
+    print(f"[checkpoint] copying {name} ({mib:,.0f} MiB) to {out_dir} ...", flush=True)
+    t0 = time.perf_counter()
     remote_tmp = out_dir / f"{name}.tmp"
-    remote_tmp.mkdir()
-    for f in (*FILES, "meta.json"):
-        shutil.copyfile(tmp / f, remote_tmp / f)
-        _fsync_file(remote_tmp / f)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _sweep_tmp(out_dir)
+        remote_tmp.mkdir()
+        for f in (*FILES, "meta.json"):
+            shutil.copyfile(tmp / f, remote_tmp / f)
+            _fsync_file(remote_tmp / f)
+    except OSError as e:
+        if e.errno not in FULL_ERRNOS:
+            raise
+        shutil.rmtree(remote_tmp, ignore_errors=True)
+        local = target / name
+        if local.exists():
+            shutil.rmtree(local)
+        os.replace(tmp, local)
+        print(f"[checkpoint] {out_dir} is full ({e.strerror}): {name} was not copied there and is "
+              f"kept on local disk at {local} (gone when the runtime ends; resume from it with "
+              f"--resume {local}). Free space on Drive; the next save tries again.",
+              file=sys.stderr, flush=True)
+        return local
     verify_checkpoint(remote_tmp)
-    _finish_folder(remote_tmp, out_dir / name, out_dir, keep_last)
+    # On Drive the copy was verified against the local cache while the upload may still run: keep
+    # the previous folder too until the next save (it is the one a dead runtime resumes from).
+    _finish_folder(remote_tmp, out_dir / name, out_dir, keep_last + 1 if is_drive_path(out_dir) else keep_last)
     shutil.rmtree(tmp, ignore_errors=True)
+    print(f"[checkpoint] {name} copied and verified in {time.perf_counter() - t0:.1f} s", flush=True)
     return out_dir / name
 
 

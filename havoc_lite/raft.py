@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+import torch
 import tyro
 
 from .eval.metrics import mean_pass_at_k
@@ -172,7 +173,16 @@ def run_raft(cfg: RaftConfig, model=None, tokenizer=None, items=None, eval_items
     out = Path(cfg.out_dir)
     if model is None or tokenizer is None:
         model, tokenizer, _ = load_model_and_tokenizer(cfg.checkpoint, cfg.tokenizer,
-                                                       "auto" if cfg.device == "auto" else cfg.device)
+                                                       "auto" if cfg.device == "auto" else cfg.device,
+                                                       dtype="float32")
+    # fp32 master weights: AdamW on bf16 weights drops every update smaller than half a bf16 step
+    # (8 mantissa bits, ~0.4 % of the weight), so RAFT's small lr would barely move the model. The
+    # Trainer still computes in bf16 (fp16 + GradScaler on a T4) under autocast. `.float()` works
+    # in place, so a caller's model object is the trained one afterwards.
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        print(f"[raft] the model's weights are {next(model.parameters()).dtype}; training keeps "
+              "fp32 master weights (model.float()) and autocasts the compute")
+        model.float()
     if items is None:
         items = load_prompt_items(cfg.prompts, system=cfg.system, limit=cfg.limit)
     if eval_items is None and cfg.eval_prompts:

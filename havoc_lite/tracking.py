@@ -5,8 +5,9 @@ Modes: "disabled" (nothing is sent or written; the default when WANDB_API_KEY is
 id is stored in the checkpoint's train_state, so a resumed run continues the same W&B run
 (`wandb.init(id=..., resume="allow")`) instead of starting a new chart.
 
-The API key is read by wandb itself from WANDB_API_KEY or its own login file; this module never
-reads, prints or writes it.
+The API key comes from `secrets.get_secret("WANDB_API_KEY")` (Colab Secrets, then the
+environment) and is handed to wandb in memory (`wandb.Settings(api_key=...)`); it is never printed
+or written to disk here. Without it, wandb falls back to its own login file.
 """
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from typing import Any, Optional
 
 
 def resolve_mode(mode: str = "auto") -> str:
-    """"auto" -> "online" when WANDB_API_KEY is set, else "disabled"; WANDB_MODE overrides auto."""
+    """"auto" -> "online" when a WANDB_API_KEY is found (Colab Secrets or the environment, see
+    `secrets.get_secret`), else "disabled"; WANDB_MODE overrides auto."""
+    from .secrets import get_secret
     if mode != "auto":
         return mode
     if os.environ.get("WANDB_MODE") in ("disabled", "offline", "online"):
         return os.environ["WANDB_MODE"]
-    return "online" if os.environ.get("WANDB_API_KEY") else "disabled"
+    return "online" if get_secret("WANDB_API_KEY") else "disabled"
 
 
 class Tracker:
@@ -48,8 +51,12 @@ class Tracker:
         if self.mode == "disabled":
             return
         import wandb
+        from .secrets import get_secret
+        key = get_secret("WANDB_API_KEY") if self.mode == "online" else None
+        settings = wandb.Settings(api_key=key) if key else None   # in memory only, never on disk
         self.run = wandb.init(project=project, name=run_name, config=config, id=run_id,
-                              resume="allow", mode=self.mode, dir=dir or os.environ.get("WANDB_DIR"))
+                              resume="allow", mode=self.mode, dir=dir or os.environ.get("WANDB_DIR"),
+                              settings=settings)
         self.run_id = self.run.id
 
     def log(self, metrics: dict[str, float], step: int) -> None:

@@ -33,7 +33,7 @@ import time
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -44,6 +44,11 @@ from .config import TrainConfig
 from .errors import run_cli
 from .model import HavocModel, lm_loss
 from .tracking import Tracker
+
+
+# Per-step and per-eval lists of a run's history (`Trainer.train()` returns them for one session;
+# `Trainer.history` holds the whole run, kept in every checkpoint so plots continue after a resume).
+HISTORY_KEYS = ("step", "loss", "lr", "grad_norm", "tokens_per_s", "eval_step", "eval_loss", "eval_ppl")
 
 
 class TrainingDiverged(RuntimeError):
@@ -86,13 +91,39 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
                              fused=device.type == "cuda" or None)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """True when `device` is a CUDA GPU that computes bf16 in hardware (compute capability >= 8.0:
+    A100, L4, H100, RTX 30xx/40xx). `torch.cuda.is_bf16_supported()` alone also says True on a T4
+    (7.5), where bf16 is emulated and several times slower than fp16, so it is asked with
+    `including_emulation=False` (torch >= 2.3) and the capability is checked as well."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if torch.cuda.get_device_capability(index)[0] < 8:
+        return False
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch < 2.3 has no including_emulation (and counted no emulation then)
+        return torch.cuda.is_bf16_supported()
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """Autocast dtype: "auto" -> bf16 on CUDA where supported, else fp16 on CUDA, fp32 elsewhere."""
+    """Autocast dtype: "auto" -> bf16 on a GPU with native bf16 (`native_bf16`), fp16 on other
+    CUDA GPUs (a T4; the Trainer adds a GradScaler), fp32 on CPU / MPS."""
     if dtype == "auto":
         if device.type != "cuda":
             return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16(device) else torch.float16
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def enable_tf32() -> None:
+    """Let fp32 matmuls and convolutions use TF32 tensor cores (Ampere and newer; ignored
+    elsewhere). What autocast leaves in fp32 (the loss, norms, an fp32 run) gets ~8x the matmul
+    throughput at 10-bit mantissa precision, the trade-off PyTorch documents under "TensorFloat-32
+    (TF32) on Ampere (and later) devices"."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
 
 
 # --- RNG state (python, numpy, torch, cuda), stored with weights_only-safe types ----------------
@@ -314,7 +345,12 @@ class Trainer:
                        and self.device.type == "cuda" else None)
 
         model.gradient_checkpointing = cfg.gradient_checkpointing
-        model.to(self.device)
+        if self.device.type == "cuda":
+            enable_tf32()
+        # FSDP shards first and moves only each rank's shard to the GPU (fully_shard moves a CPU
+        # module's shards to the mesh's device), so no rank ever holds the whole model on its GPU.
+        if self.strategy != "fsdp":
+            model.to(self.device)
         mp_dtype = self.amp_dtype if self.amp_dtype != torch.float32 else None
         self.model = dist_utils.wrap_model(model, self.strategy, self.dist, param_dtype=mp_dtype)
         self.raw_model = dist_utils.unwrap(self.model)
@@ -324,6 +360,8 @@ class Trainer:
 
         self.step, self.tokens_seen, self.bad_steps, self.skipped_steps = 0, 0, 0, 0
         self.last_loss = float("nan")
+        self._past_history: dict[str, list] = {k: [] for k in HISTORY_KEYS}   # from the checkpoint
+        self._session: dict[str, list] = {k: [] for k in HISTORY_KEYS}        # this train() call
         wandb_id = None
         self.resumed_from = self._resume_folder()
         if self.resumed_from is not None:
@@ -441,6 +479,7 @@ class Trainer:
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.last_loss = float(meta.get("loss", float("nan")))
         self.train_loader.load_state_dict(state["data"])
+        self._past_history = {k: list((state.get("history") or {}).get(k, [])) for k in HISTORY_KEYS}
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         if self.is_main:
@@ -470,6 +509,7 @@ class Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "wandb_run_id": self.tracker.run_id if hasattr(self, "tracker") else None,
                 "skipped_steps": self.skipped_steps, "world_size": self.dist.world_size,
+                "history": self.history,
             }
             meta = {"loss": self.last_loss, "tokens_seen": self.tokens_seen, "phase": self.cfg.phase,
                     "tokenizer_sha256": ckpt.tokenizer_identity(self.tokenizer),
@@ -481,6 +521,13 @@ class Trainer:
                                         staging_dir=self.cfg.staging_dir or "auto")
         dist_utils.barrier()
         return path
+
+    @property
+    def history(self) -> dict[str, list]:
+        """The whole run's history (`HISTORY_KEYS` lists): what the resumed checkpoint held, then
+        this session's steps. Saved in every checkpoint, so a loss plot drawn after a disconnect and
+        a resume shows the run from step 1."""
+        return {k: self._past_history[k] + self._session[k] for k in HISTORY_KEYS}
 
     # --- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -547,8 +594,12 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         return loss_value, norm_value, tokens * self.dist.world_size
 
-    def train(self) -> dict[str, Any]:
+    def train(self, on_step: Optional[Callable[["Trainer"], None]] = None) -> dict[str, Any]:
         """Run from the current step to `max_steps` (or `stop_at_step`).
+
+        `on_step(trainer)`, if given, runs on rank 0 after every completed step (after its eval and
+        save): the notebooks' live loss plot and sample generations (`colab.LiveMonitor`). It must
+        leave the model in train mode and must not draw from the global RNG (exact resume).
 
         Returns:
             history: per-step lists `step`, `loss`, `lr`, `grad_norm`, `tokens_per_s`; eval lists
@@ -560,8 +611,8 @@ class Trainer:
                 the last good weights is saved first and named in the message.
         """
         cfg = self.cfg
-        hist: dict[str, Any] = {k: [] for k in ("step", "loss", "lr", "grad_norm", "tokens_per_s",
-                                                "eval_step", "eval_loss", "eval_ppl")}
+        hist: dict[str, Any] = {k: [] for k in HISTORY_KEYS}
+        self._session = hist
         self.model.train()
         end = min(cfg.max_steps, cfg.stop_at_step or cfg.max_steps)
         bar = None
@@ -612,6 +663,8 @@ class Trainer:
                     self._eval_and_log(hist)
                 if self.step % cfg.save_every == 0:
                     saved_path, last_saved = self.save(), self.step
+                if on_step is not None and self.is_main:
+                    on_step(self)
         finally:
             if bar is not None:
                 bar.close()

@@ -7,36 +7,65 @@ need is in `havoc_lite.colab`), so nothing lives only in a notebook.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).parent
 
-SETUP = '''# Set-up: install the kit from a checkout (this folder's parent, /content/havoc_lite, a copy on
-# Drive, or a clone of HAVOC_REPO_URL), then the run folder: Google Drive in Colab (checkpoints
-# survive a disconnect), ./checkpoints elsewhere.
-import importlib.util, os, subprocess, sys
+SETUP = '''#@title Set-up: mount Drive, install havoc_lite, open the run folder
+#@markdown **SOURCE**: where a fresh runtime gets the code: a git URL (`https://github.com/you/havoc_lite.git`),
+#@markdown or a wheel, zip or folder on your Drive (`MyDrive/havoc_lite/havoc_lite-0.1.0-py3-none-any.whl`;
+#@markdown make one with `pip wheel --no-deps -w dist .`). Runs go to `MyDrive/havoc_lite/runs/RUN_NAME`,
+#@markdown apart from the code. After a disconnect, run every cell again: training continues.
+SOURCE = "MyDrive/havoc_lite/havoc_lite-0.1.0-py3-none-any.whl"  #@param {type:"string"}
+RUN_NAME = "main"  #@param {type:"string"}
+import importlib, importlib.metadata, importlib.util, os, subprocess, sys, zipfile
+DRIVE = os.environ.get("HAVOC_DRIVE_ROOT", "/content/drive")
+try:   # Colab: mount Drive first; the code (SOURCE) and the runs live there
+    from google.colab import drive
+    if not os.path.isdir(os.path.join(DRIVE, "MyDrive")):
+        drive.mount(DRIVE)
+except ImportError:
+    pass   # not Colab: havoc_lite is pip-installed, or this notebook sits in a checkout
 if importlib.util.find_spec("havoc_lite") is None:
-    HAVOC_REPO_URL = os.environ.get("HAVOC_REPO_URL", "")   # your fork's git URL, if you clone
-    candidates = (os.getcwd(), os.path.dirname(os.getcwd()), "/content/havoc_lite",
-                  "/content/drive/MyDrive/havoc_lite")
-    ROOT = next((p for p in candidates if os.path.isfile(os.path.join(p, "havoc_lite", "__init__.py"))), None)
-    if ROOT is None and HAVOC_REPO_URL:
-        ROOT = "/content/havoc_lite"
-        subprocess.run(["git", "clone", "--depth", "1", HAVOC_REPO_URL, ROOT], check=True)
-    if ROOT is None:
-        raise RuntimeError("havoc_lite is not installed: upload the repository to /content/havoc_lite or "
-                           "MyDrive/havoc_lite, or set HAVOC_REPO_URL to a git URL to clone")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", ROOT], check=True)
-    sys.path.insert(0, ROOT)
+    src = SOURCE.strip()
+    if src.startswith("MyDrive/"):
+        src = os.path.join(DRIVE, src)
+    checkout = [d for d in (os.getcwd(), os.path.dirname(os.getcwd()))   # a notebook in a checkout
+                if os.path.isfile(os.path.join(d, "havoc_lite", "__init__.py"))]
+    if checkout and not os.path.exists(src):
+        src = checkout[0]
+    if not src.startswith(("https://", "http://", "git@", "git+")) and not os.path.exists(src):
+        raise FileNotFoundError(f"SOURCE {src!r} does not exist: upload the wheel or zip to Drive, "
+                                "or give a git URL")
+    if src.endswith(".zip"):   # a zipped checkout: unpack it to local disk
+        zipfile.ZipFile(src).extractall("/content/havoc_lite_src")
+        src = next(os.path.dirname(os.path.join(d, "pyproject.toml")) for d, _, files in
+                   os.walk("/content/havoc_lite_src") if "pyproject.toml" in files)
+    elif src.startswith(("https://", "http://", "git@")) and not src.endswith(".whl"):
+        src = "git+" + src
+    # Leave Colab's own torch (built for its CUDA) alone: pin it while pip resolves the rest.
+    constraints = "/tmp/havoc_lite_constraints.txt"
+    with open(constraints, "w") as f:
+        try:
+            f.write(f"torch=={importlib.metadata.version('torch')}\\n")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", src, "-c", constraints], check=True)
+    importlib.invalidate_caches()
 from havoc_lite import colab
-RUN = colab.setup()'''
+RUN = colab.setup(RUN_NAME)'''
 
-PARAMS = '''# Parameters: HAVOC_SMOKE=1 picks tiny sizes (tiny preset, a few steps, a few examples) so the
-# notebook runs on a CPU in a minute; otherwise the sizes for one Colab A100.
-SMOKE = os.environ.get("HAVOC_SMOKE") == "1"
+PARAMS = '''#@title Sizes
+#@markdown `gpu`: the sizes for one Colab GPU (the 50m preset; an A100 is fastest, a T4 or L4 works).
+#@markdown `smoke`: tiny sizes that run the notebook on a CPU in a minute (a pipeline check, not a
+#@markdown result). The environment variable HAVOC_SMOKE=1 (the tests) forces `smoke`.
+SIZES = "gpu"  #@param ["gpu", "smoke"]
+SMOKE = SIZES == "smoke" or os.environ.get("HAVOC_SMOKE") == "1"
 SZ = colab.sizes(SMOKE)
+colab.check_runtime(SZ)   # warns when GPU sizes are about to run on a CPU runtime
 SZ'''
 
 
@@ -131,39 +160,64 @@ NOTEBOOKS["02_synth_tool_traces"] = [
 # 02 · Synthesise tool traces
 
 Verified tool-use traces for SFT, written to `<run>/data/`:
-1. **Claude** (`synth.generate`): first a dry run that prints the prompts and the cost estimate and
-   sends nothing; then real generation, which runs only when `ANTHROPIC_API_KEY` is set (a hard USD
-   cap, resumable after a disconnect, every trace re-checked with the real tools);
+1. **Claude** (`synth.generate`): first a dry run that prints the prompts, and the estimated cost
+   of every topic together; then real generation, which runs only when `ANTHROPIC_API_KEY` is set
+   and you tick CONFIRM_SPEND (Message Batches at half price by default, a hard USD cap per topic,
+   resumable after a disconnect, every trace re-checked with the real tools);
 2. **offline generators** (`synth.offline`): templated problems for every tool, free and instant,
    plus the GSM8K training problems turned into calculator traces.
 """),
     code(SETUP),
     code(PARAMS),
     code('''
-# Dry run: the prompts Claude would get and what the run would cost. Nothing is sent.
-from synth.generate import GenerateArgs, run_generation
+#@title Claude: topics, model, budget
+#@markdown The batch API costs half as much; its batches live on Anthropic's servers, so after a
+#@markdown disconnect re-running the cells polls them again (nothing is paid twice). Tick
+#@markdown CONFIRM_SPEND after reading the estimate below, then run the generation cell.
+EXAMPLES_PER_TOPIC = 200  #@param {type:"integer"}
+MODEL = ""  #@param {type:"string"}
+BATCH = True  #@param {type:"boolean"}
+MAX_USD_PER_TOPIC = 5.0  #@param {type:"number"}
+CONFIRM_SPEND = False  #@param {type:"boolean"}
+from synth.claude import DEFAULT_MODEL
+from synth.generate import GenerateArgs, estimate_total, run_generation
 TOPICS = ["stats_tests", "arithmetic", "algebra_calculus", "doe", "retrieval"]
-MODEL = "claude-sonnet-4-5"
-MAX_USD_PER_TOPIC = 0.5 if SMOKE else 5.0   # hard cap per topic's output file, resumed runs included
+MODEL = MODEL.strip() or DEFAULT_MODEL
+if SMOKE:
+    EXAMPLES_PER_TOPIC, MAX_USD_PER_TOPIC = SZ.claude_traces, 0.5
 claude_dir = RUN / "data" / "claude"
 def claude_args(topic, **kw):
-    return GenerateArgs(topic=topic, num_examples=SZ.claude_traces, model=MODEL, max_usd=MAX_USD_PER_TOPIC,
+    return GenerateArgs(topic=topic, num_examples=EXAMPLES_PER_TOPIC, model=MODEL, max_usd=MAX_USD_PER_TOPIC,
+                        batch=BATCH, poll_s=1.0 if SMOKE else 30.0,
                         output=str(claude_dir / f"{topic}.jsonl"), **kw)
-estimate = run_generation(claude_args(TOPICS[0], dry_run=True), registry=colab.tools())
-estimate
+run_generation(claude_args(TOPICS[0], dry_run=True), registry=colab.tools())   # the prompts; sends nothing
 '''),
     code('''
-# Real generation (only with ANTHROPIC_API_KEY; in Colab: Secrets -> ANTHROPIC_API_KEY). Re-running
-# the cell resumes each topic where it stopped; the USD cap counts what earlier runs spent.
+# What the whole cell below would cost, across every topic. Nothing is sent.
 import pandas as pd
-if os.environ.get("ANTHROPIC_API_KEY"):
+estimate = estimate_total(TOPICS, EXAMPLES_PER_TOPIC, model=MODEL, batch=BATCH, max_usd=MAX_USD_PER_TOPIC,
+                          registry=colab.tools())
+print(f"{MODEL}{' (batch, half price)' if BATCH else ''}: typical ${estimate['typical_usd']:.2f}, "
+      f"worst case ${estimate['worst_case_usd']:.2f}, never more than ${estimate['capped_usd']:.2f} "
+      f"(MAX_USD_PER_TOPIC x {len(TOPICS)} topics)")
+pd.DataFrame(estimate["topics"]).T[["typical_usd", "worst_case_usd", "capped_at_usd"]]
+'''),
+    code('''
+# Real generation: needs ANTHROPIC_API_KEY (Colab's Secrets panel, the key icon; or the environment)
+# and CONFIRM_SPEND ticked. Re-running resumes each topic where it stopped; the USD cap counts what
+# earlier runs spent.
+from havoc_lite.secrets import get_secret
+if not get_secret("ANTHROPIC_API_KEY"):
+    print("ANTHROPIC_API_KEY is not set: skipping Claude; the offline generators below need no key.")
+elif not CONFIRM_SPEND:
+    print(f"Not spending: tick CONFIRM_SPEND above (at most ${estimate['capped_usd']:.2f}) and run this cell again.")
+else:
     reports = {t: run_generation(claude_args(t, resume=True), registry=colab.tools()) for t in TOPICS}
     display(pd.DataFrame(reports).T[["kept", "rejected_total", "usd_spent", "stop_reason"]])
-else:
-    print("ANTHROPIC_API_KEY is not set: skipping Claude; the offline generators below need no key.")
 '''),
     code('''
 # Offline generators: verified traces for every tool, and GSM8K as calculator traces.
+import pandas as pd
 paths = colab.write_offline_traces(RUN, SZ)
 counts = {t: sum(1 for _ in open(p)) for t, p in paths.items()}
 pd.DataFrame({"traces": counts, "file": {t: str(p) for t, p in paths.items()}})
@@ -184,14 +238,27 @@ NOTEBOOKS["03_pretrain"] = [
 Pretrains the chosen preset on `<run>/data/shards`. Checkpoints go to `<run>/pretrain/` on Google
 Drive (written locally, verified, then copied). **After a disconnect, run the notebook again from
 the top: the training cell continues from `latest`** with the same data order, learning-rate
-schedule and RNG state as an uninterrupted run.
+schedule and RNG state as an uninterrupted run, and its loss plot continues the same curve.
+
+Runtime: a GPU (Runtime > Change runtime type > T4, L4 or A100).
 """),
     code(SETUP),
     code(PARAMS),
     code('''
-# Memory planner first: does the chosen preset fit the GPU (bf16 autocast, AdamW)?
+#@title Run length
+PRESET = "50m"  #@param ["50m", "1b"]
+STEPS = 2000  #@param {type:"integer"}
+PLOT_EVERY = 25  #@param {type:"integer"}
+SAMPLE_EVERY = 250  #@param {type:"integer"}
+if not SMOKE:
+    SZ.preset, SZ.pretrain_config, SZ.pretrain_steps = PRESET, f"pretrain_{PRESET}", STEPS
+else:
+    PLOT_EVERY, SAMPLE_EVERY = 4, 4
+'''),
+    code('''
+# Memory planner first: does the chosen preset fit this GPU (bf16 autocast, AdamW)?
 from havoc_lite import memory
-print(memory.plan(SZ.preset, "pretrain", "a100-40", SZ.batch_size, SZ.seq_len).report())
+print(memory.plan(SZ.preset, "pretrain", colab.planner_gpu() or "a100-40", SZ.batch_size, SZ.seq_len).report())
 colab.memory_frame(SZ.preset, batch_size=SZ.batch_size, seq_len=SZ.seq_len)
 '''),
     code('''
@@ -213,70 +280,149 @@ if SMOKE and colab.latest_model(RUN / "pretrain") is None:
 # ... and this cell, re-run after a disconnect, continues from `latest` (resume="auto").
 trainer = Trainer(cfg, tokenizer=tok)
 print("resumed from", trainer.resumed_from, "at step", trainer.step)
-hist = trainer.train()
+colab.time_estimate(cfg, "pretraining")
+colab.gpu_memory("before training")
+monitor = colab.LiveMonitor(f"pretraining {SZ.preset}", plot_every=PLOT_EVERY, sample_every=SAMPLE_EVERY,
+                            tokenizer=tok, prompt_ids=tok.encode("ROMEO:", bos=True),
+                            max_new_tokens=SZ.max_new_tokens)
+hist = trainer.train(on_step=monitor)          # this session's steps; trainer.history: the whole run
+colab.gpu_memory("after training")
+colab.flush_drive()                            # every checkpoint reaches Drive before the runtime can go
 if SMOKE:
     assert trainer.resumed_from is not None and hist["step"][0] == SZ.pretrain_steps // 2 + 1
+    assert trainer.history["step"] == list(range(1, SZ.pretrain_steps + 1))
 '''),
     code('''
-colab.plot_history(hist, f"pretraining {SZ.preset}")
-colab.history_frame(hist).tail()
+colab.plot_history(trainer.history, f"pretraining {SZ.preset}")
+colab.history_frame(trainer.history).tail()
 '''),
     code('''
-# A sample from the pretrained model (greedy continuation).
+# A sample from the pretrained model (greedy continuation), from memory: Drive is unmounted now.
 from havoc_lite import engine
-model, _ = colab.load_model(RUN / "pretrain", RUN / "tokenizer")
-prompt = tok.encode("ROMEO:", bos=True)
-gen = engine.generate(model, [prompt], max_new_tokens=SZ.max_new_tokens)[0]
+model = trainer.raw_model.eval()
+gen = engine.generate(model, [tok.encode("ROMEO:", bos=True)], max_new_tokens=SZ.max_new_tokens)[0]
 print("ROMEO:" + tok.decode(gen.tokens))
 '''),
 ]
 
 NOTEBOOKS["04_sft"] = [
     md("""
-# 04 · Tool SFT + polish
+# 04 · Tool SFT + polish, or LoRA on a pretrained model
 
-Supervised fine-tuning of the pretrained model on the verified tool traces of 02 (loss on the
-assistant's tokens only; the tool results the engine writes carry no loss), then a short, low-lr
-polish pass on clean chats. Then PRIME: pick a budget and watch the model reason, call tools
-(executed during generation) and answer.
+Two routes to a model that calls tools, on the verified tool traces of 02 (loss on the assistant's
+tokens only; the tool results the engine writes carry no loss):
+- **scratch**: SFT of the model pretrained in 03, then a short, low-lr polish pass on clean chats,
+  then PRIME: pick a budget and watch the model reason, call tools (executed during generation)
+  and answer;
+- **pretrained**: LoRA SFT of a published instruct model (SmolLM2-1.7B-Instruct or
+  Qwen2.5-1.5B-Instruct: LoRA fits a T4 or L4; QLoRA, a 4-bit base, where memory demands), with
+  its own tokenizer and chat template plus our markup; it ends with a merged Hugging Face folder,
+  pushed to the Hub when HUB_REPO is set and HF_TOKEN is in Colab Secrets.
+
+Runtime: a GPU (T4 or better). Re-run from the top after a disconnect: every training cell resumes.
 """),
     code(SETUP),
     code(PARAMS),
     code('''
-tok = colab.ensure_tokenizer(RUN, SZ)
-pretrained = colab.ensure_pretrained(RUN, SZ)          # from 03 (made here in smoke mode)
+#@title Run length
+SFT_STEPS = 1000  #@param {type:"integer"}
+POLISH_STEPS = 200  #@param {type:"integer"}
+PLOT_EVERY = 25  #@param {type:"integer"}
+SAMPLE_EVERY = 250  #@param {type:"integer"}
+if not SMOKE:
+    SZ.sft_steps, SZ.polish_steps = SFT_STEPS, POLISH_STEPS
+else:
+    PLOT_EVERY, SAMPLE_EVERY = 4, 4
+QUESTION = "A farmer has 48 eggs and sells half. How many are left?"
+'''),
+    code('''
+#@title Route
+ROUTE = "scratch"  #@param ["scratch", "pretrained", "both"]
+BASE_MODEL = "HuggingFaceTB/SmolLM2-1.7B-Instruct"  #@param ["HuggingFaceTB/SmolLM2-1.7B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct"]
+LORA_R = 16  #@param {type:"integer"}
+LORA_STEPS = 600  #@param {type:"integer"}
+QLORA = "auto"  #@param ["auto", "yes", "no"]
+HUB_REPO = ""  #@param {type:"string"}
+if SMOKE:   # the tests take both routes; the pretrained one on SmolLM2-135M's GGUF (no download)
+    ROUTE = "both"
+SCRATCH, PRETRAINED = ROUTE in ("scratch", "both"), ROUTE in ("pretrained", "both")
+'''),
+    code('''
 traces = colab.trace_files(RUN, SZ)                    # from 02 (made here in smoke mode)
+if SCRATCH:
+    tok = colab.ensure_tokenizer(RUN, SZ)
+    pretrained = colab.ensure_pretrained(RUN, SZ)      # from 03 (made here in smoke mode)
 import pandas as pd
 pd.DataFrame({"file": [p.name for p in traces], "traces": [sum(1 for _ in open(p)) for p in traces]})
 '''),
     code('''
-# SFT on every trace file (resume="auto": re-running continues an interrupted run).
+# Scratch route, SFT on every trace file (resume="auto": re-running continues an interrupted run).
+# The live view samples QUESTION with the calculator running.
 from havoc_lite import Trainer
-sft_cfg = colab.sft_config(RUN, SZ, pretrained, traces)
-sft_hist = Trainer(sft_cfg, tokenizer=tok).train()
-colab.plot_history(sft_hist, "tool SFT")
-colab.history_frame(sft_hist).tail(3)
+from havoc_lite.eval.gsm8k import build_messages
+if SCRATCH:
+    sft_cfg = colab.sft_config(RUN, SZ, pretrained, traces)
+    colab.time_estimate(sft_cfg, "tool SFT")
+    colab.gpu_memory("before SFT")
+    sample_ids = tok.render_prompt(build_messages(QUESTION))
+    sft = Trainer(sft_cfg, tokenizer=tok)
+    sft.train(on_step=colab.LiveMonitor("tool SFT", plot_every=PLOT_EVERY, sample_every=SAMPLE_EVERY,
+                                        tokenizer=tok, prompt_ids=sample_ids, max_new_tokens=SZ.max_new_tokens,
+                                        tools=colab.tools()))
+    colab.gpu_memory("after SFT")
+    display(colab.history_frame(sft.history).tail(3))
 '''),
     code('''
-# Polish: a short pass at a low learning rate on clean chats.
-polish_cfg = colab.polish_config(RUN, SZ, colab.latest_model(RUN / "sft"))
-polish_hist = Trainer(polish_cfg, tokenizer=tok).train()
-colab.plot_history(polish_hist, "polish")
-colab.history_frame(polish_hist).tail(3)
+# Scratch route, polish: a short pass at a low learning rate on clean chats.
+if SCRATCH:
+    polish_cfg = colab.polish_config(RUN, SZ, colab.latest_model(RUN / "sft"))
+    polish = Trainer(polish_cfg, tokenizer=tok)
+    polish.train(on_step=colab.LiveMonitor("polish", plot_every=PLOT_EVERY, sample_every=SAMPLE_EVERY,
+                                           tokenizer=tok, prompt_ids=sample_ids, max_new_tokens=SZ.max_new_tokens,
+                                           tools=colab.tools()))
+    colab.gpu_memory("after polish")
+    display(colab.history_frame(polish.history).tail(3))
 '''),
     code('''
-# PRIME demo: choose a budget (auto = routed per question) and a question, press Run.
+# Pretrained route: LoRA SFT of BASE_MODEL on the same traces, with its own tokenizer and chat
+# template plus our markup (new embedding rows train with the adapters). Checkpoints hold only the
+# adapters; resume="auto" continues after a disconnect.
+if PRETRAINED:
+    base = colab.pretrained_base(BASE_MODEL, SMOKE)
+    lora_cfg = colab.lora_config(RUN, SZ, base, traces, r=LORA_R, quantize=colab.choose_quantize(BASE_MODEL, QLORA),
+                                 **({} if SMOKE else {"max_steps": LORA_STEPS}))
+    print(f"LoRA r={lora_cfg.lora_r} on {base}" + (" over a 4-bit NF4 base (QLoRA)" if lora_cfg.quantize else ""))
+    colab.gpu_memory("before LoRA SFT")
+    lora = Trainer(lora_cfg)
+    lora.train(on_step=colab.LiveMonitor("LoRA SFT", plot_every=PLOT_EVERY, sample_every=SAMPLE_EVERY,
+                                         tokenizer=lora.tokenizer, max_new_tokens=SZ.max_new_tokens,
+                                         prompt_ids=lora.tokenizer.render_prompt(build_messages(QUESTION)),
+                                         tools=colab.tools()))
+    colab.gpu_memory("after LoRA SFT")
+    display(colab.history_frame(lora.history).tail(3))
+'''),
+    code('''
+# The end of the pretrained route: adapters merged into the base, a Hugging Face folder
+# (<run>/lora_merged, for transformers, vLLM or llama.cpp), pushed to HUB_REPO when set and HF_TOKEN
+# is in Colab Secrets. Then Drive is flushed: every checkpoint is there before the runtime can go.
+if PRETRAINED:
+    merged = colab.merge_and_export(RUN, HUB_REPO, dtype="bfloat16" if SMOKE else "auto")
+colab.flush_drive()
+'''),
+    code('''
+# PRIME demo (scratch route): choose a budget (auto = routed per question) and a question, press Run.
 from IPython.display import display
-model, _ = colab.load_model(RUN / "polish", RUN / "tokenizer")
-questions = ["A farmer has 48 eggs and sells half. How many are left?",
-             "Is there a significant difference between [5.1, 4.9, 5.6, 5.8] and [6.2, 6.8, 6.1, 7.0]?",
-             "What is the derivative of x**3 + 2*x?"]
-widget, run_prime = colab.prime_demo(model, tok, questions, max_new_tokens=SZ.max_new_tokens if SMOKE else None,
-                                     tools=colab.tools())
-display(widget)
-if SMOKE:   # no one presses the button in a test: call its handler once
-    result = run_prime("heavy", questions[0])
-    assert result.routing.budget.value == "heavy"
+if SCRATCH:
+    model = polish.raw_model.eval()            # from memory: Drive is unmounted now
+    questions = [QUESTION,
+                 "Is there a significant difference between [5.1, 4.9, 5.6, 5.8] and [6.2, 6.8, 6.1, 7.0]?",
+                 "What is the derivative of x**3 + 2*x?"]
+    widget, run_prime = colab.prime_demo(model, tok, questions, max_new_tokens=SZ.max_new_tokens if SMOKE else None,
+                                         tools=colab.tools())
+    display(widget)
+    if SMOKE:   # no one presses the button in a test: call its handler once
+        result = run_prime("heavy", questions[0])
+        assert result.routing.budget.value == "heavy"
 '''),
     md("""
 Chat with it in a terminal: `python -m havoc_lite.chat --model <run>/polish` (add `--show-sections`
@@ -289,15 +435,18 @@ NOTEBOOKS["05_eval_gsm8k"] = [
 # 05 · GSM8K evaluation, RAFT, success criteria
 
 Accuracy on GSM8K (strict and flexible answer extraction, pass@k, maj@k, tool use), then
-rejection-sampling fine-tuning (RAFT: sample k answers, keep the verified ones, SFT on them) and
-the success-criteria report.
+rejection-sampling fine-tuning (RAFT: sample k answers, keep the verified ones, SFT on them), the
+same evaluation of the RAFT model, and the success-criteria report of the RAFT model.
+
+Runtime: a GPU (T4 or better). On a T4 inference runs in fp16 (it has no native bf16).
 """),
     code(SETUP),
     code(PARAMS),
     code('''
 model_dir = colab.ensure_chat_model(RUN, SZ)     # polish, else sft (made here in smoke mode)
 model, tok = colab.load_model(model_dir, RUN / "tokenizer")
-print(model_dir, f"{model.num_parameters() / 1e6:.1f}M parameters")
+print(model_dir, f"{model.num_parameters() / 1e6:.1f}M parameters, {next(model.parameters()).dtype}")
+colab.gpu_memory("model loaded")
 '''),
     code('''
 from IPython.display import Markdown, display
@@ -305,19 +454,23 @@ from havoc_lite.eval import evaluate_gsm8k, load_gsm8k
 from havoc_lite.eval.report import metrics_markdown
 ks = sorted({1, SZ.eval_samples})
 examples = load_gsm8k(SZ.eval_data, limit=SZ.eval_limit)
-summary = evaluate_gsm8k(model, tok, examples, samples=SZ.eval_samples, k=ks,
-                         temperature=0.7 if SZ.eval_samples > 1 else 0.0,
-                         max_new_tokens=SZ.max_new_tokens, batch_size=SZ.gen_batch_size,
-                         tools=colab.tools(), output_jsonl=RUN / "eval" / "gsm8k_samples.jsonl")
-display(Markdown(metrics_markdown(summary, "GSM8K")))
+print(f"{len(examples)} problems x {SZ.eval_samples} samples, up to {SZ.max_new_tokens} new tokens each")
+def evaluate(net, name, tokenizer=tok, limit=None):
+    return evaluate_gsm8k(net, tokenizer, examples[:limit], samples=SZ.eval_samples, k=ks,
+                          temperature=0.7 if SZ.eval_samples > 1 else 0.0,
+                          max_new_tokens=SZ.max_new_tokens, batch_size=SZ.gen_batch_size,
+                          tools=colab.tools(), output_jsonl=RUN / "eval" / f"gsm8k_samples_{name}.jsonl")
+summary = evaluate(model, "before_raft")
+display(Markdown(metrics_markdown(summary, "GSM8K, before RAFT")))
 '''),
     code('''
 import pandas as pd
-samples = pd.read_json(RUN / "eval" / "gsm8k_samples.jsonl", lines=True)
+samples = pd.read_json(RUN / "eval" / "gsm8k_samples_before_raft.jsonl", lines=True)
 samples.head(10)
 '''),
     code('''
 # RAFT: k samples per training problem, keep the ones the GSM8K verifier accepts, SFT on them.
+# It trains fp32 master weights (the model was loaded in bf16/fp16 for inference) under autocast.
 from havoc_lite.eval.gsm8k import SYSTEM_PROMPT
 from havoc_lite.raft import RaftConfig, run_raft
 raft_cfg = RaftConfig(checkpoint=str(model_dir), tokenizer=str(RUN / "tokenizer"),
@@ -327,18 +480,41 @@ raft_cfg = RaftConfig(checkpoint=str(model_dir), tokenizer=str(RUN / "tokenizer"
                       gen_batch_size=SZ.gen_batch_size, seq_len=SZ.sft_seq_len,
                       out_dir=str(RUN / "raft"), progress=not SMOKE)
 raft_stats = run_raft(raft_cfg, model=model, tokenizer=tok, tools=colab.tools())
+colab.gpu_memory("after RAFT")
 pd.DataFrame(raft_stats)
 '''),
     code('''
-# Success criteria: measured values beside the targets.
+# The RAFT model (last cycle's checkpoint), evaluated exactly as above.
+raft_dir = colab.latest_raft_model(RUN / "raft") or model_dir
+raft_model, _ = colab.load_model(raft_dir, RUN / "tokenizer")
+raft_summary = evaluate(raft_model, "after_raft")
+display(Markdown(metrics_markdown(raft_summary, "GSM8K, after RAFT")))
+pd.DataFrame({"before RAFT": colab.headline(summary), "after RAFT": colab.headline(raft_summary)})
+'''),
+    code('''
+# Success criteria of the RAFT model: accuracy and latency measured on the same model.
 from havoc_lite.eval.report import criteria_markdown, success_criteria
 from havoc_lite.eval.runner import make_generate_fn, measure_latency
 from havoc_lite.eval.gsm8k import build_messages
-single = make_generate_fn(model, tok, max_new_tokens=SZ.max_new_tokens, tools=colab.tools(), batch_size=1)
+single = make_generate_fn(raft_model, tok, max_new_tokens=SZ.max_new_tokens, tools=colab.tools(), batch_size=1)
 latency = measure_latency(single, [build_messages(ex["question"]) for ex in examples[:3]])
-rows = success_criteria(summary, latency=latency, model_cfg=model.config)
+rows = success_criteria(raft_summary, latency=latency, model_cfg=raft_model.config)
 display(Markdown(criteria_markdown(rows)))
 pd.DataFrame(rows)
+'''),
+    code('''
+# The pretrained route (04 with ROUTE pretrained or both): the merged LoRA model on the same problems,
+# with tools, in its own chat template. Then Drive is flushed.
+merged_dir = RUN / "lora_merged"
+if (merged_dir / "config.json").is_file():
+    lora_model, lora_tok = colab.load_pretrained_route_model(merged_dir)
+    lora_summary = evaluate(lora_model, "lora_merged", tokenizer=lora_tok, limit=1 if SMOKE else None)
+    display(Markdown(metrics_markdown(lora_summary, f"GSM8K, LoRA-tuned {lora_model.num_parameters() / 1e6:.0f}M")))
+    display(pd.DataFrame({"scratch, after RAFT": colab.headline(raft_summary),
+                          "pretrained + LoRA": colab.headline(lora_summary)}))
+else:
+    print(f"{merged_dir}: none yet; run 04 with ROUTE = pretrained to evaluate that route here")
+colab.flush_drive()                            # results and RAFT checkpoints reach Drive
 '''),
 ]
 
@@ -403,16 +579,26 @@ KL penalty, `--ppo-epochs 2` reuses each batch with ratio clipping, `--format-we
 """),
 ]
 
+# The Colab runtime each notebook asks for (Runtime > Change runtime type): 00-02 need no GPU; 03
+# pretrains fastest on an A100; 04 and 05 fit a T4 (the free tier) at the 50m preset; 06 samples
+# 51,200 answers, an A100's work.
+RUNTIME: dict[str, Optional[str]] = {"00_smoke_local": None, "01_tokenizer": None,
+                                     "02_synth_tool_traces": None, "03_pretrain": "A100",
+                                     "04_sft": "T4", "05_eval_gsm8k": "T4", "06_rl": "A100"}
+
+
 def build(out_dir: Path = HERE) -> list[Path]:
     """Write every notebook (python3 kernel, no outputs); returns the paths."""
     paths = []
     for name, cells in NOTEBOOKS.items():
         for i, cell in enumerate(cells):   # stable ids: a rebuild changes only what was edited
             cell["id"] = f"{name[:2]}-{i:02d}"
-        nb = new_notebook(cells=cells, metadata={
-            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-            "language_info": {"name": "python"},
-            "colab": {"provenance": [], "gpuType": "A100"}, "accelerator": "GPU"})
+        gpu = RUNTIME[name]
+        meta = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                "language_info": {"name": "python"}, "colab": {"provenance": []}}
+        if gpu:
+            meta["colab"]["gpuType"], meta["accelerator"] = gpu, "GPU"
+        nb = new_notebook(cells=cells, metadata=meta)
         path = out_dir / f"{name}.ipynb"
         nbformat.validate(nb)
         path.write_text(nbformat.writes(nb) + "\n", encoding="utf-8")

@@ -63,3 +63,39 @@ def test_one_raft_cycle_trains_checkpoints_and_resumes(tmp_path):
     again = run_raft(cfg, model=HavocModel(model.config), tokenizer=tok, items=items,
                      verifier=Oracle(), tools=None)
     assert again[-1]["kept"] == stats["kept"]
+
+
+def test_raft_trains_fp32_master_weights_of_a_bf16_model(tmp_path):
+    """A model loaded in bf16 (as notebook 05 loads it on a GPU) is trained in fp32: with a small
+    lr most updates are smaller than bf16's rounding step, so AdamW on bf16 weights would lose them."""
+    from synth.offline import generate_offline
+    from havoc_lite.config import ModelConfig
+    from havoc_lite.data import trace_to_messages
+    from havoc_lite.model import HavocModel
+    from havoc_lite.tokenizer import train_tokenizer
+
+    traces = generate_offline("arithmetic", 120, seed=0, split="train")
+    tok = train_tokenizer([tr["question"] + " " + trace_to_messages(tr)[-1]["content"] for tr in traces],
+                          tmp_path / "tok", vocab_size=500)
+    torch.manual_seed(0)
+    model = HavocModel(ModelConfig.from_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=96,
+                                               n_layers=1)).to(torch.bfloat16)
+    start = {k: v.float().clone() for k, v in model.state_dict().items()}
+    items = [{"id": tr["id"], "prompt": trace_to_messages(tr)[:-1], "answer": tr["answer"]}
+             for tr in traces[:4]]
+
+    class Oracle:
+        def __call__(self, item, text, tool_calls):
+            return Verdict(bool(text), 1.0 if text else 0.0)
+
+    cfg = RaftConfig(checkpoint="", cycles=1, samples_per_prompt=2, temperature=1.0, max_new_tokens=8,
+                     gen_batch_size=8, train_batch_size=8, seq_len=64, lr=1e-5,
+                     out_dir=str(tmp_path / "raft"), progress=False, device="cpu")
+    assert run_raft(cfg, model=model, tokenizer=tok, items=items, verifier=Oracle(), tools=None)[-1]["kept"]
+    w = next(k for k in start if k.endswith("gate_proj.weight"))
+    after = model.state_dict()[w]
+    assert after.dtype == torch.float32
+    moved = after != start[w]
+    assert moved.float().mean() > 0.5                     # AdamW moved most entries ...
+    lost_in_bf16 = after.to(torch.bfloat16).float() == start[w]
+    assert (moved & lost_in_bf16).float().mean() > 0.5    # ... by less than bf16 can represent

@@ -50,7 +50,8 @@ class EvalArgs:
     """a reward-model folder: its catch-rate on planted GSM8K errors goes into the report"""
     device: str = "auto"
     dtype: Optional[str] = None
-    """float32 | bfloat16 | float16 (default: float32 on CPU, bfloat16 on GPU)"""
+    """float32 | bfloat16 | float16 (default: float32 on CPU; bfloat16 on a GPU with native bf16,
+    float16 on older ones such as a T4; see `inference_dtype`)"""
     output: str = "results/eval.json"
     seed: int = 0
 
@@ -134,6 +135,18 @@ def resolve_model_dir(path: str | Path) -> Path:
     raise FileNotFoundError(f"{path}: no model.safetensors and no `latest` naming a step folder")
 
 
+def inference_dtype(device: str) -> str:
+    """Weights dtype for generation on `device`: "bfloat16" on a GPU with native bf16 (compute
+    capability >= 8.0, `train.native_bf16`), "float16" on older CUDA GPUs (a T4 emulates bf16,
+    several times slower), "float32" on CPU and MPS."""
+    import torch
+    from ..train import native_bf16
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return "float32"
+    return "bfloat16" if native_bf16(dev) else "float16"
+
+
 def load_model_and_tokenizer(model: str, tokenizer: Optional[str] = None, device: str = "auto",
                              dtype: Optional[str] = None):
     """(HavocModel in eval mode, HavocTokenizer, model_dir) from a model folder / checkpoint dir."""
@@ -145,7 +158,7 @@ def load_model_and_tokenizer(model: str, tokenizer: Optional[str] = None, device
     dev = resolve_device(device)        # ConfigError for a device this machine does not have
     device = dev.type if device == "auto" else str(dev)
     if dtype is None:
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+        dtype = inference_dtype(device)
     model_dir = resolve_model_dir(model)
     candidates = [Path(tokenizer)] if tokenizer else [model_dir, model_dir.parent, Path(model)]
     tok, errors = None, []
