@@ -9,6 +9,12 @@ Train/test split is by a hash of the normalised question (`verify.question_key`)
 in "test" when its hash falls in the lowest `test_fraction` of the range, so the two splits can
 never share a question, whatever the seeds.
 
+Held-out phrasings (`phrasing="heldout"`, arithmetic only so far): a second template family,
+`havoc_lite.eval.arith_heldout` (other contexts, verbs, orders and question forms), with numbers
+drawn in the training templates' range. The hash split only separates questions of one family; a
+held-out family measures whether a model learnt the arithmetic or the sentences. Every templated
+accuracy should be reported both ways: in-template (`split="test"`) and held-out-template.
+
 Topics: arithmetic (calculator; short regular word problems, 1-3 steps, for the ~1M-param smoke
 model), stats_tests (python_math), algebra_calculus (symbolic_math), doe (dsl_executor),
 retrieval (rag over the bundled corpus). A topic whose tool is missing from the registry raises.
@@ -105,6 +111,15 @@ def _arithmetic(rng: random.Random, run: _Run) -> tuple[str, str]:
         t = run(f"Add them to the {a} {item}.", "calculator", {"expression": f"{a}+{s}"})
         r = run(f"Take away the {d} lost.", "calculator", {"expression": f"{t}-{d}"})
     return q, _fmt(r)
+
+
+def _arithmetic_heldout(rng: random.Random, run: _Run) -> tuple[str, str]:
+    """A held-out-phrasing problem (`eval.arith_heldout`), its calculator steps really run."""
+    from havoc_lite.eval.arith_heldout import NUM_KINDS, heldout_problem
+    question, steps, _ = heldout_problem(rng, rng.randrange(NUM_KINDS), small=True)
+    for content, expression in steps:
+        r = run(content, "calculator", {"expression": expression})
+    return question, _fmt(r)
 
 
 # --- statistics (python_math) ---------------------------------------------------------------------
@@ -304,12 +319,19 @@ GENERATORS: dict[str, tuple[str, Callable]] = {
 }
 
 
+# Held-out template families, for evaluation only (never trained on).
+HELDOUT_GENERATORS: dict[str, tuple[str, Callable]] = {
+    "arithmetic": ("calculator", _arithmetic_heldout),
+}
+
+
 def _split_of(question: str, test_fraction: float) -> str:
     return "test" if int(question_key(question)[:8], 16) < test_fraction * 16 ** 8 else "train"
 
 
 def generate_offline(topic: str, n: int, seed: int = 0, split: Literal["train", "test"] = "train",
-                     registry=None, test_fraction: float = 0.1, max_draws: Optional[int] = None) -> list[dict]:
+                     registry=None, test_fraction: float = 0.1, max_draws: Optional[int] = None,
+                     phrasing: Literal["train", "heldout"] = "train") -> list[dict]:
     """`n` verified tool traces for `topic` from templates; the same (topic, n, seed, split) gives
     the same traces.
 
@@ -320,17 +342,29 @@ def generate_offline(topic: str, n: int, seed: int = 0, split: Literal["train", 
         split: "train" or "test"; membership is by question hash, so the splits are disjoint.
         registry: a ToolRegistry (default `havoc_lite.tools.default_registry()`).
         test_fraction: share of the question space that belongs to "test".
-    Returns: traces `{"id", "topic", "source": "offline", "split", "question", "reasoning",
-        "tool_result", "answer"}`, ids `offline-{topic}-{split}-s{seed}-{k:06d}`.
+        phrasing: "train" (the training templates) or "heldout" (HELDOUT_GENERATORS: sentence
+            shapes no training template makes; only with split="test", and no hash filter since
+            the family is disjoint as a whole).
+    Returns: traces `{"id", "topic", "source": "offline", "split", "phrasing", "question",
+        "reasoning", "tool_result", "answer"}`, ids `offline-{topic}-{split}-s{seed}-{k:06d}`
+        (`offline-{topic}-heldout-s{seed}-{k:06d}` for held-out phrasings).
     Raises:
         ValueError: unknown topic/split, n <= 0, test_fraction outside [0, 1] (or leaving the split
-            empty), a topic whose tool is not in the registry, or when the templates cannot produce
+            empty), phrasing="heldout" with split="train" or for a topic without held-out
+            templates, a topic whose tool is not in the registry, or when the templates cannot produce
             `n` distinct questions within `max_draws` draws.
     """
     if topic not in GENERATORS:
         raise ValueError(f"unknown offline topic {topic!r}; one of {', '.join(GENERATORS)}")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if phrasing not in ("train", "heldout"):
+        raise ValueError(f"phrasing must be 'train' or 'heldout', got {phrasing!r}")
+    if phrasing == "heldout" and split != "test":
+        raise ValueError("held-out phrasings are for evaluation only: use --split test")
+    if phrasing == "heldout" and topic not in HELDOUT_GENERATORS:
+        raise ValueError(f"no held-out templates for topic {topic!r} yet; "
+                         f"have: {', '.join(HELDOUT_GENERATORS)}")
     if not isinstance(n, int) or n <= 0:
         raise ValueError(f"--num-examples must be a positive integer, got {n}")
     if not 0.0 <= test_fraction <= 1.0 or (split == "test" and test_fraction == 0) \
@@ -340,11 +374,12 @@ def generate_offline(topic: str, n: int, seed: int = 0, split: Literal["train", 
     if registry is None:
         from havoc_lite.tools import default_registry
         registry = default_registry()
-    tool, make = GENERATORS[topic]
+    tool, make = (HELDOUT_GENERATORS if phrasing == "heldout" else GENERATORS)[topic]
     if tool not in registry.names:
         raise ValueError(f"topic {topic!r} needs tool {tool!r}, which the registry lacks "
                          f"(has: {', '.join(registry.names)})")
-    rng = random.Random(f"{topic}:{seed}")
+    rng = random.Random(f"{topic}:{seed}" + (":heldout" if phrasing == "heldout" else ""))
+    tag = "heldout" if phrasing == "heldout" else split
     max_draws = max_draws or 50 * n + 1000
     seen, out = Deduper(), []
     for _ in range(max_draws):
@@ -355,10 +390,10 @@ def generate_offline(topic: str, n: int, seed: int = 0, split: Literal["train", 
             question, answer = make(rng, run)
         except _Skip:
             continue
-        if _split_of(question, test_fraction) != split or seen.seen(question):
+        if (phrasing == "train" and _split_of(question, test_fraction) != split) or seen.seen(question):
             continue
-        trace = {"id": f"offline-{topic}-{split}-s{seed}-{len(out):06d}", "topic": topic,
-                 "source": "offline", "split": split, "question": question,
+        trace = {"id": f"offline-{topic}-{tag}-s{seed}-{len(out):06d}", "topic": topic,
+                 "source": "offline", "split": split, "phrasing": phrasing, "question": question,
                  "reasoning": run.steps, "answer": answer}
         verdict = verify_trace(trace, registry)
         if not verdict.ok:   # a template bug; say so rather than ship a wrong trace
@@ -390,6 +425,8 @@ class OfflineArgs:
     split: Literal["train", "test"] = "train"
     output: str = "data/offline_traces.jsonl"
     test_fraction: float = 0.1
+    phrasing: Literal["train", "heldout"] = "train"
+    """heldout: sentence shapes no training template makes (arithmetic; needs --split test)"""
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -402,7 +439,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     t0 = time.perf_counter()
     try:
         traces = generate_offline(args.topic, args.num_examples, args.seed, args.split,
-                                  test_fraction=args.test_fraction)
+                                  test_fraction=args.test_fraction, phrasing=args.phrasing)
         write_jsonl(traces, args.output)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -168,3 +168,42 @@ def test_gsm8k_asset_counts_match_python_reference(registry):
         for st in t["reasoning"]:
             if "tool_call" in st:
                 assert st["tool_result"]["result"] == pytest.approx(py_eval(st["tool_call"]["args"]["expression"]))
+
+
+# --- held-out phrasings -----------------------------------------------------------------------
+def _skeleton(question: str, words) -> str:
+    """The sentence with numbers and the given names/items replaced by placeholders."""
+    import re
+    s = re.sub(r"-?\d+", "N", question)
+    for w in sorted(words, key=len, reverse=True):
+        s = s.replace(w, "X")
+    return s
+
+
+def test_heldout_phrasings_share_no_sentence_shape_with_training_and_verify():
+    from havoc_lite.eval.arith_heldout import NUM_KINDS, PEOPLE
+    from havoc_lite.tools import default_registry
+    from synth.offline import ITEMS, NAMES
+    from synth.verify import verify_trace
+    words = list(NAMES) + list(ITEMS) + list(PEOPLE)
+    train = generate_offline("arithmetic", 600, seed=0)
+    held = generate_offline("arithmetic", 200, seed=0, split="test", phrasing="heldout")
+    assert held == generate_offline("arithmetic", 200, seed=0, split="test", phrasing="heldout")
+    train_shapes = {_skeleton(t["question"], words) for t in train}
+    held_shapes = {_skeleton(t["question"], words) for t in held}
+    assert len(train_shapes) >= 9 and len(held_shapes) >= NUM_KINDS and not (train_shapes & held_shapes)
+    registry = default_registry()
+    for t in held:
+        assert t["phrasing"] == "heldout" and t["id"].startswith("offline-arithmetic-heldout-s0-")
+        assert verify_trace(t, registry).ok
+        # numbers in the training templates' range, so phrasing is the only difference
+        calls = [s["tool_call"]["args"]["expression"] for s in t["reasoning"]]
+        assert calls and float(t["answer"]) == registry.execute("calculator", {"expression": calls[-1]}).result
+        assert max(abs(int(x)) for x in __import__("re").findall(r"\d+", t["question"])) <= 400
+
+
+def test_heldout_phrasing_is_refused_where_it_means_nothing():
+    with pytest.raises(ValueError, match="use --split test"):
+        generate_offline("arithmetic", 5, phrasing="heldout")
+    with pytest.raises(ValueError, match="no held-out templates for topic 'doe'"):
+        generate_offline("doe", 5, split="test", phrasing="heldout")
