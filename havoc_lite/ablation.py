@@ -52,11 +52,31 @@ class AblationArgs:
     device: str = "auto"
     seed: int = 0
     quick: bool = False                 # the smoke run's quick sizes: a pipeline check
+    from_smoke: Optional[str] = None
+    """a finished `python -m havoc_lite.smoke` folder (same --quick/--seed): reuse its tokenizer,
+    pretrained checkpoint, traces and tool model instead of training them again"""
 
 
 class Ablation(Smoke):
     """The smoke run's tokenizer, pretrain and SFT, a second SFT on tool-free traces, and both
     models scored on the same problems."""
+
+    def stage_reuse_smoke(self) -> dict:
+        """Take the tokenizer, traces, pretrained and SFT checkpoints of a finished smoke run."""
+        import shutil
+        from .errors import ConfigError
+        from .tokenizer import load_tokenizer
+        src = Path(self.from_smoke)
+        pre = src / "pretrain" / f"step_{self.sizes.pretrain_steps:06d}"
+        sft = src / "sft_run" / f"step_{self.sizes.sft_steps:06d}"
+        for need in (src / "tokenizer", pre, src / "sft" / "arithmetic_traces.jsonl"):
+            if not need.exists():
+                raise ConfigError(f"--from-smoke {src}: {need} is missing (a finished smoke run with the "
+                                  "same --quick is needed)")
+        self.tokenizer = load_tokenizer(src / "tokenizer")
+        shutil.copytree(src / "sft", self.out / "sft")
+        self.pretrain_dir, self.sft_dir = pre, sft
+        return {"smoke_run": str(src)}
 
     def stage_sft_no_tool(self) -> dict:
         from synth.offline import write_jsonl
@@ -67,7 +87,7 @@ class Ablation(Smoke):
             write_jsonl([strip_tool_calls(r) for r in rows], sft / f"{name}_no_tool.jsonl")
         n = self.sizes.sft_steps
         cfg = self.train_config(
-            phase="sft", init_from=str(self.out / "pretrain" / f"step_{self.sizes.pretrain_steps:06d}"),
+            phase="sft", init_from=str(self.pretrain_dir),
             train_data=f"{sft / 'arithmetic_traces_no_tool.jsonl'},{sft / 'gsm8k_traces_no_tool.jsonl'}",
             seq_len=self.sizes.sft_seq_len, max_steps=n, lr=3e-3, min_lr=3e-4,
             warmup_steps=max(1, n // 20), save_every=n, eval_every=0, out_dir=str(self.out / "sft_no_tool_run"))
@@ -80,6 +100,8 @@ class Ablation(Smoke):
     def stage_compare(self) -> dict:
         from .eval.metrics import diff_of_proportions_ci
         from .model import HavocModel
+        if not self.sft_dir.exists():
+            raise FileNotFoundError(f"the tool model {self.sft_dir} is missing (is the smoke run finished?)")
         tool_model = HavocModel.from_pretrained(self.sft_dir, device=self.device).eval()
         plain_model = HavocModel.from_pretrained(self.no_tool_dir, device=self.device).eval()
         info = {}
@@ -105,8 +127,10 @@ class Ablation(Smoke):
             shutil.rmtree(self.out)
         self.out.mkdir(parents=True)
         t0 = time.perf_counter()
-        ok = all(self.run_stage(name, getattr(self, f"stage_{name}")) for name in
-                 ("tokenizer", "pretrain", "sft", "sft_no_tool", "compare"))
+        stages = (("reuse_smoke",) if self.from_smoke else ("tokenizer", "pretrain", "sft")) + ("sft_no_tool", "compare")
+        if not self.from_smoke:
+            self.pretrain_dir = self.out / "pretrain" / f"step_{self.sizes.pretrain_steps:06d}"
+        ok = all(self.run_stage(name, getattr(self, f"stage_{name}")) for name in stages)
         self.results["total_seconds"] = round(time.perf_counter() - t0, 1)
         self.results["passed"] = ok
         for info in self.results["stages"].values():
@@ -127,6 +151,7 @@ def _main(argv: Optional[list[str]] = None) -> int:
     from .checkpoint import check_writable
     args = tyro.cli(AblationArgs, args=argv, prog="python -m havoc_lite.ablation")
     ablation = Ablation(SmokeArgs(out=args.out, device=args.device, seed=args.seed, quick=args.quick))
+    ablation.from_smoke = args.from_smoke
     check_writable(args.out, "--out")
     return ablation.run()
 
