@@ -168,13 +168,21 @@ def compare(args: CheckArgs) -> dict:
     m = kit["summary"]["metrics"]
     result = {"n": len(examples), "kit": {"strict": m["strict"]["accuracy"], "flexible": m["flexible"]["accuracy"]},
               "lm_eval": {"strict": harness["strict"], "flexible": harness["flexible"]}, "disagreements": [],
-              "same_text": 0, "problems": []}
+              "same_text": 0, "problems": [], "extraction_differences": []}
     for i, (k, h) in enumerate(zip(kit["rows"], harness["rows"])):
         same = without_markup(k["output"]) == h["text"].strip()
         result["same_text"] += same
         result["problems"].append({"problem": i, "same_text": same, "kit_text": k["output"],
                                    "lm_eval_text": h["text"], "kit": k["answers"],
                                    "lm_eval": {f: h[f]["extracted"] for f in ("strict-match", "flexible-extract")}})
+        for which, hname in (("strict", "strict-match"), ("flexible", "flexible-extract")):
+            theirs = h[hname]["extracted"]
+            theirs = None if theirs == "[invalid]" else _lm_eval_norm(theirs)
+            if k["answers"].get(which) != theirs:   # read differently, whether or not it changed a score
+                result["extraction_differences"].append({
+                    "problem": i, "which": which, "kit": k["answers"].get(which), "lm_eval": h[hname]["extracted"],
+                    "reason": explain({"output": k["output"], "which": which},
+                                      {"text": h["text"], "extracted": h[hname]["extracted"]})})
         for which, hname in (("strict", "strict-match"), ("flexible", "flexible-extract")):
             k_ok = bool(k["checks"][which])
             if k_ok != h[hname]["correct"]:
@@ -207,6 +215,10 @@ def _main(argv: Optional[list[str]] = None) -> int:
     print(f"generated texts identical (markup aside) on {r['same_text']} of {r['n']} problems")
     print(f"{r['n']} problems  kit strict {r['kit']['strict']:.3f} flexible {r['kit']['flexible']:.3f}  |  "
           f"lm-eval strict {r['lm_eval']['strict']:.3f} flexible {r['lm_eval']['flexible']:.3f}")
+    reasons = {}
+    for d in r["extraction_differences"]:
+        reasons[d["reason"]] = reasons.get(d["reason"], 0) + 1
+    print(f"answers read differently (scores aside) on {len(r['extraction_differences'])} extractions: {reasons}")
     for d in r["disagreements"]:
         print(f"  problem {d['problem']} {d['which']}: kit {d['kit_extracted']!r} ({d['kit_correct']}) vs "
               f"lm-eval {d['lm_eval_extracted']!r} ({d['lm_eval_correct']}): {d['reason']}")
