@@ -16,7 +16,9 @@ held-out family measures whether a model learnt the arithmetic or the sentences.
 accuracy should be reported both ways: in-template (`split="test"`) and held-out-template.
 
 Topics: arithmetic (calculator; short regular word problems, 1-3 steps, for the ~1M-param smoke
-model), stats_tests (python_math), algebra_calculus (symbolic_math), doe (dsl_executor),
+model), arithmetic_traps (calculator; a planted trap, a first attempt that falls in, and the
+<advocate>/<attack>/<pragmatist>/<verify> sections that catch and fix it: `verify.attack_problem`
+checks the attack names the wrong result and the answer is not it), stats_tests (python_math), algebra_calculus (symbolic_math), doe (dsl_executor),
 retrieval (rag over the bundled corpus). A topic whose tool is missing from the registry raises.
 
 CLI: `python -m synth.offline --topic arithmetic --num-examples 2000 --seed 0 --output data/x.jsonl`
@@ -38,13 +40,18 @@ class _Run:
     def __init__(self, registry):
         self.registry, self.steps = registry, []
 
-    def __call__(self, content: str, tool: str, args: dict):
+    def __call__(self, content: str, tool: str, args: dict, role: Optional[str] = None):
         res = self.registry.execute(tool, args)
         if res.status != "success":
             raise _Skip(f"{tool} {args}: {res.error}")
         self.steps.append({"step": len(self.steps) + 1, "content": content,
-                           "tool_call": {"name": tool, "args": args}, "tool_result": res.to_dict()})
+                           "tool_call": {"name": tool, "args": args}, "tool_result": res.to_dict(),
+                           **({"role": role} if role else {})})
         return res.result
+
+    def say(self, content: str, role: str) -> None:
+        """A step without a tool call, written in a PRIME section (`role`)."""
+        self.steps.append({"step": len(self.steps) + 1, "content": content, "role": role})
 
 
 class _Skip(Exception):
@@ -120,6 +127,52 @@ def _arithmetic_heldout(rng: random.Random, run: _Run) -> tuple[str, str]:
     for content, expression in steps:
         r = run(content, "calculator", {"expression": expression})
     return question, _fmt(r)
+
+
+# --- arithmetic with a planted trap, worked through PRIME's sections (calculator) ----------------
+def _arithmetic_traps(rng: random.Random, run: _Run) -> tuple[str, str]:
+    """A problem with a trap a hasty reader falls into. The first attempt (<reason> + a real
+    calculator call) falls in; <advocate> states what it did; <attack> names the flaw and the
+    wrong result; <pragmatist> recomputes; <verify> checks the fix against the question."""
+    name, other = rng.sample(NAMES, 2)
+    item = rng.choice(ITEMS)
+    kind = rng.randrange(3)
+    if kind == 0:   # given away, then some returned: a hasty reader adds everything
+        a, b = rng.randint(20, 60), rng.randint(3, 15)
+        c = rng.randint(1, b - 1)
+        q = (f"{name} had {a} {item}. {name} gave {b} of them to {other}, and {other} later handed "
+             f"{c} back. How many {item} does {name} have now?")
+        wrong = run(f"Put the numbers together: {a}, {b} and {c}.", "calculator", {"expression": f"{a}+{b}+{c}"})
+        run.say(f"The first attempt adds all three numbers and gets {wrong}.", "advocate")
+        run.say(f"That is wrong: the {b} {item} were given away, so they must be subtracted; {wrong} "
+                f"is more than {name} ever had.", "attack")
+        r = run(f"Subtract the {b} given away and add the {c} handed back.", "calculator",
+                {"expression": f"{a}-{b}+{c}"}, role="pragmatist")
+        run.say(f"{r} is below {a} because more left than came back, as the story says.", "verify")
+    elif kind == 1:  # a price per item: a hasty reader takes the note minus one price
+        price, n = rng.randint(2, 9), rng.randint(3, 9)
+        note = 50 if price * n < 50 else 100
+        q = (f"{name} buys {n} {item} at {price} dollars each and pays with a {note}-dollar note. "
+             f"How much change does {name} get?")
+        wrong = run(f"Take the price from the {note} dollars.", "calculator", {"expression": f"{note}-{price}"})
+        run.say(f"The first attempt takes one price from the note and gets {wrong}.", "advocate")
+        run.say(f"That is wrong: {price} dollars is the price of one of the {n} {item}, so {wrong} "
+                f"ignores the other {n - 1}.", "attack")
+        r = run(f"The {n} {item} cost {n} times {price} dollars; the change is the {note} dollars minus "
+                "that.", "calculator", {"expression": f"{note}-{n}*{price}"}, role="pragmatist")
+        run.say(f"{r} plus the {n * price} paid makes the {note}-dollar note.", "verify")
+    else:            # "times as many", asked for the total: a hasty reader gives one share
+        a, c = rng.randint(3, 20), rng.randint(2, 5)
+        q = (f"{name} has {a} {item} and {other} has {c} times as many. "
+             f"How many {item} do the two of them have altogether?")
+        wrong = run(f"{other} has {c} times {a}.", "calculator", {"expression": f"{c}*{a}"})
+        run.say(f"The first attempt answers with {other}'s {wrong}.", "advocate")
+        run.say(f"That is wrong: {wrong} is only {other}'s share; the question asks for both of them.",
+                "attack")
+        r = run(f"Add {name}'s {a} to {other}'s {wrong}.", "calculator", {"expression": f"{a}+{wrong}"},
+                role="pragmatist")
+        run.say(f"{r} is {c + 1} times {a}, one share for {name} and {c} for {other}.", "verify")
+    return q, _fmt(r)
 
 
 # --- statistics (python_math) ---------------------------------------------------------------------
@@ -312,6 +365,7 @@ def _rag(rng: random.Random, run: _Run) -> tuple[str, str]:
 
 GENERATORS: dict[str, tuple[str, Callable]] = {
     "arithmetic": ("calculator", _arithmetic),
+    "arithmetic_traps": ("calculator", _arithmetic_traps),
     "stats_tests": ("python_math", _stats),
     "algebra_calculus": ("symbolic_math", _symbolic),
     "doe": ("dsl_executor", _doe),
@@ -419,7 +473,7 @@ def write_jsonl(traces: list[dict], path) -> None:
 class OfflineArgs:
     """Write templated, tool-verified traces to a JSONL file."""
     topic: str = "arithmetic"
-    """one of: arithmetic, stats_tests, algebra_calculus, doe, retrieval"""
+    """one of: arithmetic, arithmetic_traps, stats_tests, algebra_calculus, doe, retrieval"""
     num_examples: int = 2000
     seed: int = 0
     split: Literal["train", "test"] = "train"

@@ -207,3 +207,39 @@ def test_heldout_phrasing_is_refused_where_it_means_nothing():
         generate_offline("arithmetic", 5, phrasing="heldout")
     with pytest.raises(ValueError, match="no held-out templates for topic 'doe'"):
         generate_offline("doe", 5, split="test", phrasing="heldout")
+
+
+# --- PRIME sections taught by data ----------------------------------------------------------------
+def test_trap_traces_carry_checked_prime_sections():
+    """Each trace: a first attempt (a real call) that falls into the trap, an <attack> naming its
+    result, a recomputation, and an answer that is not the attacked number; all re-executed."""
+    from havoc_lite.data import render_trace
+    from havoc_lite.tools import default_registry
+    registry = default_registry()
+    traces = generate_offline("arithmetic_traps", 60, seed=0)
+    for t in traces:
+        text = render_trace(t)
+        for tag in ("advocate", "attack", "pragmatist", "verify"):
+            assert text.count(f"<{tag}>") == 1 and text.index("<attack>") > text.index("<tool_result>")
+        first = t["reasoning"][0]["tool_result"]["result"]
+        attack = next(s for s in t["reasoning"] if s.get("role") == "attack")
+        assert str(first) in attack["content"] and float(t["answer"]) != float(first)
+        assert verify_trace(t, registry).ok
+
+
+def test_verify_rejects_an_attack_that_checks_nothing():
+    import copy
+    from havoc_lite.tools import default_registry
+    registry = default_registry()
+    t = generate_offline("arithmetic_traps", 1, seed=1)[0]
+    first = t["reasoning"][0]["tool_result"]["result"]
+    vague = copy.deepcopy(t)
+    next(s for s in vague["reasoning"] if s.get("role") == "attack")["content"] = "Something is off here."
+    assert verify_trace(vague, registry).reason == "unchecked_attack"
+    unfixed = copy.deepcopy(t)       # the answer keeps the result the attack called wrong
+    unfixed["reasoning"] = [s for s in unfixed["reasoning"] if s.get("role") not in ("pragmatist", "verify")]
+    unfixed["answer"] = str(first)
+    assert verify_trace(unfixed, registry).reason == "unchecked_attack"
+    bad_role = copy.deepcopy(t)
+    bad_role["reasoning"][1]["role"] = "critic"
+    assert verify_trace(bad_role, registry).reason == "malformed"
