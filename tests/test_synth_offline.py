@@ -243,3 +243,26 @@ def test_verify_rejects_an_attack_that_checks_nothing():
     bad_role = copy.deepcopy(t)
     bad_role["reasoning"][1]["role"] = "critic"
     assert verify_trace(bad_role, registry).reason == "malformed"
+
+
+def test_claude_topic_for_prime_sections_asks_for_roles_and_verifies_like_offline():
+    """The Claude topic lets a step name its section; a trace written to it goes through the same
+    checks (tool calls re-executed, the attack checked) as the offline traps."""
+    from havoc_lite.tools import default_registry
+    from synth.generate import load_topic, trace_schema
+    spec = load_topic("arithmetic_traps")
+    assert spec.roles and spec.tool == "calculator"
+    item = trace_schema(spec.tool, spec.roles)["properties"]["reasoning"]["items"]["properties"]
+    assert item["role"]["enum"] == ["advocate", "attack", "pragmatist", "verify"]
+    assert "role" not in trace_schema("calculator")["properties"]["reasoning"]["items"]["properties"]
+    claude_like = {"question": "A tap fills 12 litres every 30 minutes. How many litres in 3 hours?",
+                   "reasoning": [
+                       {"content": "3 hours times 12 litres.", "tool_call": {"name": "calculator", "args": {"expression": "3*12"}},
+                        "tool_result": {"status": "success", "result": 36}},
+                       {"role": "advocate", "content": "The first attempt multiplies 3 by 12 and gets 36."},
+                       {"role": "attack", "content": "36 is wrong: 12 litres is per 30 minutes, so there are 6 periods."},
+                       {"role": "pragmatist", "content": "6 half-hours times 12 litres.",
+                        "tool_call": {"name": "calculator", "args": {"expression": "6*12"}}},
+                       {"role": "verify", "content": "72 litres is twice 36, as half-hours are twice as many as hours."}],
+                   "answer": "72 litres"}
+    assert verify_trace(claude_like, default_registry()).ok
