@@ -6,12 +6,13 @@ on the same problems, for the same steps, with the same seed:
 - "tool":    the smoke run's traces (each calculator call and the result the engine writes);
 - "no_tool": the same traces with every tool call removed: the step writes the expression and its
              value itself ("... 12+5 = 17.") and states the answer, so it must compute in its head.
-Both answer the same unseen problems, in-template and held-out-template (`Smoke.test_sets`), the
+Both answer the same unseen problems, in-template and held-out-template (`Smoke.eval_sets`), the
 tool model with the calculator, the no-tool model without one. The effect of the tool is the
 difference of accuracies with a 95 % Newcombe interval (`eval.metrics.diff_of_proportions_ci`).
 
-Sizes are the smoke run's (`--quick` for its quick sizes). On 2 CPU cores with one thread the full
-run takes about 15 minutes. Results go to `<out>/ablation.json`; exit 1 if a training stage fails.
+Sizes are the smoke run's (`--quick` for its quick sizes). `--from-smoke DIR` reuses a finished smoke
+run's tokenizer, checkpoints and traces and trains only the no-tool model (600 steps: ~1.5 minutes
+on an idle 2-core box, 18 minutes on one thread of a shared one). Results go to `<out>/ablation.json`; exit 1 if a training stage fails.
 """
 from __future__ import annotations
 
@@ -105,7 +106,7 @@ class Ablation(Smoke):
         tool_model = HavocModel.from_pretrained(self.sft_dir, device=self.device).eval()
         plain_model = HavocModel.from_pretrained(self.no_tool_dir, device=self.device).eval()
         info = {}
-        for name, problems in self.test_sets().items():
+        for name, problems in self.eval_sets().items():
             _, with_tool = score_prime(tool_model, self.tokenizer, problems, tools=None)
             outs, no_tool = score_prime(plain_model, self.tokenizer, problems, tools=False)
             _, denied = score_prime(tool_model, self.tokenizer, problems, tools=False)
