@@ -35,6 +35,9 @@ class MeasureArgs:
 
 
 class Measure(Ablation):
+    """Reuses a smoke run (`Ablation.stage_reuse_smoke`), trains on the trap traces, and scores
+    every budget on the same unseen trap problems."""
+
     def stage_sft_traps(self) -> dict:
         from synth.offline import generate_offline, write_jsonl
         from ..train import Trainer
