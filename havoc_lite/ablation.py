@@ -62,11 +62,10 @@ class Ablation(Smoke):
     """The smoke run's tokenizer, pretrain and SFT, a second SFT on tool-free traces, and both
     models scored on the same problems."""
 
-    def stage_reuse_smoke(self) -> dict:
-        """Take the tokenizer, traces, pretrained and SFT checkpoints of a finished smoke run."""
-        import shutil
+    def check_smoke_dir(self) -> tuple[Path, Path]:
+        """The pretrained and SFT checkpoints of `--from-smoke`; ConfigError (one line, exit 2)
+        naming what is missing, before anything runs."""
         from .errors import ConfigError
-        from .tokenizer import load_tokenizer
         src = Path(self.from_smoke)
         pre = src / "pretrain" / f"step_{self.sizes.pretrain_steps:06d}"
         sft = src / "sft_run" / f"step_{self.sizes.sft_steps:06d}"
@@ -74,6 +73,14 @@ class Ablation(Smoke):
             if not need.exists():
                 raise ConfigError(f"--from-smoke {src}: {need} is missing (a finished smoke run with the "
                                   "same --quick is needed)")
+        return pre, sft
+
+    def stage_reuse_smoke(self) -> dict:
+        """Take the tokenizer, traces, pretrained and SFT checkpoints of a finished smoke run."""
+        import shutil
+        from .tokenizer import load_tokenizer
+        src = Path(self.from_smoke)
+        pre, sft = self.check_smoke_dir()
         self.tokenizer = load_tokenizer(src / "tokenizer")
         shutil.copytree(src / "sft", self.out / "sft")
         self.pretrain_dir, self.sft_dir = pre, sft
@@ -153,6 +160,8 @@ def _main(argv: Optional[list[str]] = None) -> int:
     args = tyro.cli(AblationArgs, args=argv, prog="python -m havoc_lite.ablation")
     ablation = Ablation(SmokeArgs(out=args.out, device=args.device, seed=args.seed, quick=args.quick))
     ablation.from_smoke = args.from_smoke
+    if args.from_smoke:
+        ablation.check_smoke_dir()
     check_writable(args.out, "--out")
     return ablation.run()
 

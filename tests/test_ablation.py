@@ -29,3 +29,13 @@ def test_stripped_traces_state_each_real_result_and_keep_the_answer():
             value = calc.execute("calculator", {"expression": expr}).result
             stated = after["content"].rsplit(" = ", 1)
             assert stated[0].endswith(expr) and float(stated[1].rstrip(".")) == float(value), after
+
+
+def test_a_missing_smoke_run_is_one_line_and_exit_2(tmp_path, capsys):
+    from havoc_lite import ablation
+    from havoc_lite.prime import measure
+    for main in (ablation.main, measure.main):
+        assert main(["--from-smoke", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--device", "cpu"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--from-smoke" in err[0] and "tokenizer is missing" in err[0]
+        assert not (tmp_path / "o").exists()

@@ -94,6 +94,7 @@ def _main(argv: Optional[list[str]] = None) -> int:
     args = tyro.cli(MeasureArgs, args=argv, prog="python -m havoc_lite.prime.measure")
     m = Measure(SmokeArgs(out=args.out, device=args.device, seed=args.seed, quick=args.quick))
     m.from_smoke, m.n_traps, m.n_test = args.from_smoke, args.n_traps, args.n_test
+    m.check_smoke_dir()
     check_writable(args.out, "--out")
     return m.run()
 
