@@ -225,6 +225,7 @@ class TrainConfig:
     sft_weights: Optional[dict[str, float]] = None  # or explicit relative weights per source
     eval_fraction: float = 0.02
     max_drop_fraction: float = 0.2            # sft/polish: fail when more examples than this are dropped for length
+    packing: bool = True                      # sft/polish: several examples per row (data.PackedSFTLoader), attention kept inside each
     batch_size: int = 8
     grad_accum_steps: int = 1
     max_steps: int = 1000

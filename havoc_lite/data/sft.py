@@ -135,7 +135,7 @@ class SFTLoader(StreamLoader):
                                 f"fewer than the {world_size} ranks")
         self.batch_idx = 0
         self.num_examples = self.num_truncated = self.num_skipped = 0
-        self.real_tokens = self.total_slots = 0
+        self.real_tokens = self.total_slots = self.loss_tokens = 0
         self.length_report = {n: self._check_lengths(n) for n in self.names}
 
     def _render(self, messages: list[dict]) -> tuple[list[int], list[int], bool]:
@@ -171,14 +171,16 @@ class SFTLoader(StreamLoader):
                             "the prompts, or raise max_drop_fraction")
         return report
 
-    def _row(self, source: str) -> tuple[list[int], list[int]]:
+    def _example(self, source: str) -> tuple[int, list[int], list[int]]:
+        """(item, ids, mask): the source's next example that keeps an assistant token."""
         stream = self.streams[source]
         for _ in range(1000):
-            ids, mask, cut = self._render(self.mixture.sources[source][stream.next()])
+            item = stream.next()
+            ids, mask, cut = self._render(self.mixture.sources[source][item])
             self.num_examples += 1
             self.num_truncated += cut
             if any(mask[1:]):
-                return ids, mask
+                return item, ids, mask
             self.num_skipped += 1
             if self.num_skipped in (1, 10) or self.num_skipped % 100 == 0:
                 log.warning("SFTLoader: %d of %d examples drawn so far were dropped: no assistant token "
@@ -190,7 +192,7 @@ class SFTLoader(StreamLoader):
         """(x, y) LongTensors [batch_size, T] on the CPU (see class docstring)."""
         rng = np.random.default_rng([self.seed, 1 << 21, self.batch_idx])
         picks = rng.choice(len(self.names), size=self.batch_size, p=self._p)
-        rows = [self._row(self.names[k]) for k in picks]
+        rows = [self._example(self.names[k])[1:] for k in picks]
         self.batch_idx += 1
         T = self.seq_len if self.pad_to_seq_len else max(len(ids) - 1 for ids, _ in rows)
         x = torch.full((self.batch_size, T), self.tokenizer.pad_id, dtype=torch.long)
@@ -202,6 +204,7 @@ class SFTLoader(StreamLoader):
             y[b, :n] = torch.where(torch.tensor(mask[1:], dtype=torch.bool), t[1:], -100)
             self.real_tokens += n
         self.total_slots += self.batch_size * T
+        self.loss_tokens += int((y != -100).sum())
         return x, y
 
     @property
@@ -209,18 +212,25 @@ class SFTLoader(StreamLoader):
         """Fraction of the batch slots holding real (non-pad) tokens, over all batches so far."""
         return self.real_tokens / self.total_slots if self.total_slots else float("nan")
 
+    @property
+    def loss_token_share(self) -> float:
+        """Fraction of the batch slots whose target carries loss (y != -100), over all batches so far:
+        the share of each step's compute that trains the model."""
+        return self.loss_tokens / self.total_slots if self.total_slots else float("nan")
+
     def state_dict(self) -> dict:
         """Plain ints and strings: the position of the stream (same on every rank) and the counters."""
         return {"kind": "sft", "seed": self.seed, "seq_len": self.seq_len, "batch_size": self.batch_size,
                 "sources": {n: len(self.mixture.sources[n]) for n in self.names}, **self._stream_state(),
                 "counters": [self.num_examples, self.num_truncated, self.num_skipped, self.real_tokens,
-                             self.total_slots]}
+                             self.total_slots, self.loss_tokens]}
 
     def load_state_dict(self, state: dict) -> None:
         """Resume from `state_dict()`. Raises ValueError naming a field that does not match."""
         _check_state(state, {"kind": "sft", "seed": self.seed, "seq_len": self.seq_len, "batch_size": self.batch_size,
                              "sources": {n: len(self.mixture.sources[n]) for n in self.names}}, "SFTLoader")
         self._load_streams(state)
+        counters = [int(v) for v in state["counters"]] + [0]   # states saved before loss_tokens have 5
         (self.num_examples, self.num_truncated, self.num_skipped, self.real_tokens,
-         self.total_slots) = (int(v) for v in state["counters"])
+         self.total_slots, self.loss_tokens) = counters[:6]
 
