@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100
-CHUNK_TOKENS = 1024   # tokens per logits chunk: [1024, V] fp32 is 128 MiB at V = 32k
+CHUNK_TOKENS = 256    # tokens per logits chunk: [256, V] fp32 is 32 MiB at V = 32k
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
