@@ -189,6 +189,7 @@ class HavocModel(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         self.drop = nn.Dropout(cfg.dropout)
         self.gradient_checkpointing = False
+        self.supports_logits_index = True   # engine.generate: prefill asks for the last logits only
         cos, sin = rope_cache(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -211,7 +212,8 @@ class HavocModel(nn.Module):
 
     # --- forward ------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, positions: Optional[torch.Tensor] = None,
-                kv_cache=None, targets: Optional[torch.Tensor] = None) -> torch.Tensor:
+                kv_cache=None, targets: Optional[torch.Tensor] = None,
+                logits_index: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Logits for every input position, or with `targets` the mean next-token loss.
 
         Args:
@@ -228,9 +230,13 @@ class HavocModel(nn.Module):
                 input_ids[:, t], -100 = no loss). Then the return value is the mean
                 cross-entropy, computed chunk by chunk (`loss.linear_cross_entropy`), so the fp32
                 logits [B, T, V] are never materialised.
+            logits_index: LongTensor [B]: only the logits at position logits_index[b] of each
+                row are computed, [B, vocab_size] (a prefill needs its last token's only: the head
+                is skipped for the other T - 1 positions).
 
         Returns:
-            float32 logits [B, T, vocab_size], or a float32 scalar loss when `targets` is given.
+            float32 logits [B, T, vocab_size] ([B, vocab_size] with `logits_index`), or a
+            float32 scalar loss when `targets` is given.
 
         Raises:
             ValueError: ids outside the vocab (checked for CPU tensors only), positions beyond
@@ -299,6 +305,8 @@ class HavocModel(nn.Module):
                 x = checkpoint(layer, x, cos, sin, positions, kc, vc, cache_meta, doc_mask, use_reentrant=False)
             else:
                 x = layer(x, cos, sin, positions, kc, vc, cache_meta, doc_mask)
+        if logits_index is not None:
+            x = x[torch.arange(B, device=x.device), logits_index]               # [B, d]
         h = self.norm(x)
         if targets is None:
             return self.lm_head(h).float()
