@@ -206,6 +206,8 @@ class TrainConfig:
     Phases: `pretrain` reads token shards (`data.PretrainLoader`); `sft` and `polish` read JSONL
     conversations / tool traces (`data.SFTLoader`) and usually start from `init_from` (a model
     folder or a checkpoint step folder). `polish` is SFT on a small, clean chat set at a low lr.
+    With `packing` (the default) sft/polish rows hold several examples each (`data.PackedSFTLoader`,
+    attention kept inside each example); `packing: false` gives one padded example per row.
 
     Raises:
         ValueError: on a field outside its range; the message names the field and `source`.
