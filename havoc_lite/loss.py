@@ -37,7 +37,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, h, weight, targets, chunk):
         n = (targets != IGNORE_INDEX).sum().clamp(min=1)
         want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_h = torch.empty_like(h) if want_h else None
+        # fp16 cannot hold per-token gradients of size ~1/n before the GradScaler's scale reaches
+        # them (they would underflow to 0), so under fp16 the hidden-state gradient is kept in fp32
+        gh_dtype = torch.float32 if h.dtype == torch.float16 else h.dtype
+        grad_h = torch.empty(h.shape, dtype=gh_dtype, device=h.device) if want_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         for s in range(0, h.size(0), chunk):
@@ -46,25 +49,27 @@ class _LinearCrossEntropy(torch.autograd.Function):
             total += F.cross_entropy(logits, yc, ignore_index=IGNORE_INDEX, reduction="sum")
             if not (want_h or want_w):
                 continue
-            # d(sum CE)/d logits = softmax − one_hot on counted rows, 0 on ignored ones; / n for the mean
+            # d(sum CE)/d logits = softmax − one_hot on counted rows, 0 on ignored ones; the 1/n of
+            # the mean is applied to the fp32 results, after the matmuls in the weight's dtype
             g = torch.softmax(logits, dim=-1)
             del logits
             valid = (yc != IGNORE_INDEX).float()[:, None]
             g.scatter_add_(1, yc.clamp(min=0)[:, None], -valid)     # no boolean indexing: no host sync
-            g *= valid / n
+            g = (g * valid).to(weight.dtype)
             if want_h:
-                grad_h[s:s + chunk] = (g.to(weight.dtype) @ weight).to(h.dtype)
+                grad_h[s:s + chunk] = ((g @ weight).float() / n).to(gh_dtype)
             if want_w:
-                grad_w += g.t() @ hc.float()
-        ctx.save_for_backward(grad_h if want_h else None, grad_w)
-        ctx.weight_dtype = weight.dtype
+                grad_w += (g.t() @ hc.to(weight.dtype)).float() / n
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.dtypes = (h.dtype, weight.dtype)
         return total / n
 
     @staticmethod
     def backward(ctx, grad_out):
         grad_h, grad_w = ctx.saved_tensors
-        gh = grad_h * grad_out.to(grad_h.dtype) if grad_h is not None else None
-        gw = (grad_w * grad_out).to(ctx.weight_dtype) if grad_w is not None else None
+        h_dtype, w_dtype = ctx.dtypes
+        gh = (grad_h * grad_out).to(h_dtype) if grad_h is not None else None
+        gw = (grad_w * grad_out).to(w_dtype) if grad_w is not None else None
         return gh, gw, None, None
 
 

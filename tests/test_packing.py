@@ -110,3 +110,23 @@ def test_packed_loader_fills_rows_keeps_examples_whole_and_resumes(tok, examples
         assert all(torch.equal(u, v) for u, v in zip(a, b))
     with pytest.raises(ValueError, match="kind"):
         resumed.load_state_dict(plain.state_dict())
+
+
+def test_chunked_loss_under_bf16_autocast_matches_the_plain_head():
+    torch.manual_seed(0)
+    h = torch.randn(64, 32, requires_grad=True)
+    w = torch.randn(300, 32, requires_grad=True)
+    t = torch.randint(0, 300, (64,))
+    t[:10] = -100
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = linear_cross_entropy(h, w, t, chunk=16)
+    got.backward()
+    got_grads = h.grad.clone(), w.grad.clone()
+    h.grad = w.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = lm_loss(torch.nn.functional.linear(h, w), t)
+    ref.backward()
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_grads[0], h.grad, rtol=0.02, atol=2e-3)   # bf16 matmuls
+    torch.testing.assert_close(got_grads[1], w.grad, rtol=0.02, atol=2e-3)
+    assert got_grads[1].dtype == torch.float32
