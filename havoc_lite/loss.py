@@ -55,7 +55,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             del logits
             valid = (yc != IGNORE_INDEX).float()[:, None]
             g.scatter_add_(1, yc.clamp(min=0)[:, None], -valid)     # no boolean indexing: no host sync
-            g = (g * valid).to(weight.dtype)
+            g = g.mul_(valid).to(weight.dtype)
             if want_h:
                 grad_h[s:s + chunk] = ((g @ weight).float() / n).to(gh_dtype)
             if want_w:
