@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -29,6 +30,8 @@ import torch
 from .config import ModelConfig
 from .engine import generate
 from .model import HavocModel, lm_loss
+
+MiB = 2 ** 20
 
 # CPU-sized defaults per preset (batch, seq_len, steps); override on the command line
 _DEFAULTS = {"tiny": (8, 256, 10), "50m": (4, 128, 3)}
@@ -104,7 +107,8 @@ def _train_step_fn(model, hf: bool, x, y, dtype, device) -> Callable[[], None]:
 
     def step():
         with torch.autocast(device.type, dtype=dtype, enabled=amp):
-            loss = model(input_ids=x, labels=x).loss if hf else lm_loss(model(x), y)
+            # ours as the Trainer runs it: the loss chunked inside forward, no [B, T, V] logits
+            loss = model(input_ids=x, labels=x).loss if hf else model(x, targets=y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -200,6 +204,84 @@ def run(preset: str = "tiny", device: str = "auto", steps: int | None = None,
     return results
 
 
+def _rss(field: str) -> int:
+    """VmRSS or VmHWM (peak) of this process from /proc/self/status, in bytes (Linux)."""
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _step_memory_child(preset: str, batch_size: int, seq_len: int, loss: str) -> dict:
+    """In this process: peak memory of one steady-state fp32 CPU training step (forward,
+    backward, AdamW, with m and v already allocated) of `preset` on [batch_size, seq_len] random
+    tokens. `loss`: "chunked" (the Trainer's `model(x, targets=y)`) or "full" (the fp32 logits
+    [B, T, V] materialised, then `lm_loss`, as before).
+
+    How: a first step warms every code path and allocates AdamW's state; then the kernel's
+    peak-RSS counter is reset (`/proc/self/clear_refs` = 5) and the second step runs. The peak
+    is (VmHWM - VmRSS before the step) + the weights and AdamW state, which are exact tensor
+    bytes; the libraries' own resident pages cancel out. Linux only."""
+    torch.manual_seed(0)
+    model = HavocModel(ModelConfig.from_preset(preset)).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randint(0, model.config.vocab_size, (batch_size, seq_len))
+    y = torch.roll(x, -1, dims=1)
+
+    def step():
+        out = model(x, targets=y) if loss == "chunked" else lm_loss(model(x), y)
+        out.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    held = sum(t.numel() * t.element_size() for t in
+               [*model.parameters(), *(v for st in opt.state.values() for v in st.values() if torch.is_tensor(v))])
+    before = _rss("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    step()
+    peak = _rss("VmHWM") - before + held
+    return {"preset": preset, "batch_size": batch_size, "seq_len": seq_len, "loss": loss,
+            "peak_bytes": peak}
+
+
+def step_peak_memory(preset: str = "50m", batch_size: int = 4, seq_len: int = 512,
+                     loss: str = "chunked") -> dict:
+    """`_step_memory_child` in a subprocess (ru_maxrss is a process-wide high-water mark, and
+    tracemalloc does not see torch's allocations). Returns its dict; raises RuntimeError if the
+    child fails."""
+    import subprocess
+    import sys
+    code = ("import json, torch; torch.set_num_threads(1); from havoc_lite.bench import _step_memory_child; "
+            f"print(json.dumps(_step_memory_child({preset!r}, {batch_size}, {seq_len}, {loss!r})))")
+    # every allocation over 64 KiB gets its own mmap, returned to the OS when freed, so the
+    # resident size follows the live tensors instead of glibc's reuse heuristics
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if r.returncode:
+        raise RuntimeError(f"step_peak_memory child failed: {r.stderr.strip()[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def memory_report(preset: str = "50m", batch_size: int = 4, seq_len: int = 512) -> dict:
+    """Peak memory of one fp32 training step with the full logits and with the chunked loss, each
+    next to `memory.plan` for the same shapes, printed and returned."""
+    from .memory import plan
+    planned = plan(preset, phase="sft", batch_size=batch_size, seq_len=seq_len, dtype="fp32", suggest=False)
+    out = {}
+    for loss in ("full", "chunked"):
+        m = step_peak_memory(preset, batch_size, seq_len, loss)
+        out[loss] = m["peak_bytes"]
+        print(f"{preset} step B={batch_size} T={seq_len} fp32, {loss:>7} loss: peak {m['peak_bytes'] / MiB:,.0f} MiB")
+    out["planned_chunked"] = planned.total
+    out["ratio_chunked_over_full"] = out["chunked"] / out["full"]
+    out["planned_over_measured"] = planned.total / out["chunked"]
+    print(f"chunked / full = {out['ratio_chunked_over_full']:.2f}; planner {planned.total / MiB:,.0f} MiB "
+          f"= {out['planned_over_measured']:.2f} x the measured chunked peak")
+    return out
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m havoc_lite.bench", description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="tiny", help="model preset (tiny, 50m, ...)")
@@ -216,9 +298,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--clock", default="wall", choices=sorted(_CLOCKS),
                     help="wall seconds, or this process's CPU seconds (steadier on a busy CPU box)")
     ap.add_argument("--json", default=None, help="write the figures to this JSON file")
+    ap.add_argument("--memory", action="store_true",
+                    help="instead: peak memory of one fp32 CPU training step, full logits vs chunked loss, "
+                         "against the memory planner (batch 4 x 512 unless given)")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.memory:
+        return memory_report(a.preset, a.batch_size or 4, a.seq_len or 512)
     res = run(a.preset, a.device, a.steps, a.seq_len, a.batch_size, a.new_tokens,
               tuple(a.gen_batches), reps=a.reps, dtype=a.dtype, clock=a.clock)
     if a.json:

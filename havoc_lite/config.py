@@ -228,6 +228,8 @@ class TrainConfig:
     Phases: `pretrain` reads token shards (`data.PretrainLoader`); `sft` and `polish` read JSONL
     conversations / tool traces (`data.SFTLoader`) and usually start from `init_from` (a model
     folder or a checkpoint step folder). `polish` is SFT on a small, clean chat set at a low lr.
+    With `packing` (the default) sft/polish rows hold several examples each (`data.PackedSFTLoader`,
+    attention kept inside each example); `packing: false` gives one padded example per row.
 
     Raises:
         ValueError: on a field outside its range; the message names the field and `source`.
@@ -247,6 +249,7 @@ class TrainConfig:
     sft_weights: Optional[dict[str, float]] = None  # or explicit relative weights per source
     eval_fraction: float = 0.02
     max_drop_fraction: float = 0.2            # sft/polish: fail when more examples than this are dropped for length
+    packing: bool = True                      # sft/polish: several examples per row (data.PackedSFTLoader), attention kept inside each
     batch_size: int = 8
     grad_accum_steps: int = 1
     max_steps: int = 1000

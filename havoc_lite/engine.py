@@ -308,8 +308,12 @@ def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *,
         pos = torch.tensor(pos_l, device=device)
         cache.filled = max(p[-1] for p in pos_l) + 1
         cache.same_position = all(p == pos_l[0] for p in pos_l)
-        logits = model(ids, positions=pos, kv_cache=cache)
-        logits = logits[:, -1] if last is None else logits[torch.arange(len(active), device=device), last]
+        if last is None:
+            logits = model(ids, positions=pos, kv_cache=cache)[:, -1]
+        elif getattr(model, "supports_logits_index", False):   # the head runs on the last tokens only
+            logits = model(ids, positions=pos, kv_cache=cache, logits_index=last)
+        else:
+            logits = model(ids, positions=pos, kv_cache=cache)[torch.arange(len(active), device=device), last]
         next_ids = sample_next(logits, temperature, top_k, top_p, gen).tolist()
 
         # 2. append the sampled token, run tools / interceptor, decide who finishes

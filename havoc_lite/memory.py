@@ -28,8 +28,19 @@ What is assumed (it is what `train.Trainer` does):
   (checked against the tensors autograd actually saves, tests/test_memory.py).
   With gradient checkpointing each block keeps only its fp32 input (4·d per token) and one
   block's activations exist at a time during recomputation.
-* Logits: the LM head's output, its fp32 copy and the log-softmax saved by the cross-entropy:
-  about 10·V bytes per token under autocast (12·V in fp32), at the loss, once.
+* Logits: the loss is computed in chunks of `loss.CHUNK_TOKENS` tokens with the LM head fused in
+  (`loss.linear_cross_entropy`), so the logits [B, T, V] never exist whole. At the loss: one chunk's
+  head output, its fp32 copy and softmax (about 10·V bytes per chunk token under autocast, 8·V in
+  fp32), the head-weight gradient it accumulates in fp32 plus one chunk's contribution (8·V·d);
+  the hidden-state gradient it keeps replaces the head input autograd no longer saves. Measured
+  for one 50m step on the CPU (`python -m havoc_lite.bench --memory --preset 50m`, tested on a
+  smaller shape in tests/test_memory.py). With `full_logits=True`, the old path (logits, fp32
+  copy, log-softmax: 10·V per token under autocast, 12·V in fp32).
+* Gradients and activations are never all alive together: the Trainer sets the gradients to None
+  after each step, and the backward creates them while it frees the activations. The peak is
+  at the start of the backward (weights, AdamW state, every activation, the loss) or at the
+  optimizer step (weights, AdamW state, gradients), so the plan counts the larger of the two
+  (the negative "overlap" row). Measured: within 3 % for one 50m step on the CPU.
 * Inference: bf16 weights, a preallocated bf16 KV cache of 2·layers·batch·KV·seq·hd values,
   fp32 logits of the prompt (prefill) and one layer's working tensors.
 * Every GPU loses about 1 GiB to the CUDA context, cuBLAS workspace and allocator slack; the rest
@@ -180,10 +191,18 @@ def activation_bytes(cfg: ModelConfig, batch_size: int, seq_len: int, dtype: str
     return tokens * (body + head)
 
 
-def logits_bytes(cfg: ModelConfig, batch_size: int, seq_len: int, dtype: str = "bf16") -> int:
-    """Peak bytes at the loss: the saved fp32 log-softmax (4·V per token) plus the transient LM-head
-    output and its fp32 copy (bf16: 2·V + 4·V) or, in fp32, the logits and their gradient (8·V)."""
-    return batch_size * seq_len * cfg.vocab_size * (10 if dtype == "bf16" else 12)
+def logits_bytes(cfg: ModelConfig, batch_size: int, seq_len: int, dtype: str = "bf16",
+                 full_logits: bool = False) -> int:
+    """Peak bytes at the loss (module docstring). Chunked (what the Trainer does): one chunk of
+    min(B·T, CHUNK_TOKENS) tokens × V × (10 bf16 | 8 fp32) + the fp32 head-weight gradient and
+    one chunk's share of it (8·V·d). `full_logits`: the saved fp32 log-softmax (4·V per token)
+    plus the LM-head output and its fp32 copy (bf16: 2·V + 4·V) or their gradient (fp32: 8·V)."""
+    from .loss import CHUNK_TOKENS
+    V = cfg.vocab_size
+    if full_logits:
+        return batch_size * seq_len * V * (10 if dtype == "bf16" else 12)
+    chunk = min(batch_size * seq_len, CHUNK_TOKENS)
+    return chunk * V * (10 if dtype == "bf16" else 8) + 8 * V * cfg.d_model
 
 
 def kv_cache_bytes(cfg: ModelConfig, batch_size: int, seq_len: int, bytes_per_value: int = 2) -> int:
@@ -263,7 +282,8 @@ def _lora_parts(cfg: ModelConfig, batch_size: int, seq_len: int, dtype: str, gra
     frozen_head = (4 + a) * cfg.d_model      # final norm's normalised output + the frozen head's input
     parts["activations"] = (activation_bytes(cfg, batch_size, seq_len, dtype, grad_checkpointing)
                             + batch_size * seq_len * (layers_holding * extra - frozen_head))
-    parts["logits + loss"] = logits_bytes(cfg, batch_size, seq_len, dtype)
+    # new token rows wrap the head (peft TrainableTokensWrapper): the loss takes the full logits
+    parts["logits + loss"] = logits_bytes(cfg, batch_size, seq_len, dtype, full_logits=new_tokens > 0)
     return parts
 
 
@@ -293,6 +313,10 @@ def _parts(cfg: ModelConfig, phase: str, batch_size: int, seq_len: int, dtype: s
         parts["bf16 weight copies"] = 2 * n
     parts["activations"] = activation_bytes(cfg, batch_size, seq_len, dtype, grad_checkpointing)
     parts["logits + loss"] = logits_bytes(cfg, batch_size, seq_len, dtype)
+    # The gradients (set to None after every step) appear during the backward as the activations
+    # are freed, so the peak is max(activations + loss, gradients), not their sum.
+    parts["grads/activations overlap"] = -min(parts["gradients (fp32)"],
+                                              parts["activations"] + parts["logits + loss"])
     return parts
 
 

@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
-
-IGNORE_INDEX = -100
+from .loss import IGNORE_INDEX, linear_cross_entropy, lm_loss  # noqa: F401  (lm_loss: re-exported)
 
 
 
@@ -93,7 +92,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 class Attention(nn.Module):
     """Grouped-query self-attention through `F.scaled_dot_product_attention`.
 
-    Without a cache it is plain causal attention over the T given tokens. With a cache (`k_cache`,
+    Without a cache it is plain causal attention over the T given tokens, or, with `doc_mask`
+    [B, 1, T, T] (packed rows), attention within each example only. With a cache (`k_cache`,
     `v_cache` of shape [B, KV, L, hd], preallocated by the engine) the new keys/values are written
     at each row's own `positions` and every query attends to the cache slots at or before its
     position, so rows of a batch may sit at different lengths.
@@ -109,14 +109,15 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
         self.dropout = cfg.dropout
 
-    def forward(self, x, cos, sin, positions=None, k_cache=None, v_cache=None, cache_meta=None):
+    def forward(self, x, cos, sin, positions=None, k_cache=None, v_cache=None, cache_meta=None,
+                doc_mask=None):
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
-        mask, is_causal = None, True
+        mask, is_causal = doc_mask, doc_mask is None
         if k_cache is not None:
             # Scatter the new K/V into each row's slots, then attend over the filled prefix.
             rows, L, mask = cache_meta
@@ -163,8 +164,10 @@ class Block(nn.Module):
         self.mlp = SwiGLU(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, cos, sin, positions=None, k_cache=None, v_cache=None, cache_meta=None):
-        x = x + self.drop(self.attn(self.input_norm(x), cos, sin, positions, k_cache, v_cache, cache_meta))
+    def forward(self, x, cos, sin, positions=None, k_cache=None, v_cache=None, cache_meta=None,
+                doc_mask=None):
+        x = x + self.drop(self.attn(self.input_norm(x), cos, sin, positions, k_cache, v_cache, cache_meta,
+                                    doc_mask))
         return x + self.drop(self.mlp(self.post_attn_norm(x)))
 
 
@@ -186,6 +189,7 @@ class HavocModel(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         self.drop = nn.Dropout(cfg.dropout)
         self.gradient_checkpointing = False
+        self.supports_logits_index = True   # engine.generate: prefill asks for the last logits only
         cos, sin = rope_cache(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -208,18 +212,31 @@ class HavocModel(nn.Module):
 
     # --- forward ------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, positions: Optional[torch.Tensor] = None,
-                kv_cache=None) -> torch.Tensor:
-        """Logits for every input position.
+                kv_cache=None, targets: Optional[torch.Tensor] = None,
+                logits_index: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Logits for every input position, or with `targets` the mean next-token loss.
 
         Args:
             input_ids: LongTensor [B, T] of token ids in [0, vocab_size).
-            positions: LongTensor [B, T] of absolute positions (default 0..T-1 for every row). With
-                a cache, the slots the new tokens are written to.
+            positions: LongTensor [B, T]. With a cache: the absolute positions, i.e. the slots the
+                new tokens are written to. Without a cache: a PACKED batch, several examples per
+                row, each example's positions restarting at 0 (0, 1, …, n-1, 0, 1, …); attention
+                then stays inside each example (a block-diagonal causal mask through SDPA) and
+                RoPE uses the restarted positions, so every example sees exactly what it would
+                see alone. Default (None): 0..T-1 for every row, one sequence per row.
             kv_cache: an object with `k` and `v` tensors [n_layers, B, KV, L, hd] (see
                 `engine.KVCache`); None for a plain full-sequence forward.
+            targets: LongTensor [B, T] aligned with input_ids (targets[:, t] is the token after
+                input_ids[:, t], -100 = no loss). Then the return value is the mean
+                cross-entropy, computed chunk by chunk (`loss.linear_cross_entropy`), so the fp32
+                logits [B, T, V] are never materialised.
+            logits_index: LongTensor [B]: only the logits at position logits_index[b] of each
+                row are computed, [B, vocab_size] (a prefill needs its last token's only: the head
+                is skipped for the other T - 1 positions).
 
         Returns:
-            float32 logits [B, T, vocab_size].
+            float32 logits [B, T, vocab_size] ([B, vocab_size] with `logits_index`), or a
+            float32 scalar loss when `targets` is given.
 
         Raises:
             ValueError: ids outside the vocab (checked for CPU tensors only), positions beyond
@@ -229,7 +246,7 @@ class HavocModel(nn.Module):
         validated where they enter (the engine's prompt check, the Trainer's tokenizer check),
         and the cache's host-side `filled` / `same_position` (set by `engine.generate` each
         step) give the attended length without reading `positions` back. A caller that leaves
-        them unset pays one sync to compute them (as before).
+        them unset pays one sync to compute them (as before). The packed path has no sync.
         """
         cfg = self.config
         if input_ids.dim() != 2:
@@ -240,12 +257,23 @@ class HavocModel(nn.Module):
             if bad.any():
                 raise ValueError(f"token id {input_ids[bad][0].item()} is outside the vocabulary "
                                  f"[0, {cfg.vocab_size})")
-        if positions is None:
-            if kv_cache is not None:
+        doc_mask = None
+        if positions is None or kv_cache is None:
+            if positions is None and kv_cache is not None:
                 raise ValueError("a kv_cache forward needs explicit positions [B, T]")
             if T > cfg.max_seq_len:
                 raise ValueError(f"sequence of {T} tokens is longer than max_seq_len={cfg.max_seq_len}")
+        if positions is None:
             cos, sin = self.rope_cos[:T][None, None], self.rope_sin[:T][None, None]
+        elif kv_cache is None:
+            # packed rows: an example starts where its position is 0; a query sees the keys of its
+            # own example at or before it. Positions never exceed t, so T <= max_seq_len bounds them.
+            doc = (positions == 0).cumsum(1)                                        # [B, T]
+            causal = torch.ones(T, T, dtype=torch.bool, device=input_ids.device).tril()
+            doc_mask = ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]    # [B, 1, T, T]
+            flat = positions.reshape(-1)
+            cos = self.rope_cos.index_select(0, flat).view(B, 1, T, -1)
+            sin = self.rope_sin.index_select(0, flat).view(B, 1, T, -1)
         else:
             filled = getattr(kv_cache, "filled", None)
             if filled is not None:       # host-side, from the engine: max position + 1, no sync
@@ -274,16 +302,22 @@ class HavocModel(nn.Module):
             kc = kv_cache.k[i] if kv_cache is not None else None
             vc = kv_cache.v[i] if kv_cache is not None else None
             if self.gradient_checkpointing and self.training:
-                x = checkpoint(layer, x, cos, sin, positions, kc, vc, cache_meta, use_reentrant=False)
+                x = checkpoint(layer, x, cos, sin, positions, kc, vc, cache_meta, doc_mask, use_reentrant=False)
             else:
-                x = layer(x, cos, sin, positions, kc, vc, cache_meta)
-        return self.lm_head(self.norm(x)).float()
+                x = layer(x, cos, sin, positions, kc, vc, cache_meta, doc_mask)
+        if logits_index is not None:
+            x = x[torch.arange(B, device=x.device), logits_index]               # [B, d]
+        h = self.norm(x)
+        if targets is None:
+            return self.lm_head(h).float()
+        if type(self.lm_head) is nn.Linear:
+            return linear_cross_entropy(h, self.lm_head.weight, targets)
+        return lm_loss(self.lm_head(h), targets)   # a wrapped head (LoRA trainable tokens): plain path
 
     def loss(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy, Hugging Face convention: `labels` [B, T] are aligned with
         `input_ids` and shifted here (position t predicts labels[t+1]); -100 is ignored."""
-        logits = self(input_ids)
-        return lm_loss(logits[:, :-1], labels[:, 1:])
+        return self(input_ids[:, :-1], targets=labels[:, 1:])
 
     # --- save / load --------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path) -> None:
@@ -414,13 +448,3 @@ class HavocModel(nn.Module):
         """Unique parameters (the tied head counted once)."""
         return sum(p.numel() for p in self.parameters())
 
-
-def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of logits [B, T, V] against aligned targets [B, T]; -100 is ignored.
-
-    A batch whose targets are all ignored gives 0, not NaN (sum / max(count, 1), no host sync).
-    """
-    flat = targets.reshape(-1)
-    total = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), flat,
-                            ignore_index=IGNORE_INDEX, reduction="sum")
-    return total / (flat != IGNORE_INDEX).sum().clamp(min=1)

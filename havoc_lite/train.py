@@ -42,7 +42,7 @@ from . import checkpoint as ckpt
 from . import distributed as dist_utils
 from .config import TrainConfig
 from .errors import run_cli
-from .model import HavocModel, lm_loss
+from .model import HavocModel
 from .tracking import Tracker
 
 
@@ -162,7 +162,7 @@ def build_loaders(cfg: TrainConfig, tokenizer, rank: int = 0, world_size: int = 
     `train_data` is one or more comma-separated JSONL files; without `eval_data`, a seeded
     `eval_fraction` of the examples is held out. With `sft_sources` ({name: files}) the examples
     are drawn from a `data.SFTMixture` weighted by `sft_weights` or the `sft_mixture` table
-    (Svend's base 60/20/20, tools 30/50/15/5), `eval_fraction` held out of each source.
+    (the success criteria's base 60/20/20, tools 30/50/15/5), `eval_fraction` held out of each source.
 
     Raises:
         ValueError: `train_data` (or a tokenizer for sft/polish) is not set.
@@ -216,12 +216,20 @@ def build_loaders(cfg: TrainConfig, tokenizer, rank: int = 0, world_size: int = 
         held_out += extra
 
     def loader(exs, seed, max_drop):
-        return data.SFTLoader(exs, tokenizer, cfg.seq_len, cfg.batch_size, seed=seed, rank=rank,
-                              world_size=world_size, max_drop_fraction=max_drop)
+        kind = data.PackedSFTLoader if cfg.packing else data.SFTLoader
+        return kind(exs, tokenizer, cfg.seq_len, cfg.batch_size, seed=seed, rank=rank,
+                    world_size=world_size, max_drop_fraction=max_drop)
     # Only the training set is held to max_drop_fraction; a held-out set of a few examples would
     # trip it by chance, and its drops are logged all the same.
     return (loader(examples, cfg.seed, cfg.max_drop_fraction),
             loader(held_out, cfg.seed + 1, 1.0) if held_out else None)
+
+
+def _unpack(batch, device) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """(x, y, positions or None) on `device` from a loader's (x, y) or packed (x, y, positions)."""
+    x, y, *rest = batch
+    pos = rest[0].to(device, non_blocking=True) if rest else None
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True), pos
 
 
 # --- pretrained start ---------------------------------------------------------------------------
@@ -540,10 +548,9 @@ class Trainer:
         self.model.eval()
         losses = []
         for _ in range(self.cfg.eval_batches):
-            x, y = self.eval_loader.next_batch()
+            x, y, pos = _unpack(self.eval_loader.next_batch(), self.device)
             with self.autocast:
-                logits = self.model(x.to(self.device), )
-            losses.append(lm_loss(logits, y.to(self.device)))
+                losses.append(self.model(x, positions=pos, targets=y))
         self.model.train()
         loss = dist_utils.all_reduce_mean(torch.stack(losses).mean()).item()
         return {"eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0))}
@@ -563,11 +570,11 @@ class Trainer:
             group["lr"] = lr
         total, tokens = torch.zeros((), device=self.device), 0
         for micro in range(cfg.grad_accum_steps):
-            x, y = self.train_loader.next_batch()
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            x, y, pos = _unpack(self.train_loader.next_batch(), self.device)
             tokens += x.numel()
             with dist_utils.no_sync(model, sync=micro == cfg.grad_accum_steps - 1), self.autocast:
-                loss = lm_loss(model(x), y) / cfg.grad_accum_steps
+                # the loss is computed chunk by chunk inside forward: no [B, T, V] logits
+                loss = model(x, positions=pos, targets=y) / cfg.grad_accum_steps
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             total += loss.detach()
         if self.scaler is not None:

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from havoc_lite.data.readers import read_jsonl  # the kit's one JSONL reader
+
 from .verify import Report, extract_numbers, number_matches, verify_trace
 
 ANNOTATION = re.compile(r"<<([^<>]*?)=([^<>]*)>>")   # same reading as havoc_lite.data's converter
@@ -95,17 +97,6 @@ def convert(examples: list[dict], registry, *, source: str = "gsm8k", keep_all: 
     return ConvertResult(traces, report)
 
 
-def read_jsonl(path) -> list[dict]:
-    """Read a JSONL file; raises ValueError naming file and line on a bad line."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-    return rows
 
 
 @dataclass

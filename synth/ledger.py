@@ -53,15 +53,8 @@ def read_jsonl_repair(path: Path) -> list[dict]:
             f.flush()
             os.fsync(f.fileno())
         raw = raw[:keep]
-    rows = []
-    for n, line in enumerate(raw.decode("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not valid JSON ({e.msg}); fix or remove that line") from None
-    return rows
+    from havoc_lite.data.readers import read_jsonl  # the kit's one JSONL reader (errors name file:line)
+    return read_jsonl(path)
 
 
 def append_line(f, obj: dict) -> None:

@@ -328,7 +328,7 @@ def test_train_config_sft_sources_sample_by_weight(tok, tmp_path):
                                    "general": str(tmp_path / "general.jsonl")},
                       sft_weights={"reasoning": 1.0, "general": 0.0})
     train, held_out = build_loaders(cfg, tok)
-    text = "".join(tok.decode(x[0].tolist()) for x, _ in (train.next_batch() for _ in range(5)))
+    text = "".join(tok.decode(x[0].tolist()) for x, *_ in (train.next_batch() for _ in range(5)))
     assert "apple" in text and "zebra" not in text
     held = "".join(tok.decode(row.tolist()) for row in held_out.next_batch()[0])
     assert "apple" in held and "zebra" in held        # 4 + 4 held out, from both sources

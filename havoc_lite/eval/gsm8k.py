@@ -10,7 +10,6 @@ Elicits Reasoning in Large Language Models", Table 20), as gsm8k-cot uses them.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -84,26 +83,20 @@ def load_gsm8k(path: Optional[str | Path] = None, split: str = "test",
     path = Path(path) if path is not None else ASSET_TEST
     if not path.is_file():
         raise FileNotFoundError(f"GSM8K file {path} not found (pass path='hub' to download)")
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if limit is not None and len(rows) >= limit:
-                break
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                ex = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e})") from e
-            for field in ("question", "answer"):
-                if not isinstance(ex.get(field), str):
-                    raise ValueError(f"{where}: missing string field {field!r}")
-            try:
-                gold = extract_gold(ex["answer"])
-            except ValueError as e:
-                raise ValueError(f"{where}: {e}") from e
-            rows.append({"id": ex.get("id", f"{path.stem}-{lineno}"), "question": ex["question"],
-                         "answer": ex["answer"], "gold": gold})
+    from ..data.readers import iter_jsonl  # the kit's one JSONL reader (errors name file:line)
+    for lineno, ex in iter_jsonl(path):
+        if limit is not None and len(rows) >= limit:
+            break
+        where = f"{path}:{lineno}"
+        for field in ("question", "answer"):
+            if not isinstance(ex.get(field), str):
+                raise ValueError(f"{where}: missing string field {field!r}")
+        try:
+            gold = extract_gold(ex["answer"])
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from e
+        rows.append({"id": ex.get("id", f"{path.stem}-{lineno}"), "question": ex["question"],
+                     "answer": ex["answer"], "gold": gold})
     return rows
 
 

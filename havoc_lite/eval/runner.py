@@ -246,24 +246,18 @@ def load_prompt_items(path: str | Path, system: Optional[str] = None, limit: Opt
     if not path.is_file():
         raise FileNotFoundError(f"prompts file {path} not found")
     items = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            if limit is not None and len(items) >= limit:
-                break
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from e
-            if "messages" in row:
-                prompt = [m for m in row["messages"] if m.get("role") != "assistant"]
-            elif isinstance(row.get("prompt"), str):
-                prompt = row["prompt"]
-            elif isinstance(row.get("question"), str):
-                prompt = ([{"role": "system", "content": system}] if system else []) + \
-                    [{"role": "user", "content": row["question"]}]
-            else:
-                raise ValueError(f"{path}:{lineno}: needs 'messages', 'prompt' or 'question'")
-            items.append({"id": f"{path.name}:{lineno}", **row, "prompt": prompt})
+    from ..data.readers import iter_jsonl  # the kit's one JSONL reader (errors name file:line)
+    for lineno, row in iter_jsonl(path):
+        if limit is not None and len(items) >= limit:
+            break
+        if "messages" in row:
+            prompt = [m for m in row["messages"] if m.get("role") != "assistant"]
+        elif isinstance(row.get("prompt"), str):
+            prompt = row["prompt"]
+        elif isinstance(row.get("question"), str):
+            prompt = ([{"role": "system", "content": system}] if system else []) + \
+                [{"role": "user", "content": row["question"]}]
+        else:
+            raise ValueError(f"{path}:{lineno}: needs 'messages', 'prompt' or 'question'")
+        items.append({"id": f"{path.name}:{lineno}", **row, "prompt": prompt})
     return items

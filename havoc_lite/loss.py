@@ -1,0 +1,100 @@
+"""Next-token cross-entropy that never holds the full logits.
+
+`lm_loss` takes logits [B, T, V] that already exist (evaluation, callers with their own head).
+`linear_cross_entropy` fuses the LM head into the loss: it walks the tokens in chunks, and for each
+chunk computes the fp32 logits, the loss and, at once, the gradients of the hidden states and of
+the head weight (softmax − one-hot, the closed form of d CE / d logits). Only one chunk of logits
+[chunk, V] lives at a time, so training at 64 × 1024 × 32k no longer spends 8 GiB on logits and
+their gradient, and no matmul is recomputed (unlike wrapping each chunk in activation
+checkpointing). This is the method of Liger Kernel's FusedLinearCrossEntropy (Hsu et al. 2024)
+and of Wijmans et al. 2024, "Cut Your Losses in Large-Vocabulary Language Models", done here in
+plain PyTorch ops.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+CHUNK_TOKENS = 256    # tokens per logits chunk: [256, V] fp32 is 32 MiB at V = 32k
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of logits [B, T, V] against aligned targets [B, T]; -100 is ignored.
+
+    A batch whose targets are all ignored gives 0, not NaN (sum / max(count, 1), no host sync).
+    """
+    flat = targets.reshape(-1)
+    total = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), flat,
+                            ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (flat != IGNORE_INDEX).sum().clamp(min=1)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """loss = mean CE(h @ W.T, y) over y != -100, gradients computed chunk by chunk in forward."""
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, chunk):
+        n = (targets != IGNORE_INDEX).sum().clamp(min=1)
+        want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        # fp16 cannot hold per-token gradients of size ~1/n before the GradScaler's scale reaches
+        # them (they would underflow to 0), so under fp16 the hidden-state gradient is kept in fp32
+        gh_dtype = torch.float32 if h.dtype == torch.float16 else h.dtype
+        grad_h = torch.empty(h.shape, dtype=gh_dtype, device=h.device) if want_h else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
+        total = torch.zeros((), dtype=torch.float32, device=h.device)
+        for s in range(0, h.size(0), chunk):
+            hc, yc = h[s:s + chunk], targets[s:s + chunk]
+            logits = F.linear(hc, weight).float()                      # [c, V] fp32
+            total += F.cross_entropy(logits, yc, ignore_index=IGNORE_INDEX, reduction="sum")
+            if not (want_h or want_w):
+                continue
+            # d(sum CE)/d logits = softmax − one_hot on counted rows, 0 on ignored ones; the 1/n of
+            # the mean is applied to the fp32 results, after the matmuls in the weight's dtype
+            g = torch.softmax(logits, dim=-1)
+            del logits
+            valid = (yc != IGNORE_INDEX).float()[:, None]
+            g.scatter_add_(1, yc.clamp(min=0)[:, None], -valid)     # no boolean indexing: no host sync
+            g = g.mul_(valid).to(weight.dtype)
+            if want_h:
+                grad_h[s:s + chunk] = ((g @ weight).float() / n).to(gh_dtype)
+            if want_w:
+                grad_w += (g.t() @ hc.to(weight.dtype)).float() / n
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.dtypes = (h.dtype, weight.dtype)
+        return total / n
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_h, grad_w = ctx.saved_tensors
+        h_dtype, w_dtype = ctx.dtypes
+        gh = (grad_h * grad_out).to(h_dtype) if grad_h is not None else None
+        gw = (grad_w * grad_out).to(w_dtype) if grad_w is not None else None
+        return gh, gw, None, None
+
+
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                         chunk: int = CHUNK_TOKENS) -> torch.Tensor:
+    """Mean next-token cross-entropy of `hidden @ weight.T` against aligned `targets`, -100 ignored,
+    without materialising the logits [B, T, V] (see the module docstring).
+
+    Args:
+        hidden: [B, T, d] or [N, d], the final-norm output (any float dtype).
+        weight: [V, d], the LM head (tied or not).
+        targets: LongTensor [B, T] / [N]; targets[t] is the token after hidden[t].
+        chunk: tokens per logits chunk; peak extra memory is about chunk × V × 4 bytes × 3.
+
+    Returns:
+        a scalar fp32 loss, equal to `lm_loss(F.linear(hidden, weight), targets)` up to fp32
+        rounding (tested against it), with the same gradients. All targets ignored gives 0.
+    """
+    if chunk < 1:
+        raise ValueError(f"linear_cross_entropy: chunk must be >= 1, got {chunk}")
+    h = hidden.reshape(-1, hidden.size(-1))
+    if torch.is_autocast_enabled(h.device.type):
+        # the head runs in the autocast dtype, as nn.Linear would under autocast
+        dt = torch.get_autocast_dtype(h.device.type)
+        h, weight = h.to(dt), weight.to(dt)
+        with torch.autocast(h.device.type, enabled=False):
+            return _LinearCrossEntropy.apply(h, weight, targets.reshape(-1), chunk)
+    return _LinearCrossEntropy.apply(h, weight, targets.reshape(-1), chunk)
