@@ -81,3 +81,23 @@ def test_cli_end_to_end_on_a_tiny_model(tmp_path, capsys):
     assert rows["GSM8K accuracy (strict)"]["met"] is False  # an untrained one does not solve GSM8K
     assert "| criterion | target | measured | met |" in capsys.readouterr().out
     assert res["latency_single_query"]["n"] == 1
+
+
+def test_make_generate_fn_shares_one_tool_registry(monkeypatch):
+    """Every make_generate_fn(tools="default") reuses one registry (one worker process), instead of
+    building a new one per call; an explicit registry is used as given."""
+    import havoc_lite.tools as tools_pkg
+    from havoc_lite.eval.runner import make_generate_fn
+    built = []
+    real = tools_pkg.default_registry
+    monkeypatch.setattr(tools_pkg, "_SHARED", None)
+    monkeypatch.setattr(tools_pkg, "default_registry", lambda *a, **k: built.append(1) or real(*a, **k))
+
+    class Tok:
+        end_id, eos_id = 1, 2
+    for _ in range(3):
+        make_generate_fn(None, Tok())
+    assert len(built) == 1
+    shared = tools_pkg.shared_registry()
+    assert shared is tools_pkg.shared_registry() and len(built) == 1
+    shared.close()
