@@ -150,7 +150,7 @@ def load_topic(topic: str) -> TopicSpec:
 
 # --- prompts --------------------------------------------------------------------------------------
 def trace_schema(tool: str) -> dict:
-    """The `input_schema` of the forced `emit_trace` tool: the DESIGN.md trace, one tool."""
+    """The `input_schema` of the forced `emit_trace` tool: the tool-trace record of docs/architecture.md, one tool."""
     return {
         "type": "object",
         "properties": {

@@ -101,3 +101,19 @@ def test_make_generate_fn_shares_one_tool_registry(monkeypatch):
     shared = tools_pkg.shared_registry()
     assert shared is tools_pkg.shared_registry() and len(built) == 1
     shared.close()
+
+
+def test_report_memory_criterion_comes_from_the_planner():
+    """The "inference memory" row is `memory.plan(..., "inference")`'s total (it used to call a
+    function that did not exist and always fell back to its own arithmetic)."""
+    from havoc_lite import memory
+    from havoc_lite.config import ModelConfig
+    from havoc_lite.eval.report import inference_memory_bytes, success_criteria
+    for preset in ("tiny", "7b", "13b"):
+        cfg = ModelConfig.from_preset(preset)
+        planned = memory.plan(cfg, "inference", batch_size=1, suggest=False)
+        got = inference_memory_bytes(cfg)
+        assert got["source"] == "havoc_lite.memory.plan" and got["total_bytes"] == planned.total
+        assert got["parts"]["kv cache (bf16)"] == memory.kv_cache_bytes(cfg, 1, cfg.max_seq_len)
+        row = {r["criterion"]: r for r in success_criteria(model_cfg=cfg)}["inference memory"]
+        assert row["value"] == planned.total and row["met"] == (planned.total <= 40e9)

@@ -5,7 +5,7 @@
     python -m havoc_lite.eval --model DIR --benchmarks prompts --prompts p.jsonl --verifier tool
 
 Writes the summary JSON to --output, per-sample records next to it (`<output>.<bench>.jsonl`), and
-prints markdown tables: the metrics, then Svend's success criteria beside the measured values.
+prints markdown tables: the metrics, then the success criteria beside the measured values.
 """
 from __future__ import annotations
 
