@@ -186,6 +186,28 @@ TRAIN_PHASES = ("pretrain", "sft", "polish")
 CONFIGS_DIR = Path(__file__).parent / "configs"
 
 
+def read_yaml_config(name_or_path: str | Path, folder: Path, kind: str) -> tuple[Path, dict[str, Any]]:
+    """(path, mapping) of a YAML config given by path or by name in `folder` (`"sft_tiny"`).
+
+    Raises:
+        FileNotFoundError: neither a file nor a known name (lists the known names).
+        ValueError: invalid YAML, or not a mapping of `kind` fields (names the file).
+    """
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = folder / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise FileNotFoundError(f"config {str(name_or_path)!r} is neither a YAML file nor one of {known}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: invalid YAML ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of {kind} fields, got {type(data).__name__}")
+    return path, data
+
+
 @dataclass
 class TrainConfig:
     """Everything one training run needs; YAML files in `havoc_lite/configs/` fill it, and the
@@ -342,16 +364,5 @@ class TrainConfig:
             FileNotFoundError: neither a file nor a known name (lists the known names).
             ValueError: invalid YAML or fields (names the file).
         """
-        path = Path(name_or_path)
-        if not path.is_file():
-            path = CONFIGS_DIR / f"{name_or_path}.yaml"
-        if not path.is_file():
-            known = sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
-            raise FileNotFoundError(f"config {str(name_or_path)!r} is neither a YAML file nor one of {known}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: invalid YAML ({e})") from e
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of TrainConfig fields, got {type(data).__name__}")
+        path, data = read_yaml_config(name_or_path, CONFIGS_DIR, "TrainConfig")
         return cls.from_dict(data, source=str(path))

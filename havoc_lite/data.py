@@ -561,7 +561,8 @@ def _tool_result_json(value, where: str) -> str:
 def render_trace(trace: dict, where: str = "trace") -> str:
     """The assistant turn of a tool trace (the ONE renderer PRIME, synth and eval rely on).
 
-    For each reasoning step: `<reason>{content}</reason>`, then if it has a `tool_call`
+    For each reasoning step: `<reason>{content}</reason>` (or `<advocate>`, `<attack>`,
+    `<pragmatist>`, `<verify>` when the step has that `role`: PRIME's sections), then if it has a `tool_call`
     `<tool>{format_call(name, args)}</tool><tool_result>{json}</tool_result>` using the step's
     own `tool_result`, else (for the last call only) the trace's top-level `tool_result`. Ends
     with `<answer>{answer}</answer>`.
@@ -582,7 +583,11 @@ def render_trace(trace: dict, where: str = "trace") -> str:
     for i, st in enumerate(steps):
         if not isinstance(st, dict) or not isinstance(st.get("content"), str):
             raise DataError(f"{where}: reasoning step {i} needs a string 'content'")
-        parts.append(f"<reason>{st['content']}</reason>")
+        tag = st.get("role") or "reason"
+        if tag not in ("reason", "advocate", "attack", "pragmatist", "verify"):
+            raise DataError(f"{where}: reasoning step {i} has role {tag!r}; one of advocate, attack, "
+                            "pragmatist, verify (or none for <reason>)")
+        parts.append(f"<{tag}>{st['content']}</{tag}>")
         call = st.get("tool_call")
         if call is None:
             continue

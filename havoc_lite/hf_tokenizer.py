@@ -28,7 +28,7 @@ import re
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from .tokenizer import MARKUP_TOKENS, ROLES
+from .tokenizer import MARKUP_TOKENS, ROLES, assistant_mask
 
 PathLike = Union[str, os.PathLike]
 META_FILE = "havoc_tokenizer.json"   # written by save(): backend, vocab size, identity hash
@@ -272,17 +272,7 @@ class HFTokenizer:
         return self.eos_id
 
     def _assistant_mask(self, ids: list[int]) -> list[int]:
-        """1 on assistant tokens except <tool_result> … </tool_result> (inclusive), which the
-        engine writes. An unclosed <tool_result> masks to the end of the turn."""
-        open_id, close_id = self.special_ids["<tool_result>"], self.special_ids["</tool_result>"]
-        mask, inside = [], False
-        for i in ids:
-            if i == open_id:
-                inside = True
-            mask.append(0 if inside else 1)
-            if i == close_id:
-                inside = False
-        return mask
+        return assistant_mask(ids, self.special_ids)
 
     def _render(self, messages: Sequence[dict], generation_prompt: bool) -> tuple[list[int], list[int]]:
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):

@@ -152,20 +152,8 @@ class GrpoConfig:
     def load(cls, name_or_path: str | Path) -> "GrpoConfig":
         """A YAML by name in havoc_lite/configs/rl/ (`grpo_tiny`) or a path. Raises FileNotFoundError
         or ValueError naming the file and the unknown field."""
-        import yaml
-        from .config import CONFIGS_DIR, check_fields
-        path, folder = Path(name_or_path), CONFIGS_DIR / "rl"
-        if not path.is_file():
-            path = folder / f"{name_or_path}.yaml"
-        if not path.is_file():
-            known = sorted(p.stem for p in folder.glob("*.yaml"))
-            raise FileNotFoundError(f"config {str(name_or_path)!r} is neither a YAML file nor one of {known}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: invalid YAML ({e})") from e
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of GrpoConfig fields")
+        from .config import CONFIGS_DIR, check_fields, read_yaml_config
+        path, data = read_yaml_config(name_or_path, CONFIGS_DIR / "rl", "GrpoConfig")
         check_fields(cls, data, str(path))
         cfg = cls(**data)
         cfg.validate(str(path))

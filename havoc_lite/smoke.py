@@ -1,17 +1,31 @@
 """`python -m havoc_lite.smoke`: the whole pipeline, tiny, on real bundled text, in minutes.
 
-Stages (each timed; the run stops at the first failure and exits non-zero):
+Stages (each timed, each with a pass criterion; the run stops at the first failure and exits 1):
  1. tokenizer  — offline calculator traces are generated, then sentencepiece learns Tiny
-                 Shakespeare + GSM8K + those traces (bundled slices)
+                 Shakespeare + GSM8K + those traces (bundled slices).
+                 Passes when the vocabulary has the requested size and every markup tag is one id.
  2. pretrain   — the `tiny` preset on two domains: general (Shakespeare) and math (GSM8K
-                 solutions + the calculator traces as plain text); the loss must fall
- 3. resume     — restart from the half-way checkpoint; the continuation must match the
-                 uninterrupted run step for step
- 4. sft        — offline calculator traces + converted GSM8K traces, loss on the answer only
- 5. prime      — held-out templated problems through `generate_with_prime`, the calculator really
-                 executed during generation; accuracy with the tool and without it
- 6. gsm8k      — 20 real GSM8K test problems (a near-zero score is the honest expectation)
- 7. report     — summary table, `results.json` and `loss_curve.png` in the run folder
+                 solutions + the calculator traces as plain text). Passes when the mean loss of
+                 the last tenth of steps is 0.5 nats below that of the first tenth.
+ 3. resume     — restart from the half-way checkpoint. Passes when the continuation matches the
+                 uninterrupted run step for step (bitwise on CPU, 1e-3 on a GPU).
+ 4. sft        — offline calculator traces + converted GSM8K traces, loss on the answer only.
+                 Passes when the loss falls.
+ 5. prime      — arithmetic through `generate_with_prime`, the calculator really executed during
+                 generation, on two sets of unseen problems: in-template (the training templates,
+                 questions the hash split kept out of training) and held-out-template (sentence
+                 shapes no training template makes, `synth.offline` phrasing="heldout"). Passes
+                 when every problem was scored and the accuracies reach `Sizes.min_in_template` /
+                 `Sizes.min_heldout` (full run: 0.5 and 0.0; the quick run only needs every problem
+                 scored). The held-out bar is 0.0 because the tiny model does not generalise to new
+                 phrasings (1 of 60 with the tool, seed 0): any real bar would fail every run. Raise
+                 it when the training data teaches more than nine sentence shapes.
+                 The "denied tool" figure (the same model, tool withheld) is 0 by construction
+                 and labelled so; the fair comparison is `python -m havoc_lite.ablation`.
+ 6. gsm8k      — real GSM8K test problems (a near-zero score is the honest expectation).
+                 Passes when every problem ran and was scored.
+ 7. report     — summary table, `results.json` and `loss_curve.png` in the run folder.
+                 Passes when the plot was written.
 """
 from __future__ import annotations
 
@@ -50,12 +64,15 @@ class Sizes:
     batch_size: int = 16
     pretrain_seq_len: int = 128
     sft_seq_len: int = 160
+    min_in_template: float = 0.0     # prime pass criteria (accuracy with the calculator)
+    min_heldout: float = 0.0
 
 
-# FULL: measured on 2 CPU cores, the tiny model goes from ~3 % to ~80 % held-out accuracy with the
-# calculator between SFT steps 300 and 400 (it has to learn to copy numbers into the call).
+# FULL: measured on 2 CPU cores, the tiny model goes from ~3 % to ~80 % in-template accuracy with
+# the calculator between SFT steps 300 and 400 (it has to learn to copy numbers into the call); on
+# held-out phrasings it stays near 0 (1 of 60 at step 600, seed 0).
 FULL = Sizes(vocab_size=2048, pretrain_steps=120, sft_steps=600, resume_check_steps=10,
-             n_train_traces=3000, n_test_problems=60, n_gsm8k=20)
+             n_train_traces=3000, n_test_problems=60, n_gsm8k=20, min_in_template=0.5, min_heldout=0.0)
 QUICK = Sizes(vocab_size=1024, pretrain_steps=40, sft_steps=60, resume_check_steps=4,
               n_train_traces=400, n_test_problems=12, n_gsm8k=4, n_gsm8k_traces=50)
 
@@ -113,7 +130,10 @@ class Smoke:
                               vocab_size=self.sizes.vocab_size)
         self.tokenizer = tok
         sample = self.trace_texts[0]
-        return {"vocab_size": tok.vocab_size, "train_s": round(time.perf_counter() - t0, 2),
+        from .tokenizer import SPECIAL_TOKENS
+        single = all(len(tok.encode(t, allow_special=True)) == 1 for t in SPECIAL_TOKENS)
+        return {"ok": tok.vocab_size == self.sizes.vocab_size and single,
+                "vocab_size": tok.vocab_size, "train_s": round(time.perf_counter() - t0, 2),
                 "chars_per_token": round(len(sample) / len(tok.encode(sample, allow_special=True)), 2)}
 
     def pretrain_config(self, **fields):
@@ -177,40 +197,39 @@ class Smoke:
         self.sft_hist = hist
         self.sft_dir = Path(hist["checkpoint"])
         k = max(1, n // 10)
-        return {"traces": len(self.traces) + len(gsm), "loss_first": round(sum(hist["loss"][:k]) / k, 3),
+        return {"ok": sum(hist["loss"][-k:]) < sum(hist["loss"][:k]), "traces": len(self.traces) + len(gsm),
+                "loss_first": round(sum(hist["loss"][:k]) / k, 3),
                 "loss_last": round(sum(hist["loss"][-k:]) / k, 3),
                 "eval_loss": round(hist["eval_loss"][-1], 3) if hist["eval_loss"] else None,
                 "curve": hist["loss"]}
 
-    def stage_prime(self) -> dict:
+    def eval_sets(self) -> dict[str, list[dict]]:
+        """In-template and held-out-template arithmetic problems, none of them trained on."""
         from synth.offline import generate_offline
-        from .eval.extract import numbers_match
+        n, seed = self.sizes.n_test_problems, self.args.seed
+        return {"in_template": generate_offline("arithmetic", n, seed=seed, split="test"),
+                "heldout": generate_offline("arithmetic", n, seed=seed, split="test", phrasing="heldout")}
+
+    def stage_prime(self) -> dict:
         from .model import HavocModel
-        from .prime import generate_with_prime
         model = HavocModel.from_pretrained(self.sft_dir, device=self.device).eval()
         self.model = model
-        problems = generate_offline("arithmetic", self.sizes.n_test_problems, seed=self.args.seed, split="test")
-        questions = [p["question"] for p in problems]
-
-        def score(tools):
-            t0 = time.perf_counter()
-            outs = generate_with_prime(model, self.tokenizer, questions, budget="medium",
-                                       prime_system=False, tools=tools, max_new_tokens=120)
-            correct = [numbers_match(o.answer, p["answer"]) for o, p in zip(outs, problems)]
-            calls = [c for o in outs for c in o.tool_calls]
-            ok_calls = [c for c in calls if c["result"].status == "success"]
-            return outs, {"accuracy": round(sum(correct) / len(problems), 3),
-                          "tool_calls": len(calls),
-                          "tool_call_success": round(len(ok_calls) / len(calls), 3) if calls else None,
-                          "seconds": round(time.perf_counter() - t0, 2)}
-
-        outs, with_tool = score(None)
-        _, without_tool = score(False)
-        (self.out / "prime_samples.jsonl").write_text(
-            "".join(json.dumps(o.to_dict(), default=str) + "\n" for o in outs[:10]), encoding="utf-8")
-        print("example:", outs[0].prompt, "\n ->", outs[0].text[:300])
-        return {"problems": len(problems), "with_tool": with_tool, "without_tool": without_tool,
-                "goal_accuracy_with_tool": 0.5, "goal_met": with_tool["accuracy"] >= 0.5}
+        sets = self.eval_sets()
+        info = {"problems": {k: len(v) for k, v in sets.items()}}
+        for name, problems in sets.items():
+            outs, scores = score_prime(model, self.tokenizer, problems, tools=None)
+            info[name] = {k: v for k, v in scores.items() if k != "correct"}
+            if name == "in_template":
+                print("example:", outs[0].prompt, "\n ->", outs[0].text[:300])
+            with open(self.out / "prime_samples.jsonl", "a", encoding="utf-8") as f:
+                f.writelines(json.dumps({"set": name, **o.to_dict()}, default=str) + "\n" for o in outs[:10])
+        _, denied = score_prime(model, self.tokenizer, sets["in_template"], tools=False)
+        info["denied_tool_in_template"] = {k: v for k, v in denied.items() if k != "correct"}
+        info["criteria"] = {"min_in_template": self.sizes.min_in_template, "min_heldout": self.sizes.min_heldout}
+        info["ok"] = (all(info[k]["scored"] == len(sets[k]) for k in sets)
+                      and info["in_template"]["accuracy"] >= self.sizes.min_in_template
+                      and info["heldout"]["accuracy"] >= self.sizes.min_heldout)
+        return info
 
     def stage_gsm8k(self) -> dict:
         from .eval import evaluate_gsm8k
@@ -218,7 +237,9 @@ class Smoke:
                                  limit=self.sizes.n_gsm8k, max_new_tokens=160, batch_size=10,
                                  output_jsonl=self.out / "gsm8k_samples.jsonl", progress=False)
         m = summary["metrics"]
-        return {"problems": summary.get("num_examples"),
+        scored = sum(1 for _ in open(self.out / "gsm8k_samples.jsonl", encoding="utf-8"))
+        return {"ok": summary.get("num_examples") == self.sizes.n_gsm8k == scored,
+                "problems": summary.get("num_examples"), "scored": scored,
                 "strict_accuracy": m["strict"].get("accuracy", m["strict"]),
                 "flexible_accuracy": m["flexible"].get("accuracy", m["flexible"])}
 
@@ -233,7 +254,8 @@ class Smoke:
         fig.tight_layout()
         fig.savefig(self.out / "loss_curve.png", dpi=100)
         plt.close(fig)
-        return {"png": str(self.out / "loss_curve.png")}
+        png = self.out / "loss_curve.png"
+        return {"ok": png.stat().st_size > 1000, "png": str(png)}
 
     # --- run ------------------------------------------------------------------------------
     def run(self) -> int:
@@ -251,6 +273,28 @@ class Smoke:
         print_summary(self.results)
         print(f"\nresults: {self.out / 'results.json'}")
         return 0 if ok else 1
+
+
+def score_prime(model, tokenizer, problems: list[dict], tools=None, max_new_tokens: int = 120,
+                budget: str = "medium") -> tuple[list, dict]:
+    """Greedy `generate_with_prime` over offline trace problems; accuracy by `numbers_match`.
+
+    `tools`: None = the default registry (the calculator runs), False = no tool (a call gets no
+    result). Returns (PrimeResults, {"accuracy", "correct", "scored", "tool_calls",
+    "tool_call_success", "seconds"}); `correct` is the per-problem list of bools, in order.
+    """
+    from .eval.extract import numbers_match
+    from .prime import generate_with_prime
+    t0 = time.perf_counter()
+    outs = generate_with_prime(model, tokenizer, [p["question"] for p in problems], budget=budget,
+                               prime_system=False, tools=tools, max_new_tokens=max_new_tokens)
+    correct = [bool(numbers_match(o.answer, p["answer"])) for o, p in zip(outs, problems)]
+    calls = [c for o in outs for c in o.tool_calls]
+    ok_calls = [c for c in calls if c["result"].status == "success"]
+    return outs, {"accuracy": round(sum(correct) / len(problems), 3), "correct": correct,
+                  "scored": len(outs), "tool_calls": len(calls),
+                  "tool_call_success": round(len(ok_calls) / len(calls), 3) if calls else None,
+                  "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def print_summary(results: dict) -> None:

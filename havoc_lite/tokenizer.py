@@ -167,6 +167,21 @@ def train_tokenizer(inputs: Inputs, output_dir: Union[str, os.PathLike], vocab_s
     return tok
 
 
+def assistant_mask(ids: Sequence[int], special_ids: dict[str, int]) -> list[int]:
+    """Loss mask for one assistant turn's ids: 1 everywhere except <tool_result> … </tool_result>
+    (inclusive), which the engine writes. An unclosed <tool_result> masks to the end of the turn.
+    Shared by both tokenizer backends (`special_ids` maps markup strings to ids)."""
+    open_id, close_id = special_ids["<tool_result>"], special_ids["</tool_result>"]
+    mask, inside = [], False
+    for i in ids:
+        if i == open_id:
+            inside = True
+        mask.append(0 if inside else 1)
+        if i == close_id:
+            inside = False
+    return mask
+
+
 class HavocTokenizer:
     """A sentencepiece model plus the markup of docs/architecture.md.
 
@@ -340,17 +355,7 @@ class HavocTokenizer:
 
     # --- chat ----------------------------------------------------------------------------------
     def _assistant_mask(self, ids: list[int]) -> list[int]:
-        """1 on assistant tokens except <tool_result> … </tool_result> (inclusive), which the
-        engine writes. An unclosed <tool_result> masks to the end of the turn."""
-        open_id, close_id = self.special_ids["<tool_result>"], self.special_ids["</tool_result>"]
-        mask, inside = [], False
-        for i in ids:
-            if i == open_id:
-                inside = True
-            mask.append(0 if inside else 1)
-            if i == close_id:
-                inside = False
-        return mask
+        return assistant_mask(ids, self.special_ids)
 
     def _render(self, messages: Sequence[dict], generation_prompt: bool) -> tuple[list[int], list[int]]:
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):

@@ -92,6 +92,7 @@ class TopicSpec:
     complexity_levels: list[Level]
     categories: list[Category]
     path: str = ""
+    roles: bool = False     # steps may be written in PRIME's sections (`role`: advocate, attack, ...)
 
 
 def _need_str(d: dict, key: str, where: str, path: str) -> str:
@@ -143,15 +144,20 @@ def load_topic(topic: str) -> TopicSpec:
         if not isinstance(ex, list) or not all(isinstance(e, str) for e in ex):
             raise ValueError(f"{path}: field '{w}examples' must be a list of strings")
         cats.append(Category(_need_str(c, "name", w, path), _need_str(c, "description", w, path), ex))
+    roles = d.get("roles", False)
+    if not isinstance(roles, bool):
+        raise ValueError(f"{path}: field 'roles' must be true or false")
     return TopicSpec(_need_str(d, "name", "", path), _need_str(d, "description", "", path),
                      _need_str(d, "tool", "", path), _need_str(d, "system_prompt", "", path),
-                     levels, cats, path)
+                     levels, cats, path, roles)
 
 
 # --- prompts --------------------------------------------------------------------------------------
-def trace_schema(tool: str) -> dict:
-    """The `input_schema` of the forced `emit_trace` tool: the tool-trace record of docs/architecture.md, one tool."""
-    return {
+def trace_schema(tool: str, roles: bool = False) -> dict:
+    """The `input_schema` of the forced `emit_trace` tool: the tool-trace record of docs/architecture.md, one tool; with
+    `roles`, a step may name the PRIME section it is written in (checked by
+    `verify.attack_problem`: the attack must name a result of the first attempt, the answer fix it)."""
+    schema = {
         "type": "object",
         "properties": {
             "question": {"type": "string", "description": "the problem, self-contained, with all its data"},
@@ -171,6 +177,12 @@ def trace_schema(tool: str) -> dict:
         },
         "required": ["question", "reasoning", "answer"],
     }
+    if roles:
+        from .verify import ROLES
+        schema["properties"]["reasoning"]["items"]["properties"]["role"] = {
+            "type": "string", "enum": list(ROLES),
+            "description": "the PRIME section of this step; omit for plain reasoning"}
+    return schema
 
 
 def system_prompt(spec: TopicSpec, registry) -> str:
@@ -319,7 +331,7 @@ def estimate_total(topics: list[str], num_examples: int, model: str = DEFAULT_MO
         spec = load_topic(topic)
         args = GenerateArgs(topic=topic, num_examples=num_examples, model=model, batch=batch,
                             max_tokens=max_tokens, max_usd=max_usd or 1.0)
-        per[spec.name] = _estimate(args, spec, system_prompt(spec, registry), trace_schema(spec.tool), prices)
+        per[spec.name] = _estimate(args, spec, system_prompt(spec, registry), trace_schema(spec.tool, spec.roles), prices)
     worst = sum(e["worst_case_usd"] for e in per.values())
     capped = sum(min(e["worst_case_usd"], max_usd) if max_usd else e["worst_case_usd"] for e in per.values())
     return {"topics": per, "typical_usd": round(sum(e["typical_usd"] for e in per.values()), 4),
@@ -630,7 +642,7 @@ def run_generation(args: GenerateArgs, *, http_client=None, registry=None) -> di
     if spec.tool not in registry.names:
         raise ValueError(f"{spec.path}: field 'tool' names {spec.tool!r}, which is not a registered "
                          f"tool ({', '.join(registry.names)})")
-    system, schema = system_prompt(spec, registry), trace_schema(spec.tool)
+    system, schema = system_prompt(spec, registry), trace_schema(spec.tool, spec.roles)
     if args.dry_run:
         est = _estimate(args, spec, system, schema, prices)
         print(f"=== system prompt ===\n{system}\n\n=== emit_trace input_schema ===\n"

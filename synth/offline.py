@@ -9,8 +9,16 @@ Train/test split is by a hash of the normalised question (`verify.question_key`)
 in "test" when its hash falls in the lowest `test_fraction` of the range, so the two splits can
 never share a question, whatever the seeds.
 
+Held-out phrasings (`phrasing="heldout"`, arithmetic only so far): a second template family,
+`havoc_lite.eval.arith_heldout` (other contexts, verbs, orders and question forms), with numbers
+drawn in the training templates' range. The hash split only separates questions of one family; a
+held-out family measures whether a model learnt the arithmetic or the sentences. Every templated
+accuracy should be reported both ways: in-template (`split="test"`) and held-out-template.
+
 Topics: arithmetic (calculator; short regular word problems, 1-3 steps, for the ~1M-param smoke
-model), stats_tests (python_math), algebra_calculus (symbolic_math), doe (dsl_executor),
+model), arithmetic_traps (calculator; a planted trap, a first attempt that falls in, and the
+<advocate>/<attack>/<pragmatist>/<verify> sections that catch and fix it: `verify.attack_problem`
+checks the attack names the wrong result and the answer is not it), stats_tests (python_math), algebra_calculus (symbolic_math), doe (dsl_executor),
 retrieval (rag over the bundled corpus). A topic whose tool is missing from the registry raises.
 
 CLI: `python -m synth.offline --topic arithmetic --num-examples 2000 --seed 0 --output data/x.jsonl`
@@ -32,13 +40,18 @@ class _Run:
     def __init__(self, registry):
         self.registry, self.steps = registry, []
 
-    def __call__(self, content: str, tool: str, args: dict):
+    def __call__(self, content: str, tool: str, args: dict, role: Optional[str] = None):
         res = self.registry.execute(tool, args)
         if res.status != "success":
             raise _Skip(f"{tool} {args}: {res.error}")
         self.steps.append({"step": len(self.steps) + 1, "content": content,
-                           "tool_call": {"name": tool, "args": args}, "tool_result": res.to_dict()})
+                           "tool_call": {"name": tool, "args": args}, "tool_result": res.to_dict(),
+                           **({"role": role} if role else {})})
         return res.result
+
+    def say(self, content: str, role: str) -> None:
+        """A step without a tool call, written in a PRIME section (`role`)."""
+        self.steps.append({"step": len(self.steps) + 1, "content": content, "role": role})
 
 
 class _Skip(Exception):
@@ -104,6 +117,61 @@ def _arithmetic(rng: random.Random, run: _Run) -> tuple[str, str]:
         s = run(f"The packs hold {packs} times {c} {item}.", "calculator", {"expression": f"{packs}*{c}"})
         t = run(f"Add them to the {a} {item}.", "calculator", {"expression": f"{a}+{s}"})
         r = run(f"Take away the {d} lost.", "calculator", {"expression": f"{t}-{d}"})
+    return q, _fmt(r)
+
+
+def _arithmetic_heldout(rng: random.Random, run: _Run) -> tuple[str, str]:
+    """A held-out-phrasing problem (`eval.arith_heldout`), its calculator steps really run."""
+    from havoc_lite.eval.arith_heldout import NUM_KINDS, heldout_problem
+    question, steps, _ = heldout_problem(rng, rng.randrange(NUM_KINDS), small=True)
+    for content, expression in steps:
+        r = run(content, "calculator", {"expression": expression})
+    return question, _fmt(r)
+
+
+# --- arithmetic with a planted trap, worked through PRIME's sections (calculator) ----------------
+def _arithmetic_traps(rng: random.Random, run: _Run) -> tuple[str, str]:
+    """A problem with a trap a hasty reader falls into. The first attempt (<reason> + a real
+    calculator call) falls in; <advocate> states what it did; <attack> names the flaw and the
+    wrong result; <pragmatist> recomputes; <verify> checks the fix against the question."""
+    name, other = rng.sample(NAMES, 2)
+    item = rng.choice(ITEMS)
+    kind = rng.randrange(3)
+    if kind == 0:   # given away, then some returned: a hasty reader adds everything
+        a, b = rng.randint(20, 60), rng.randint(3, 15)
+        c = rng.randint(1, b - 1)
+        q = (f"{name} had {a} {item}. {name} gave {b} of them to {other}, and {other} later handed "
+             f"{c} back. How many {item} does {name} have now?")
+        wrong = run(f"Put the numbers together: {a}, {b} and {c}.", "calculator", {"expression": f"{a}+{b}+{c}"})
+        run.say(f"The first attempt adds all three numbers and gets {wrong}.", "advocate")
+        run.say(f"That is wrong: the {b} {item} were given away, so they must be subtracted; {wrong} "
+                f"is more than {name} ever had.", "attack")
+        r = run(f"Subtract the {b} given away and add the {c} handed back.", "calculator",
+                {"expression": f"{a}-{b}+{c}"}, role="pragmatist")
+        run.say(f"{r} is below {a} because more left than came back, as the story says.", "verify")
+    elif kind == 1:  # a price per item: a hasty reader takes the note minus one price
+        price, n = rng.randint(2, 9), rng.randint(3, 9)
+        note = 50 if price * n < 50 else 100
+        q = (f"{name} buys {n} {item} at {price} dollars each and pays with a {note}-dollar note. "
+             f"How much change does {name} get?")
+        wrong = run(f"Take the price from the {note} dollars.", "calculator", {"expression": f"{note}-{price}"})
+        run.say(f"The first attempt takes one price from the note and gets {wrong}.", "advocate")
+        run.say(f"That is wrong: {price} dollars is the price of one of the {n} {item}, so {wrong} "
+                f"ignores the other {n - 1}.", "attack")
+        r = run(f"The {n} {item} cost {n} times {price} dollars; the change is the {note} dollars minus "
+                "that.", "calculator", {"expression": f"{note}-{n}*{price}"}, role="pragmatist")
+        run.say(f"{r} plus the {n * price} paid makes the {note}-dollar note.", "verify")
+    else:            # "times as many", asked for the total: a hasty reader gives one share
+        a, c = rng.randint(3, 20), rng.randint(2, 5)
+        q = (f"{name} has {a} {item} and {other} has {c} times as many. "
+             f"How many {item} do the two of them have altogether?")
+        wrong = run(f"{other} has {c} times {a}.", "calculator", {"expression": f"{c}*{a}"})
+        run.say(f"The first attempt answers with {other}'s {wrong}.", "advocate")
+        run.say(f"That is wrong: {wrong} is only {other}'s share; the question asks for both of them.",
+                "attack")
+        r = run(f"Add {name}'s {a} to {other}'s {wrong}.", "calculator", {"expression": f"{a}+{wrong}"},
+                role="pragmatist")
+        run.say(f"{r} is {c + 1} times {a}, one share for {name} and {c} for {other}.", "verify")
     return q, _fmt(r)
 
 
@@ -297,10 +365,17 @@ def _rag(rng: random.Random, run: _Run) -> tuple[str, str]:
 
 GENERATORS: dict[str, tuple[str, Callable]] = {
     "arithmetic": ("calculator", _arithmetic),
+    "arithmetic_traps": ("calculator", _arithmetic_traps),
     "stats_tests": ("python_math", _stats),
     "algebra_calculus": ("symbolic_math", _symbolic),
     "doe": ("dsl_executor", _doe),
     "retrieval": ("rag", _rag),
+}
+
+
+# Held-out template families, for evaluation only (never trained on).
+HELDOUT_GENERATORS: dict[str, tuple[str, Callable]] = {
+    "arithmetic": ("calculator", _arithmetic_heldout),
 }
 
 
@@ -309,7 +384,8 @@ def _split_of(question: str, test_fraction: float) -> str:
 
 
 def generate_offline(topic: str, n: int, seed: int = 0, split: Literal["train", "test"] = "train",
-                     registry=None, test_fraction: float = 0.1, max_draws: Optional[int] = None) -> list[dict]:
+                     registry=None, test_fraction: float = 0.1, max_draws: Optional[int] = None,
+                     phrasing: Literal["train", "heldout"] = "train") -> list[dict]:
     """`n` verified tool traces for `topic` from templates; the same (topic, n, seed, split) gives
     the same traces.
 
@@ -320,17 +396,29 @@ def generate_offline(topic: str, n: int, seed: int = 0, split: Literal["train", 
         split: "train" or "test"; membership is by question hash, so the splits are disjoint.
         registry: a ToolRegistry (default `havoc_lite.tools.default_registry()`).
         test_fraction: share of the question space that belongs to "test".
-    Returns: traces `{"id", "topic", "source": "offline", "split", "question", "reasoning",
-        "tool_result", "answer"}`, ids `offline-{topic}-{split}-s{seed}-{k:06d}`.
+        phrasing: "train" (the training templates) or "heldout" (HELDOUT_GENERATORS: sentence
+            shapes no training template makes; only with split="test", and no hash filter since
+            the family is disjoint as a whole).
+    Returns: traces `{"id", "topic", "source": "offline", "split", "phrasing", "question",
+        "reasoning", "tool_result", "answer"}`, ids `offline-{topic}-{split}-s{seed}-{k:06d}`
+        (`offline-{topic}-heldout-s{seed}-{k:06d}` for held-out phrasings).
     Raises:
         ValueError: unknown topic/split, n <= 0, test_fraction outside [0, 1] (or leaving the split
-            empty), a topic whose tool is not in the registry, or when the templates cannot produce
+            empty), phrasing="heldout" with split="train" or for a topic without held-out
+            templates, a topic whose tool is not in the registry, or when the templates cannot produce
             `n` distinct questions within `max_draws` draws.
     """
     if topic not in GENERATORS:
         raise ValueError(f"unknown offline topic {topic!r}; one of {', '.join(GENERATORS)}")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if phrasing not in ("train", "heldout"):
+        raise ValueError(f"phrasing must be 'train' or 'heldout', got {phrasing!r}")
+    if phrasing == "heldout" and split != "test":
+        raise ValueError("held-out phrasings are for evaluation only: use --split test")
+    if phrasing == "heldout" and topic not in HELDOUT_GENERATORS:
+        raise ValueError(f"no held-out templates for topic {topic!r} yet; "
+                         f"have: {', '.join(HELDOUT_GENERATORS)}")
     if not isinstance(n, int) or n <= 0:
         raise ValueError(f"--num-examples must be a positive integer, got {n}")
     if not 0.0 <= test_fraction <= 1.0 or (split == "test" and test_fraction == 0) \
@@ -340,11 +428,12 @@ def generate_offline(topic: str, n: int, seed: int = 0, split: Literal["train", 
     if registry is None:
         from havoc_lite.tools import default_registry
         registry = default_registry()
-    tool, make = GENERATORS[topic]
+    tool, make = (HELDOUT_GENERATORS if phrasing == "heldout" else GENERATORS)[topic]
     if tool not in registry.names:
         raise ValueError(f"topic {topic!r} needs tool {tool!r}, which the registry lacks "
                          f"(has: {', '.join(registry.names)})")
-    rng = random.Random(f"{topic}:{seed}")
+    rng = random.Random(f"{topic}:{seed}" + (":heldout" if phrasing == "heldout" else ""))
+    tag = "heldout" if phrasing == "heldout" else split
     max_draws = max_draws or 50 * n + 1000
     seen, out = Deduper(), []
     for _ in range(max_draws):
@@ -355,10 +444,10 @@ def generate_offline(topic: str, n: int, seed: int = 0, split: Literal["train", 
             question, answer = make(rng, run)
         except _Skip:
             continue
-        if _split_of(question, test_fraction) != split or seen.seen(question):
+        if (phrasing == "train" and _split_of(question, test_fraction) != split) or seen.seen(question):
             continue
-        trace = {"id": f"offline-{topic}-{split}-s{seed}-{len(out):06d}", "topic": topic,
-                 "source": "offline", "split": split, "question": question,
+        trace = {"id": f"offline-{topic}-{tag}-s{seed}-{len(out):06d}", "topic": topic,
+                 "source": "offline", "split": split, "phrasing": phrasing, "question": question,
                  "reasoning": run.steps, "answer": answer}
         verdict = verify_trace(trace, registry)
         if not verdict.ok:   # a template bug; say so rather than ship a wrong trace
@@ -384,12 +473,14 @@ def write_jsonl(traces: list[dict], path) -> None:
 class OfflineArgs:
     """Write templated, tool-verified traces to a JSONL file."""
     topic: str = "arithmetic"
-    """one of: arithmetic, stats_tests, algebra_calculus, doe, retrieval"""
+    """one of: arithmetic, arithmetic_traps, stats_tests, algebra_calculus, doe, retrieval"""
     num_examples: int = 2000
     seed: int = 0
     split: Literal["train", "test"] = "train"
     output: str = "data/offline_traces.jsonl"
     test_fraction: float = 0.1
+    phrasing: Literal["train", "heldout"] = "train"
+    """heldout: sentence shapes no training template makes (arithmetic; needs --split test)"""
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -402,7 +493,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     t0 = time.perf_counter()
     try:
         traces = generate_offline(args.topic, args.num_examples, args.seed, args.split,
-                                  test_fraction=args.test_fraction)
+                                  test_fraction=args.test_fraction, phrasing=args.phrasing)
         write_jsonl(traces, args.output)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

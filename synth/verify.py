@@ -50,7 +50,9 @@ from typing import Any, Iterable, Optional
 from havoc_lite.tokenizer import SPECIAL_TOKENS
 
 REJECT_REASONS = ("malformed", "no_tool_call", "tool_error", "intermediate_mismatch",
-                  "answer_mismatch", "markup_injection", "duplicate")
+                  "answer_mismatch", "markup_injection", "unchecked_attack", "duplicate")
+# PRIME sections a reasoning step may be written in ("role"; default <reason>)
+ROLES = ("advocate", "attack", "pragmatist", "verify")
 
 # A number in free text: optional sign (not after a letter/digit/bracket, so "3-4" is 3 and 4),
 # thousands groups or plain digits, decimals, exponent, optional percent sign.
@@ -282,6 +284,32 @@ def _stated_disagrees(stated: Any, real: Any, rel_tol: float) -> bool:
     return any(not any(number_matches(a, v, rel_tol) for v in real_vals) for a in stated_nums)
 
 
+def attack_problem(steps: list[dict], answer: str, rel_tol: float = 1e-6) -> Optional[str]:
+    """What is wrong with a trace's `<attack>`, or None (also None when it has no attack step).
+
+    An attack must be checkable: it names a concrete flaw of a first attempt by stating a number
+    that a tool returned before it (the wrong sub-result), a tool call after it computes the fix,
+    and the final answer is not the number it attacked.
+    """
+    attacks = [i for i, s in enumerate(steps) if s.get("role") == "attack"]
+    if not attacks:
+        return None
+    i = attacks[0]
+    before = [s["tool_result"].get("result") for s in steps[:i] if "tool_result" in s]
+    if not before:
+        return "the attack comes before any tool result: there is no first attempt to attack"
+    values = [v for r in before for v in result_values(r)]
+    named = [n for n in extract_numbers(steps[i]["content"]) if any(number_matches(n, v, rel_tol) for v in values)]
+    if not named:
+        return "the attack names no result of the first attempt"
+    if not any("tool_result" in s for s in steps[i + 1:]):
+        return "no tool call after the attack computes the fix"
+    attacked = [a.value for a in named]
+    if any(number_matches(n, v, rel_tol) for n in extract_numbers(answer) for v in attacked):
+        return f"the final answer repeats a result the attack called wrong ({attacked})"
+    return None
+
+
 def question_key(question: str) -> str:
     """Normalised hash of a question for near-duplicate removal (sha1 hex of the folded text)."""
     s = unicodedata.normalize("NFKC", question).casefold()
@@ -361,6 +389,11 @@ def verify_trace(trace: Any, registry, *, require_tool: bool = True, rel_tol: fl
         if not isinstance(content, str):
             return _reject("malformed", f"{where}.content must be a string")
         out = {"step": i + 1, "content": content.strip()}
+        role = step.get("role")
+        if role is not None:
+            if role not in ROLES:
+                return _reject("malformed", f"{where}.role must be one of {', '.join(ROLES)}, got {role!r}")
+            out["role"] = role
         call = step.get("tool_call")
         if call is not None:
             if not isinstance(call, dict) or not isinstance(call.get("name"), str) \
@@ -392,6 +425,9 @@ def verify_trace(trace: Any, registry, *, require_tool: bool = True, rel_tol: fl
         problem = answer_problem(answer, results, question, all_args, rel_tol)
         if problem:
             return _reject("answer_mismatch", f"answer {answer[:100]!r}: {problem}")
+    problem = attack_problem(clean_steps, answer, rel_tol)
+    if problem:
+        return _reject("unchecked_attack", problem)
     clean = {k: v for k, v in trace.items() if k not in ("question", "reasoning", "tool_result", "answer")}
     clean.update(question=question.strip(), reasoning=clean_steps, tool_result=last_result,
                  answer=answer.strip())

@@ -4,6 +4,8 @@ parsing, usage and cost go through the real `anthropic` SDK code. No network."""
 import json
 import re
 
+import pytest
+
 from synth.claude import sdk_http_module
 from synth.generate import GenerateArgs, side_paths
 
@@ -134,3 +136,17 @@ def lines(path) -> list[dict]:
 def outcomes(out) -> list[dict]:
     """The ledger's outcome lines (one per finished request; reservations and batch lines left out)."""
     return [r for r in lines(side_paths(out)[0]) if "id" in r]
+
+
+# Shared fixtures: a test module imports them by name (pytest collects fixtures from its namespace).
+@pytest.fixture(scope="module")
+def registry():
+    from havoc_lite.tools import default_registry
+    reg = default_registry()
+    yield reg
+    reg.close()
+
+
+@pytest.fixture(autouse=True)
+def api_key(monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)

@@ -61,3 +61,16 @@ def test_latency_percentiles_match_numpy():
     s = latency_stats(xs)
     assert s["p50_s"] == pytest.approx(float(np.median(xs)))
     assert s["p95_s"] == pytest.approx(sorted(xs)[95])  # 101 points: the 95th percentile is exact
+
+
+def test_newcombe_interval_matches_the_published_table():
+    """Newcombe (1998) Stat Med 17:873, Table II, method 10 (hybrid score), four of its examples."""
+    from havoc_lite.eval.metrics import diff_of_proportions_ci
+    table = {(56, 70, 48, 80): (0.0524, 0.3339), (9, 10, 3, 10): (0.1705, 0.8090),
+             (6, 7, 2, 7): (0.0582, 0.8062), (5, 56, 0, 29): (-0.0381, 0.1926)}
+    for (k1, n1, k2, n2), (low, high) in table.items():
+        ci = diff_of_proportions_ci(k1, n1, k2, n2)
+        assert ci["diff"] == pytest.approx(k1 / n1 - k2 / n2)
+        assert (round(ci["low"], 4), round(ci["high"], 4)) == (low, high)
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        diff_of_proportions_ci(5, 4, 1, 4)

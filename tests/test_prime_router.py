@@ -93,3 +93,19 @@ def test_bad_input():
     with pytest.raises(ValueError, match="unknown budget"):
         Budget.parse("enormous")
     assert Budget.parse("HEAVY") is Budget.HEAVY
+
+
+def test_heldout_router_accuracy_meets_the_documented_threshold():
+    """The held-out set (havoc_lite/assets/router_heldout.jsonl) shares no prompt with LABELLED
+    above (the prompts the rules were written against). Measured: 0.825 (33/40); README states
+    >= 0.75 as the bar. Its misses are reported, not tuned away."""
+    import json
+    from havoc_lite.prime.router import HELDOUT_PROMPTS, evaluate_router
+    rows = [json.loads(line) for line in open(HELDOUT_PROMPTS, encoding="utf-8")]
+    held = evaluate_router()
+    tuned = evaluate_router([{"prompt": p, "budget": b} for p, b in LABELLED])
+    assert held["n"] == 40 and set(held["per_budget"]) == {"minimal", "light", "medium", "heavy"}
+    assert len({r["prompt"] for r in rows}) == 40 and not {r["prompt"] for r in rows} & {p for p, _ in LABELLED}
+    assert tuned["accuracy"] == 1.0
+    assert held["accuracy"] >= 0.75, held["mistakes"]
+    assert sum(held["confusion"].values()) == 40 and len(held["mistakes"]) == round(40 * (1 - held["accuracy"]))

@@ -12,22 +12,11 @@ import pytest
 
 from synth.claude import BATCH_DISCOUNT, DEFAULT_MODEL, PRICES_USD_PER_MTOK, Usage, price_for
 from synth.generate import GenerateArgs, estimate_total, run_generation, side_paths
-from synth_fake import KEY, Fake, args, good_trace, lines, message, outcomes
+from synth_fake import KEY, Fake, api_key, registry, args, good_trace, lines, message, outcomes
 
 OVERLOADED = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
 
 
-@pytest.fixture(scope="module")
-def registry():
-    from havoc_lite.tools import default_registry
-    reg = default_registry()
-    yield reg
-    reg.close()
-
-
-@pytest.fixture(autouse=True)
-def api_key(monkeypatch):
-    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
 
 
 def billed(fake: Fake, model: str = "claude-haiku-4-5") -> float:

@@ -9,19 +9,8 @@ import pytest
 
 from synth.claude import Budget, Usage, price_for
 from synth.generate import load_topic, run_generation, side_paths
-from synth_fake import KEY, Fake, args, good_trace, lines, message, outcomes
+from synth_fake import KEY, Fake, api_key, registry, args, good_trace, lines, message, outcomes
 
-@pytest.fixture(scope="module")
-def registry():
-    from havoc_lite.tools import default_registry
-    reg = default_registry()
-    yield reg
-    reg.close()
-
-
-@pytest.fixture(autouse=True)
-def api_key(monkeypatch):
-    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
 
 
 ERR = {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}

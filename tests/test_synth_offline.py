@@ -168,3 +168,101 @@ def test_gsm8k_asset_counts_match_python_reference(registry):
         for st in t["reasoning"]:
             if "tool_call" in st:
                 assert st["tool_result"]["result"] == pytest.approx(py_eval(st["tool_call"]["args"]["expression"]))
+
+
+# --- held-out phrasings -----------------------------------------------------------------------
+def _skeleton(question: str, words) -> str:
+    """The sentence with numbers and the given names/items replaced by placeholders."""
+    import re
+    s = re.sub(r"-?\d+", "N", question)
+    for w in sorted(words, key=len, reverse=True):
+        s = s.replace(w, "X")
+    return s
+
+
+def test_heldout_phrasings_share_no_sentence_shape_with_training_and_verify():
+    from havoc_lite.eval.arith_heldout import NUM_KINDS, PEOPLE
+    from havoc_lite.tools import default_registry
+    from synth.offline import ITEMS, NAMES
+    from synth.verify import verify_trace
+    words = list(NAMES) + list(ITEMS) + list(PEOPLE)
+    train = generate_offline("arithmetic", 600, seed=0)
+    held = generate_offline("arithmetic", 200, seed=0, split="test", phrasing="heldout")
+    assert held == generate_offline("arithmetic", 200, seed=0, split="test", phrasing="heldout")
+    train_shapes = {_skeleton(t["question"], words) for t in train}
+    held_shapes = {_skeleton(t["question"], words) for t in held}
+    assert len(train_shapes) >= 9 and len(held_shapes) >= NUM_KINDS and not (train_shapes & held_shapes)
+    registry = default_registry()
+    for t in held:
+        assert t["phrasing"] == "heldout" and t["id"].startswith("offline-arithmetic-heldout-s0-")
+        assert verify_trace(t, registry).ok
+        # numbers in the training templates' range, so phrasing is the only difference
+        calls = [s["tool_call"]["args"]["expression"] for s in t["reasoning"]]
+        assert calls and float(t["answer"]) == registry.execute("calculator", {"expression": calls[-1]}).result
+        assert max(abs(int(x)) for x in __import__("re").findall(r"\d+", t["question"])) <= 400
+
+
+def test_heldout_phrasing_is_refused_where_it_means_nothing():
+    with pytest.raises(ValueError, match="use --split test"):
+        generate_offline("arithmetic", 5, phrasing="heldout")
+    with pytest.raises(ValueError, match="no held-out templates for topic 'doe'"):
+        generate_offline("doe", 5, split="test", phrasing="heldout")
+
+
+# --- PRIME sections taught by data ----------------------------------------------------------------
+def test_trap_traces_carry_checked_prime_sections():
+    """Each trace: a first attempt (a real call) that falls into the trap, an <attack> naming its
+    result, a recomputation, and an answer that is not the attacked number; all re-executed."""
+    from havoc_lite.data import render_trace
+    from havoc_lite.tools import default_registry
+    registry = default_registry()
+    traces = generate_offline("arithmetic_traps", 60, seed=0)
+    for t in traces:
+        text = render_trace(t)
+        for tag in ("advocate", "attack", "pragmatist", "verify"):
+            assert text.count(f"<{tag}>") == 1 and text.index("<attack>") > text.index("<tool_result>")
+        first = t["reasoning"][0]["tool_result"]["result"]
+        attack = next(s for s in t["reasoning"] if s.get("role") == "attack")
+        assert str(first) in attack["content"] and float(t["answer"]) != float(first)
+        assert verify_trace(t, registry).ok
+
+
+def test_verify_rejects_an_attack_that_checks_nothing():
+    import copy
+    from havoc_lite.tools import default_registry
+    registry = default_registry()
+    t = generate_offline("arithmetic_traps", 1, seed=1)[0]
+    first = t["reasoning"][0]["tool_result"]["result"]
+    vague = copy.deepcopy(t)
+    next(s for s in vague["reasoning"] if s.get("role") == "attack")["content"] = "Something is off here."
+    assert verify_trace(vague, registry).reason == "unchecked_attack"
+    unfixed = copy.deepcopy(t)       # the answer keeps the result the attack called wrong
+    unfixed["reasoning"] = [s for s in unfixed["reasoning"] if s.get("role") not in ("pragmatist", "verify")]
+    unfixed["answer"] = str(first)
+    assert verify_trace(unfixed, registry).reason == "unchecked_attack"
+    bad_role = copy.deepcopy(t)
+    bad_role["reasoning"][1]["role"] = "critic"
+    assert verify_trace(bad_role, registry).reason == "malformed"
+
+
+def test_claude_topic_for_prime_sections_asks_for_roles_and_verifies_like_offline():
+    """The Claude topic lets a step name its section; a trace written to it goes through the same
+    checks (tool calls re-executed, the attack checked) as the offline traps."""
+    from havoc_lite.tools import default_registry
+    from synth.generate import load_topic, trace_schema
+    spec = load_topic("arithmetic_traps")
+    assert spec.roles and spec.tool == "calculator"
+    item = trace_schema(spec.tool, spec.roles)["properties"]["reasoning"]["items"]["properties"]
+    assert item["role"]["enum"] == ["advocate", "attack", "pragmatist", "verify"]
+    assert "role" not in trace_schema("calculator")["properties"]["reasoning"]["items"]["properties"]
+    claude_like = {"question": "A tap fills 12 litres every 30 minutes. How many litres in 3 hours?",
+                   "reasoning": [
+                       {"content": "3 hours times 12 litres.", "tool_call": {"name": "calculator", "args": {"expression": "3*12"}},
+                        "tool_result": {"status": "success", "result": 36}},
+                       {"role": "advocate", "content": "The first attempt multiplies 3 by 12 and gets 36."},
+                       {"role": "attack", "content": "36 is wrong: 12 litres is per 30 minutes, so there are 6 periods."},
+                       {"role": "pragmatist", "content": "6 half-hours times 12 litres.",
+                        "tool_call": {"name": "calculator", "args": {"expression": "6*12"}}},
+                       {"role": "verify", "content": "72 litres is twice 36, as half-hours are twice as many as hours."}],
+                   "answer": "72 litres"}
+    assert verify_trace(claude_like, default_registry()).ok

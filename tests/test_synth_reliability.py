@@ -7,20 +7,9 @@ import pytest
 from synth import generate, offline
 from synth.claude import Usage, build_request, price_for, worst_case_usd
 from synth.generate import load_topic, run_generation, side_paths, system_prompt, trace_schema, user_prompt
-from synth_fake import KEY, Fake, args, good_trace, lines, message, outcomes
+from synth_fake import KEY, Fake, api_key, registry, args, good_trace, lines, message, outcomes
 
 
-@pytest.fixture(scope="module")
-def registry():
-    from havoc_lite.tools import default_registry
-    reg = default_registry()
-    yield reg
-    reg.close()
-
-
-@pytest.fixture(autouse=True)
-def api_key(monkeypatch):
-    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
 
 
 def request_bytes(registry, i: int) -> int:

@@ -108,3 +108,32 @@ def latency_stats(latencies_s: Sequence[float]) -> dict[str, float]:
 def tokens_per_second(num_tokens: int, seconds: float) -> float:
     """Generated tokens per wall-clock second (NaN if no time elapsed)."""
     return num_tokens / seconds if seconds > 0 else float("nan")
+
+
+def diff_of_proportions_ci(k1: int, n1: int, k2: int, n2: int, confidence: float = 0.95) -> dict:
+    """p1 - p2 = k1/n1 - k2/n2 with Newcombe's hybrid score interval.
+
+    Newcombe (1998), "Interval estimation for the difference between independent proportions:
+    comparison of eleven methods", Statistics in Medicine 17:873-890, method 10: with Wilson
+    intervals (l1, u1) and (l2, u2) for each proportion (scipy's `binomtest(...).proportion_ci(
+    method="wilson")`),
+        lower = d - sqrt((p1 - l1)^2 + (u2 - p2)^2),  upper = d + sqrt((u1 - p1)^2 + (p2 - l2)^2).
+    It treats the two samples as independent; when both models answer the same problems and
+    their successes are positively correlated, this is conservative (wider than a paired one).
+
+    Returns {"diff", "low", "high", "confidence", "method"}.
+    Raises ValueError unless 0 <= k <= n and n >= 1 for both samples and 0 < confidence < 1.
+    """
+    from scipy.stats import binomtest
+    for k, n in ((k1, n1), (k2, n2)):
+        if not (n >= 1 and 0 <= k <= n):
+            raise ValueError(f"diff_of_proportions_ci needs 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = binomtest(k1, n1).proportion_ci(confidence, method="wilson")
+    l2, u2 = binomtest(k2, n2).proportion_ci(confidence, method="wilson")
+    d = p1 - p2
+    return {"diff": d, "low": d - float(np.hypot(p1 - l1, u2 - p2)),
+            "high": d + float(np.hypot(u1 - p1, p2 - l2)), "confidence": confidence,
+            "method": "Newcombe 1998 hybrid score (method 10), Wilson intervals"}
