@@ -279,7 +279,7 @@ def check_args(args: argparse.Namespace) -> None:
 def _main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
-    from .eval.__main__ import load_model_and_tokenizer
+    from .loading import load_model_and_tokenizer
     model, tok, model_dir = load_model_and_tokenizer(args.model, args.tokenizer, args.device)
     one_shot = args.prompt is not None
     session = ChatSession(model, tok, budget=args.budget, show_sections=args.show_sections,

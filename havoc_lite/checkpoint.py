@@ -1,4 +1,4 @@
-"""Atomic, verified checkpoints (layout in DESIGN.md).
+"""Atomic, verified checkpoints (layout in docs/architecture.md).
 
 ```
 <out_dir>/step_000500/  model.safetensors  config.json  train_state.pt  meta.json

@@ -171,15 +171,9 @@ def device() -> str:
 
 
 def tools():
-    """One `tools.default_registry()` per process: its worker process (scipy, sympy) starts once."""
-    global _TOOLS
-    if _TOOLS is None:
-        from .tools import default_registry
-        _TOOLS = default_registry()
-    return _TOOLS
-
-
-_TOOLS = None
+    """`tools.shared_registry()`: one per process, so its worker (scipy, sympy) starts once."""
+    from .tools import shared_registry
+    return shared_registry()
 
 
 # --- sizes ------------------------------------------------------------------------------------
@@ -548,9 +542,9 @@ def merge_and_export(run: Path, hub_repo: str = "", private: bool = True, dtype:
 
 def load_pretrained_route_model(folder: Path):
     """(HavocModel in eval mode, HFTokenizer) of a merged folder of the pretrained route, on the
-    best device, weights in the inference dtype (`eval.__main__.inference_dtype`)."""
+    best device, weights in the inference dtype (`loading.inference_dtype`)."""
     import torch
-    from .eval.__main__ import inference_dtype
+    from .loading import inference_dtype
     from .hf_tokenizer import HFTokenizer
     from .hub import load_model as hub_load
     dev = device()
@@ -585,8 +579,8 @@ def headline(summary: dict) -> dict:
 
 def load_model(folder: Path, tokenizer_dir: Optional[Path] = None):
     """(HavocModel in eval mode, HavocTokenizer) for a model folder or checkpoint out_dir; the
-    tokenizer is looked up next to it unless given (`eval.__main__.load_model_and_tokenizer`)."""
-    from .eval.__main__ import load_model_and_tokenizer
+    tokenizer is looked up next to it unless given (`loading.load_model_and_tokenizer`)."""
+    from .loading import load_model_and_tokenizer
     model, tok, _ = load_model_and_tokenizer(str(folder), str(tokenizer_dir) if tokenizer_dir else None)
     return model, tok
 

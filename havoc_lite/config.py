@@ -155,13 +155,6 @@ class ModelConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
-    def from_yaml(cls, text_or_path: str | Path) -> "ModelConfig":
-        p = Path(text_or_path) if not str(text_or_path).lstrip().startswith("{") else None
-        if p is not None and p.suffix in (".yaml", ".yml") and p.exists():
-            return cls.from_dict(yaml.safe_load(p.read_text()) or {}, source=str(p))
-        return cls.from_dict(yaml.safe_load(str(text_or_path)) or {}, source="yaml")
-
-    @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "ModelConfig":
         """A copy of `PRESETS[name]` with `overrides` applied (e.g. vocab_size from a tokenizer)."""
         if name not in PRESETS:
@@ -348,11 +341,6 @@ class TrainConfig:
     def model_config(self, **overrides: Any) -> ModelConfig:
         """The preset `model` with `model_overrides` and then `overrides` (e.g. vocab_size) applied."""
         return ModelConfig.from_preset(self.model, **{**self.model_overrides, **overrides})
-
-    @property
-    def tokens_per_step(self) -> int:
-        """Tokens per optimizer step on one process (multiply by world_size under torchrun)."""
-        return self.batch_size * self.grad_accum_steps * self.seq_len
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -165,7 +165,7 @@ def run_raft(cfg: RaftConfig, model=None, tokenizer=None, items=None, eval_items
     Returns the per-cycle stats, each with `eval_pass@1` when eval prompts are given (cycle 0 is
     the starting model). Raises FileNotFoundError / ValueError for missing or bad inputs.
     """
-    from .eval.__main__ import load_model_and_tokenizer
+    from .loading import load_model_and_tokenizer
     from .eval.runner import load_prompt_items
     from .eval.verifiers import get_verifier
     from .model import HavocModel
@@ -224,7 +224,7 @@ def run_raft(cfg: RaftConfig, model=None, tokenizer=None, items=None, eval_items
 
 
 def _latest(cycle_dir: Path) -> Path:
-    from .eval.__main__ import resolve_model_dir
+    from .loading import resolve_model_dir
     return resolve_model_dir(cycle_dir)
 
 

@@ -320,7 +320,7 @@ def load_policy(src: str, tokenizer: Optional[str] = None) -> tuple:
     `.gguf` file), whose own tokenizer gets the markup (`HFTokenizer`) and whose embeddings grow to
     fit it (`train.fit_vocab`). Raises FileNotFoundError / ValueError naming the source.
     """
-    from .eval.__main__ import load_model_and_tokenizer, resolve_model_dir
+    from .loading import load_model_and_tokenizer, resolve_model_dir
     from .hub import is_havoc_folder
     from .tokenizer import load_tokenizer
     from .train import fit_vocab, load_init_model
@@ -417,8 +417,8 @@ class GrpoRunner:
         self.items, self.eval_items, self.tokenizer = list(items), eval_items, tokenizer
         self.verifier = SafeVerifier(verifier or get_verifier(cfg.verifier))
         if tools == "default":
-            from .tools import default_registry
-            tools = default_registry()
+            from .tools import shared_registry
+            tools = shared_registry()
         self.tools = tools
 
         model.to(self.device)

@@ -3,13 +3,13 @@
 `train_tokenizer` trains a sentencepiece model on a bounded random sample of lines (reservoir
 sampling, so a 10 GB corpus never sits in memory) with settings that keep text lossless:
 identity normalisation, whitespace kept as is, no dummy prefix, digits split, byte fallback for
-anything unseen. Every markup token of DESIGN.md is a sentencepiece *control symbol*: one id that
+anything unseen. Every markup token of docs/architecture.md is a sentencepiece *control symbol*: one id that
 ordinary text can never produce, so a user typing "<tool>" gets ordinary pieces, and only
 `encode(..., allow_special=True)` (used for assistant turns and engine-written markup) maps the
 string to its id.
 
 `HavocTokenizer.render_chat` turns a conversation into ids plus a loss mask (1 = train on this
-token) following DESIGN.md: loss on the assistant's tokens and its closing <|end|>, never on
+token) following docs/architecture.md: loss on the assistant's tokens and its closing <|end|>, never on
 <tool_result>…</tool_result>, which the engine writes at inference time.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ import sentencepiece as spm
 log = logging.getLogger(__name__)
 
 # Position in this list == token id. <unk> is sentencepiece's own unknown piece (never produced:
-# byte fallback covers every character); the rest are the markup of DESIGN.md.
+# byte fallback covers every character); the rest are the markup (docs/architecture.md).
 SPECIAL_TOKENS: list[str] = [
     "<|bos|>", "<|eos|>", "<|pad|>", "<unk>",
     "<|system|>", "<|user|>", "<|assistant|>", "<|end|>",
@@ -101,7 +101,7 @@ def train_tokenizer(inputs: Inputs, output_dir: Union[str, os.PathLike], vocab_s
                     max_sentence_chars: int = 4000, character_coverage: float = 0.9999,
                     seed: int = 0, num_threads: int | None = None, hard_vocab_limit: bool = False,
                     **sentencepiece_options) -> "HavocTokenizer":
-    """Train a sentencepiece tokenizer with the special tokens of DESIGN.md and save it.
+    """Train a sentencepiece tokenizer with the special tokens of docs/architecture.md and save it.
 
     Args:
         inputs: a `.txt` / `.jsonl` file, a folder of them (recursive), a list of such paths, or an
@@ -183,7 +183,7 @@ def assistant_mask(ids: Sequence[int], special_ids: dict[str, int]) -> list[int]
 
 
 class HavocTokenizer:
-    """A sentencepiece model plus the markup of DESIGN.md.
+    """A sentencepiece model plus the markup of docs/architecture.md.
 
     Build with `HavocTokenizer.load(dir_or_model_file)` or `train_tokenizer(...)`. Ids are Python
     ints; `vocab_size` is the number of pieces (the model's embedding needs at least that many

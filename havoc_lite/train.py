@@ -63,8 +63,8 @@ class LoraResumeError(ValueError):
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning rate for optimizer step `step` (0-based): linear warm-up from lr/warmup_steps to
     `lr` over `warmup_steps`, then cosine decay to `min_lr` at `max_steps` (Loshchilov & Hutter
-    2017, "SGDR"; the GPT-3 / Chinchilla recipe). A pure function of the step, so the scheduler's
-    state is just the step."""
+    2017, "SGDR"; the GPT-3 / Chinchilla recipe). A pure function of the step, so a checkpoint
+    saves no scheduler state: resuming at `step` resumes the schedule."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     decay_steps = max(cfg.max_steps - cfg.warmup_steps, 1)
@@ -162,7 +162,7 @@ def build_loaders(cfg: TrainConfig, tokenizer, rank: int = 0, world_size: int = 
     `train_data` is one or more comma-separated JSONL files; without `eval_data`, a seeded
     `eval_fraction` of the examples is held out. With `sft_sources` ({name: files}) the examples
     are drawn from a `data.SFTMixture` weighted by `sft_weights` or the `sft_mixture` table
-    (the success criteria's base 60/20/20, tools 30/50/15/5), `eval_fraction` held out of each source.
+    (the brief's base 60/20/20, tools 30/50/15/5), `eval_fraction` held out of each source.
 
     Raises:
         ValueError: `train_data` (or a tokenizer for sft/polish) is not set.
@@ -512,7 +512,6 @@ class Trainer:
         if self.is_main:
             train_state = {
                 "step": self.step, "tokens_seen": self.tokens_seen, "optimizer": optim_state,
-                "scheduler": {"kind": "warmup_cosine", "step": self.step},
                 "rng": rng_state(), "data": self.train_loader.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "wandb_run_id": self.tracker.run_id if hasattr(self, "tracker") else None,
@@ -700,19 +699,9 @@ class Trainer:
 
 
 # --- CLI ----------------------------------------------------------------------------------------
-# Flags of the original seed scripts, mapped onto TrainConfig fields.
-FLAG_ALIASES = {
-    "--gradient-accumulation-steps": "--grad-accum-steps",
-    "--max-seq-len": "--seq-len",
-    "--learning-rate": "--lr",
-    "--checkpoint-dir": "--out-dir",
-}
-
-
 def parse_args(argv: Optional[list[str]] = None) -> TrainConfig:
     """`--config NAME|PATH` (a YAML in havoc_lite/configs/ or a file) then field overrides via tyro
-    (`--max-steps 2000 --resume auto`, `--model-overrides n_layers 2`); seed-script flags are
-    accepted as aliases (FLAG_ALIASES)."""
+    (`--max-steps 2000 --resume auto`, `--model-overrides n_layers 2`)."""
     import tyro
     args = list(sys.argv[1:] if argv is None else argv)
     config_name = None
@@ -726,9 +715,7 @@ def parse_args(argv: Optional[list[str]] = None) -> TrainConfig:
         if a.startswith("--config="):
             config_name, i = a.split("=", 1)[1], i + 1
             continue
-        flag, eq, value = a.partition("=")
-        flag = FLAG_ALIASES.get(flag.replace("_", "-") if flag.startswith("--") else flag, flag)
-        rest.append(flag + eq + value)
+        rest.append(a)
         i += 1
     base = TrainConfig.load(config_name) if config_name else TrainConfig()
     return tyro.cli(TrainConfig, default=base, args=rest, prog="python -m havoc_lite.train",

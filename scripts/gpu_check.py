@@ -194,7 +194,7 @@ def generation_run(device: torch.device, preset: str, *, batch: int, new_tokens:
     """Batched `engine.generate` with the default tools; every row makes one calculator call."""
     from havoc_lite import engine
     from havoc_lite.colab import ASSETS
-    from havoc_lite.eval.__main__ import inference_dtype
+    from havoc_lite.loading import inference_dtype
     from havoc_lite.tokenizer import train_tokenizer
     from havoc_lite.tools import default_registry
     _free()

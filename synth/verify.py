@@ -1,6 +1,6 @@
 """Check a tool trace against the real tools, whoever wrote it (Claude, a template, a converter).
 
-A trace is the DESIGN.md tool-trace record:
+A trace is the tool-trace record of docs/architecture.md:
 `{"id", "question", "reasoning": [{"step", "content", "tool_call"?: {"name", "args"},
 "tool_result"?}], "tool_result", "answer"}`.
 

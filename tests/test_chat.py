@@ -75,7 +75,7 @@ def test_one_shot_prints_the_answer(model_dir, capsys):
     out, err = capsys.readouterr()
     assert code == 0
     # The same greedy generation in-process gives the answer the command printed.
-    from havoc_lite.eval.__main__ import load_model_and_tokenizer
+    from havoc_lite.loading import load_model_and_tokenizer
     model, tok, _ = load_model_and_tokenizer(str(model_dir), device="cpu")
     r = generate_with_prime(model, tok, [{"role": "user", "content": "What is 48/2?"}],
                             budget="minimal", max_new_tokens=12)
@@ -85,7 +85,7 @@ def test_one_shot_prints_the_answer(model_dir, capsys):
 
 
 def test_session_keeps_and_resets_the_conversation(model_dir):
-    from havoc_lite.eval.__main__ import load_model_and_tokenizer
+    from havoc_lite.loading import load_model_and_tokenizer
     model, tok, _ = load_model_and_tokenizer(str(model_dir), device="cpu")
     s = ChatSession(model, tok, budget="light", max_new_tokens=8, tools=False, out=io.StringIO())
     first = s.ask("What is 2+3?")
@@ -146,7 +146,7 @@ def test_no_prime_system_sends_no_system_turn(model_dir, monkeypatch):
     """With prime_system=False (`--no-prime-system`) the prompt is the bare user turn, as the smoke
     run's model was trained; by default PRIME's instructions come first in a system turn."""
     from havoc_lite import engine
-    from havoc_lite.eval.__main__ import load_model_and_tokenizer
+    from havoc_lite.loading import load_model_and_tokenizer
     model, tok, _ = load_model_and_tokenizer(str(model_dir), device="cpu")
     prompts, real = [], engine.generate
     monkeypatch.setattr(engine, "generate", lambda m, p, **kw: prompts.append(p[0]) or real(m, p, **kw))

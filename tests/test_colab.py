@@ -169,7 +169,7 @@ def test_wandb_auto_reads_colab_secrets(fake_colab, monkeypatch):
     ((8, 9), True, torch.bfloat16),    # L4
 ])
 def test_autocast_dtype_per_gpu(monkeypatch, capability, emulated_ok, want):
-    from havoc_lite.eval.__main__ import inference_dtype
+    from havoc_lite.loading import inference_dtype
 
     def is_bf16_supported(including_emulation=True):
         return True if including_emulation else capability >= (8, 0)

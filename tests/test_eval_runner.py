@@ -81,3 +81,39 @@ def test_cli_end_to_end_on_a_tiny_model(tmp_path, capsys):
     assert rows["GSM8K accuracy (strict)"]["met"] is False  # an untrained one does not solve GSM8K
     assert "| criterion | target | measured | met |" in capsys.readouterr().out
     assert res["latency_single_query"]["n"] == 1
+
+
+def test_make_generate_fn_shares_one_tool_registry(monkeypatch):
+    """Every make_generate_fn(tools="default") reuses one registry (one worker process), instead of
+    building a new one per call; an explicit registry is used as given."""
+    import havoc_lite.tools as tools_pkg
+    from havoc_lite.eval.runner import make_generate_fn
+    built = []
+    real = tools_pkg.default_registry
+    monkeypatch.setattr(tools_pkg, "_SHARED", None)
+    monkeypatch.setattr(tools_pkg, "default_registry", lambda *a, **k: built.append(1) or real(*a, **k))
+
+    class Tok:
+        end_id, eos_id = 1, 2
+    for _ in range(3):
+        make_generate_fn(None, Tok())
+    assert len(built) == 1
+    shared = tools_pkg.shared_registry()
+    assert shared is tools_pkg.shared_registry() and len(built) == 1
+    shared.close()
+
+
+def test_report_memory_criterion_comes_from_the_planner():
+    """The "inference memory" row is `memory.plan(..., "inference")`'s total (it used to call a
+    function that did not exist and always fell back to its own arithmetic)."""
+    from havoc_lite import memory
+    from havoc_lite.config import ModelConfig
+    from havoc_lite.eval.report import inference_memory_bytes, success_criteria
+    for preset in ("tiny", "7b", "13b"):
+        cfg = ModelConfig.from_preset(preset)
+        planned = memory.plan(cfg, "inference", batch_size=1, suggest=False)
+        got = inference_memory_bytes(cfg)
+        assert got["source"] == "havoc_lite.memory.plan" and got["total_bytes"] == planned.total
+        assert got["parts"]["kv cache (bf16)"] == memory.kv_cache_bytes(cfg, 1, cfg.max_seq_len)
+        row = {r["criterion"]: r for r in success_criteria(model_cfg=cfg)}["inference memory"]
+        assert row["value"] == planned.total and row["met"] == (planned.total <= 40e9)

@@ -9,7 +9,7 @@ import torch.nn as nn
 from havoc_lite.config import ModelConfig
 from havoc_lite.model import HavocModel
 from havoc_lite.prime import Budget, SectionForcer, generate_with_prime, generate_with_prime_batch
-from havoc_lite.prime.markup import SECTION_TAGS
+from havoc_lite.prime.markup import SECTION_TAGS, parse
 from havoc_lite.tokenizer import train_tokenizer
 from havoc_lite.tools import default_registry, format_call
 
@@ -226,4 +226,10 @@ def test_random_tiny_havoc_model_runs_every_budget(tok, tools):
     for r in results:
         assert 0 < r.num_tokens <= 8 and r.finish_reason in ("stop", "length", "tool_limit")
         assert set(r.verification.checks) >= {"well_formed", "answer_present"}
-        r.workspace.summarize()
+        # the workspace accounts for exactly what the engine ran and the model wrote
+        parsed = parse(r.text)
+        ws = r.workspace.summarize()
+        assert ws["facts"] == len(r.tool_calls) == len(r.tool_results)
+        assert ws["partial_results"] == len(parsed.get("reason")) + (parsed.answer is not None)
+        assert 0.0 <= ws["confidence"] <= 1.0
+        assert json.loads(json.dumps(r.to_dict()))["workspace"] == ws

@@ -26,9 +26,10 @@ def test_select_samples_keeps_passing_dedupes_and_ranks():
 def test_one_raft_cycle_trains_checkpoints_and_resumes(tmp_path):
     from synth.offline import generate_offline
     from havoc_lite.data import trace_to_messages
-    from havoc_lite.model import HavocModel
-    from havoc_lite.tokenizer import train_tokenizer
     from havoc_lite.config import ModelConfig
+    from havoc_lite.eval.verifiers import ToolAnswerVerifier
+    from havoc_lite.model import HavocModel, lm_loss
+    from havoc_lite.tokenizer import train_tokenizer
 
     traces = generate_offline("arithmetic", 200, seed=0, split="train")
     tok = train_tokenizer([tr["question"] + " " + trace_to_messages(tr)[-1]["content"] for tr in traces],
@@ -38,18 +39,36 @@ def test_one_raft_cycle_trains_checkpoints_and_resumes(tmp_path):
                                                n_layers=2))
     items = [{"id": tr["id"], "prompt": trace_to_messages(tr)[:-1], "answer": tr["answer"]}
              for tr in traces[:6]]
-
-    class Oracle:  # an untrained model never passes a real check; this one passes all but empties
-        def __call__(self, item, text, tool_calls):
-            return Verdict(bool(text), 1.0 if text else 0.0)
+    # Warm start: the model learns the right answer for items 0-2 and a wrong one (+1) for 3-5,
+    # so the real verifier (the tool-trace answer match) passes half of the samples and RAFT must
+    # keep exactly the right half.
+    rows = [tok.render_chat(it["prompt"] + [{"role": "assistant", "content":
+            f"<answer>{int(it['answer']) + (i >= 3)}</answer>"}]) for i, it in enumerate(items)]
+    T = max(len(ids) for ids, _ in rows)
+    x, y = torch.zeros(6, T, dtype=torch.long), torch.full((6, T), -100)
+    for i, (ids, mask) in enumerate(rows):
+        x[i, :len(ids)] = torch.tensor(ids)
+        y[i, :len(ids) - 1] = torch.tensor([t if m else -100 for t, m in zip(ids[1:], mask[1:])])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(80):
+        opt.zero_grad()
+        lm_loss(model(x), y).backward()
+        opt.step()
+    verifier = ToolAnswerVerifier()
 
     cfg = RaftConfig(checkpoint="", cycles=1, samples_per_prompt=2, temperature=1.0,
                      max_new_tokens=12, gen_batch_size=12, train_batch_size=4, seq_len=96,
                      lr=1e-3, out_dir=str(tmp_path / "raft"), progress=False, device="cpu")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    hist = run_raft(cfg, model=model, tokenizer=tok, items=items, verifier=Oracle(), tools=None)
+    hist = run_raft(cfg, model=model, tokenizer=tok, items=items, verifier=verifier, tools=None)
     stats = hist[-1]
-    assert stats["samples"] == 12 and 0 < stats["kept"] <= 12
+    # at temperature 1 a right-answer sample can still go astray, so at most half pass
+    assert stats["samples"] == 12 and 0 < stats["pass_rate"] <= 0.5 and stats["prompts_solved"] == 3
+    kept = [json.loads(line) for line in (tmp_path / "raft" / "cycle_01" / "samples.jsonl").read_text().splitlines()]
+    assert stats["kept"] == 3      # two identical right samples per solved prompt, kept once
+    assert [r["id"] for r in kept] == [it["id"] for it in items[:3]]
+    by_id = {it["id"]: it for it in items}
+    assert all(verifier(by_id[r["id"]], r["output"], []).passed for r in kept)
     assert stats["train_steps"] == -(-stats["kept"] // 4)  # one epoch
     assert stats["loss"] > 0 and stats["checkpoint"]
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -61,7 +80,7 @@ def test_one_raft_cycle_trains_checkpoints_and_resumes(tmp_path):
 
     # a rerun finds cycle 1 complete, loads its weights and does nothing else
     again = run_raft(cfg, model=HavocModel(model.config), tokenizer=tok, items=items,
-                     verifier=Oracle(), tools=None)
+                     verifier=verifier, tools=None)
     assert again[-1]["kept"] == stats["kept"]
 
 

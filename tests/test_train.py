@@ -141,10 +141,10 @@ def test_consecutive_non_finite_steps_stop_with_a_good_checkpoint(tmp_path):
     assert all(torch.equal(saved[k], good[k]) for k in good if k in saved)
 
 
-def test_cli_config_names_paths_aliases_and_errors(tmp_path):
+def test_cli_config_names_paths_and_errors(tmp_path):
     cfg = parse_args(["--config", "pretrain_50m", "--max-steps", "2000", "--resume", "auto",
-                      "--batch-size", "4", "--gradient-accumulation-steps", "3", "--max-seq-len", "64",
-                      "--learning-rate", "1e-3", "--checkpoint-dir", str(tmp_path)])
+                      "--batch-size", "4", "--grad-accum-steps", "3", "--seq-len", "64",
+                      "--lr", "1e-3", "--out-dir", str(tmp_path)])
     assert (cfg.model, cfg.max_steps, cfg.batch_size, cfg.grad_accum_steps, cfg.seq_len, cfg.lr,
             cfg.out_dir) == ("50m", 2000, 4, 3, 64, 1e-3, str(tmp_path))
     assert cfg.warmup_steps == TrainConfig.load("pretrain_50m").warmup_steps  # YAML kept elsewhere

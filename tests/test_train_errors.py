@@ -86,7 +86,7 @@ def test_every_checkpoint_corrupt_is_refused_unless_told_to_start_fresh(data, tm
 
 
 def test_resume_repairs_a_corrupt_latest(data, tmp_path):
-    from havoc_lite.eval.__main__ import resolve_model_dir
+    from havoc_lite.loading import resolve_model_dir
     out = tmp_path / "run"
     assert main(cli(data, out)) == 0
     (out / "latest").write_text("step_999999\n")               # names no folder

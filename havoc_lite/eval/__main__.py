@@ -5,7 +5,7 @@
     python -m havoc_lite.eval --model DIR --benchmarks prompts --prompts p.jsonl --verifier tool
 
 Writes the summary JSON to --output, per-sample records next to it (`<output>.<bench>.jsonl`), and
-prints markdown tables: the metrics, then Svend's success criteria beside the measured values.
+prints markdown tables: the metrics, then the success criteria beside the measured values.
 """
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Optional
 
 import tyro
+
+# Re-exported for callers that imported them from here before they moved to loading.py.
+from ..loading import inference_dtype, load_model_and_tokenizer, resolve_model_dir  # noqa: F401
 
 
 @dataclass
@@ -118,68 +121,6 @@ def check_args(args: EvalArgs) -> None:
         if path is not None and not Path(path).exists():
             raise FileNotFoundError(f"{flag} {path}: no such file or folder")
     check_writable(Path(args.output).parent, "--output folder")
-
-
-def resolve_model_dir(path: str | Path) -> Path:
-    """A model folder, following `<out_dir>/latest` to the newest step folder.
-
-    Raises FileNotFoundError naming the path when neither is there."""
-    path = Path(path)
-    if (path / "model.safetensors").is_file():
-        return path
-    latest = path / "latest"
-    if latest.is_file():
-        step = path / latest.read_text().strip()
-        if (step / "model.safetensors").is_file():
-            return step
-    raise FileNotFoundError(f"{path}: no model.safetensors and no `latest` naming a step folder")
-
-
-def inference_dtype(device: str) -> str:
-    """Weights dtype for generation on `device`: "bfloat16" on a GPU with native bf16 (compute
-    capability >= 8.0, `train.native_bf16`), "float16" on older CUDA GPUs (a T4 emulates bf16,
-    several times slower), "float32" on CPU and MPS."""
-    import torch
-    from ..train import native_bf16
-    dev = torch.device(device)
-    if dev.type != "cuda":
-        return "float32"
-    return "bfloat16" if native_bf16(dev) else "float16"
-
-
-def load_model_and_tokenizer(model: str, tokenizer: Optional[str] = None, device: str = "auto",
-                             dtype: Optional[str] = None):
-    """(HavocModel in eval mode, HavocTokenizer, model_dir) from a model folder / checkpoint dir."""
-    import torch
-    from .. import checkpoint as ckpt
-    from ..distributed import resolve_device
-    from ..model import HavocModel
-    from ..tokenizer import HavocTokenizer
-    dev = resolve_device(device)        # ConfigError for a device this machine does not have
-    device = dev.type if device == "auto" else str(dev)
-    if dtype is None:
-        dtype = inference_dtype(device)
-    model_dir = resolve_model_dir(model)
-    candidates = [Path(tokenizer)] if tokenizer else [model_dir, model_dir.parent, Path(model)]
-    tok, errors = None, []
-    for c in candidates:
-        try:
-            tok = HavocTokenizer.load(c)
-            break
-        except (FileNotFoundError, ValueError, OSError) as e:
-            errors.append(f"{c}: {e}")
-    if tok is None:
-        raise FileNotFoundError("no tokenizer found (pass --tokenizer): " + "; ".join(errors))
-    if (model_dir / "meta.json").is_file():   # a checkpoint step folder: its sums say if it is whole
-        ckpt.verify_checkpoint(model_dir)
-    from safetensors import SafetensorError
-    try:
-        net = HavocModel.from_pretrained(model_dir, device=device, dtype=getattr(torch, dtype)).eval()
-    except (SafetensorError, OSError, ValueError, RuntimeError, KeyError) as e:
-        first = str(e).splitlines()[0][:200] if str(e) else ""
-        raise ckpt.CheckpointError(f"{model_dir}: cannot load the model ({type(e).__name__}: {first}); "
-                                   "is model.safetensors truncated, or from another config.json?") from e
-    return net, tok, model_dir
 
 
 def main(args: Optional[EvalArgs] = None) -> dict:

@@ -1,6 +1,6 @@
-"""Results as markdown: a metrics table, and Svend's success criteria next to what was measured.
+"""Results as markdown: a metrics table, and the success criteria next to what was measured.
 
-Svend's criteria (the project brief): GSM8K accuracy > 50 %, tool calls executing correctly > 90 %,
+The success criteria (the project brief): GSM8K accuracy > 50 %, tool calls executing correctly > 90 %,
 the verifier catching obvious errors > 80 %, a typical query answered in < 2 s, and inference that
 fits a 40 GB card.
 """
@@ -13,28 +13,21 @@ GB = 1e9
 CARD_BYTES = 40 * GB
 
 
-def inference_memory_bytes(cfg, batch_size: int = 1, seq_len: Optional[int] = None,
-                           bytes_per_param: int = 2) -> dict:
-    """Memory to serve a model: weights + KV cache + one step's logits, in bytes.
+def inference_memory_bytes(cfg, batch_size: int = 1, seq_len: Optional[int] = None) -> dict:
+    """Memory to serve a model, in bytes, from the planner (`havoc_lite.memory.plan`, phase
+    "inference": bf16 weights, the bf16 KV cache, prefill logits, working activations).
 
-    Uses `havoc_lite.memory` when it offers `inference_memory(cfg, batch_size, seq_len)`, else the
-    arithmetic: weights = params · bytes_per_param (2 = bf16); KV cache = 2 (K and V) · n_layers ·
-    batch · num_kv_heads · seq_len · head_dim · bytes_per_param; logits = batch · vocab · 4 (fp32).
+    Args:
+        cfg: a ModelConfig (or a preset name).
+        batch_size: sequences served at once.
+        seq_len: tokens per sequence; default the model's max_seq_len (the worst case).
+
+    Returns:
+        {"total_bytes": int, "parts": {name: bytes}, "source": "havoc_lite.memory.plan"}.
     """
-    seq_len = seq_len or cfg.max_seq_len
-    try:
-        from .. import memory
-        fn = getattr(memory, "inference_memory")
-        out = fn(cfg, batch_size=batch_size, seq_len=seq_len)
-        total = out["total_bytes"] if isinstance(out, dict) else int(out)
-        return {"total_bytes": total, "source": "havoc_lite.memory"}
-    except (ImportError, AttributeError, TypeError, KeyError):
-        pass
-    weights = cfg.num_parameters() * bytes_per_param
-    kv = 2 * cfg.n_layers * batch_size * cfg.num_kv_heads * seq_len * cfg.head_dim * bytes_per_param
-    logits = batch_size * cfg.vocab_size * 4
-    return {"weights_bytes": weights, "kv_cache_bytes": kv, "logits_bytes": logits,
-            "total_bytes": weights + kv + logits, "source": "weights + KV cache arithmetic"}
+    from .. import memory
+    p = memory.plan(cfg, phase="inference", batch_size=batch_size, seq_len=seq_len, suggest=False)
+    return {"total_bytes": p.total, "parts": dict(p.parts), "source": "havoc_lite.memory.plan"}
 
 
 def _fmt(value, unit: str) -> str:
@@ -52,14 +45,14 @@ def _fmt(value, unit: str) -> str:
 def success_criteria(summary: Optional[dict] = None, *, catch: Optional[dict] = None,
                      latency: Optional[dict] = None, model_cfg=None,
                      memory_bytes: Optional[float] = None) -> list[dict]:
-    """Rows {"criterion", "target", "measured", "met" (True/False/None)} for Svend's criteria.
+    """Rows {"criterion", "target", "measured", "met" (True/False/None)} for the success criteria.
 
     Args:
         summary: a GSM8K `run_eval` summary (strict accuracy and tool success are read from it).
         catch: a `metrics.catch_rate` dict from a planted-error set.
         latency: `runner.measure_latency` output (batch-1 p50); else the summary's p50 is used.
-        model_cfg / memory_bytes: the served model's ModelConfig (memory estimated at bf16, batch 1,
-            full context) or a measured number of bytes.
+        model_cfg / memory_bytes: the served model's ModelConfig (memory from
+            `inference_memory_bytes`: the planner at bf16, batch 1, full context) or a measured number of bytes.
     """
     m = (summary or {}).get("metrics", {})
     acc = m.get("strict", {}).get("accuracy")

@@ -61,14 +61,14 @@ def make_generate_fn(model, tokenizer, *, max_new_tokens: int = 256, temperature
     `render_prompt`, plain strings through `encode(bos=True)`), generated `batch_size` at a time in
     one KV-cached `engine.generate` call each (stop at `<|end|>`/`<|eos|>`), tool calls executed.
 
-    tools: "default" -> `tools.default_registry()`, None -> no tools, else a ToolRegistry.
+    tools: "default" -> `tools.shared_registry()`, None -> no tools, else a ToolRegistry.
     prime: use `havoc_lite.prime.generate_with_prime` (extra keyword args go to it).
     stop_at_text: a plain-text prompt's output is cut at these strings (lm-eval's `until`).
     """
     from .. import engine
-    if tools == "default":
-        from ..tools import default_registry
-        tools = default_registry()
+    if tools == "default":    # one worker process per Python process, not one per call
+        from ..tools import shared_registry
+        tools = shared_registry()
     stop_ids = [tokenizer.end_id, tokenizer.eos_id]
 
     def generate_fn(prompts: list, seed: int = 0) -> list[Sample]:

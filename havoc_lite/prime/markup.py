@@ -1,4 +1,4 @@
-"""Parse an assistant turn into its PRIME sections (DESIGN.md, "Markup").
+"""Parse an assistant turn into its PRIME sections (docs/architecture.md, "Markup and loss masks").
 
 The model writes flat, non-nested sections:
 `<reason>…</reason> <tool>{json}</tool> <tool_result>{json}</tool_result> <advocate>…</advocate>
@@ -26,10 +26,6 @@ ROLE_TAGS = ("advocate", "attack", "pragmatist")
 
 _TAG_RE = re.compile(r"<(/?)(" + "|".join(SECTION_TAGS) + r")>")
 _CHAT_TOKEN_RE = re.compile(r"<\|(?:bos|eos|pad|system|user|assistant|end)\|>")
-
-
-def open_tag(name: str) -> str:
-    return f"<{name}>"
 
 
 def close_tag(name: str) -> str:

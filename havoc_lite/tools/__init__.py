@@ -20,5 +20,23 @@ def default_registry(rag_dir=None, timeout_s: float = 5.0, max_result_chars: int
     return reg
 
 
-__all__ = ["ToolError", "ToolRegistry", "ToolResult", "default_registry", "format_call",
+_SHARED: "ToolRegistry | None" = None
+
+
+def shared_registry() -> ToolRegistry:
+    """The process's one `default_registry()`, created on first use and closed at exit.
+
+    Each registry owns a worker process (scipy and sympy imported in it, ~1-3 s to start), so
+    callers that only want "the bundled tools" (eval's `make_generate_fn`, GRPO, PRIME, the Colab
+    helpers) share this one instead of starting a worker per call. Build your own
+    `default_registry(...)` for other settings (a RAG folder, a timeout)."""
+    global _SHARED
+    if _SHARED is None:
+        import atexit
+        _SHARED = default_registry()
+        atexit.register(_SHARED.close)
+    return _SHARED
+
+
+__all__ = ["ToolError", "ToolRegistry", "ToolResult", "default_registry", "shared_registry", "format_call",
            "parse_call", "validate"]
