@@ -182,7 +182,7 @@ def table(results: dict) -> str:
         b, t = results.get("base", {}).get(name), results.get("tuned", {}).get(name)
         if not (b or t):
             continue
-        cell = lambda r: f"{r['flexible']:.2f} / {r['strict']:.2f}" if r else "-"  # noqa: E731
+        cell = lambda r: f"{r['flexible']:.3f} / {r['strict']:.3f}" if r else "-"  # noqa: E731
         lines.append(f"| {label} | {(b or t)['n']} | {cell(b)} | {cell(t)} | "
                      f"{t['tool_use_rate']:.2f} |" if t else f"| {label} | {b['n']} | {cell(b)} | - | - |")
     return "\n".join(lines) + "\n"
