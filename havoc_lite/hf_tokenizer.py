@@ -28,7 +28,7 @@ import re
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from .tokenizer import MARKUP_TOKENS, ROLES, assistant_mask
+from .tokenizer import MARKUP_TOKENS, ROLES, BatchCodec, assistant_mask
 
 PathLike = Union[str, os.PathLike]
 META_FILE = "havoc_tokenizer.json"   # written by save(): backend, vocab size, identity hash
@@ -39,7 +39,7 @@ HF_FILES = ("tokenizer.json", "tokenizer_config.json", META_FILE)
 _MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
 
 
-class HFTokenizer:
+class HFTokenizer(BatchCodec):
     """A transformers tokenizer plus our markup, with `HavocTokenizer`'s interface.
 
     Build with `HFTokenizer.from_pretrained(src)` (a Hugging Face folder, a hub id or a `.gguf`
@@ -221,14 +221,6 @@ class HFTokenizer:
         if bad:
             raise ValueError(f"HFTokenizer.decode: id {bad[0]} is outside the vocab (size {self.vocab_size})")
         return self.hf.decode(ids, skip_special_tokens=skip_special, clean_up_tokenization_spaces=False)
-
-    def encode_batch(self, texts: Sequence[str], **kwargs) -> list[list[int]]:
-        """`encode` for each text (same keyword arguments)."""
-        return [self.encode(t, **kwargs) for t in texts]
-
-    def decode_batch(self, batch: Sequence[Sequence[int]], **kwargs) -> list[str]:
-        """`decode` for each id list (same keyword arguments)."""
-        return [self.decode(ids, **kwargs) for ids in batch]
 
     def token_id(self, token: str) -> int:
         """Id of a special token or any single piece. Raises ValueError naming it if absent."""

@@ -182,7 +182,19 @@ def assistant_mask(ids: Sequence[int], special_ids: dict[str, int]) -> list[int]
     return mask
 
 
-class HavocTokenizer:
+class BatchCodec:
+    """`encode_batch` / `decode_batch` for any tokenizer backend with `encode` and `decode`."""
+
+    def encode_batch(self, texts: Sequence[str], **kwargs) -> list[list[int]]:
+        """`encode` for each text (same keyword arguments)."""
+        return [self.encode(t, **kwargs) for t in texts]
+
+    def decode_batch(self, batch: Sequence[Sequence[int]], **kwargs) -> list[str]:
+        """`decode` for each id list (same keyword arguments)."""
+        return [self.decode(ids, **kwargs) for ids in batch]
+
+
+class HavocTokenizer(BatchCodec):
     """A sentencepiece model plus the markup of docs/architecture.md.
 
     Build with `HavocTokenizer.load(dir_or_model_file)` or `train_tokenizer(...)`. Ids are Python
@@ -325,14 +337,6 @@ class HavocTokenizer:
         if run:
             out.append(self.sp.decode(run))
         return "".join(out)
-
-    def encode_batch(self, texts: Sequence[str], **kwargs) -> list[list[int]]:
-        """`encode` for each text (same keyword arguments)."""
-        return [self.encode(t, **kwargs) for t in texts]
-
-    def decode_batch(self, batch: Sequence[Sequence[int]], **kwargs) -> list[str]:
-        """`decode` for each id list (same keyword arguments)."""
-        return [self.decode(ids, **kwargs) for ids in batch]
 
     def token_id(self, token: str) -> int:
         """Id of a special token or any single piece. Raises ValueError naming it if absent."""
