@@ -40,7 +40,10 @@ def inference_dtype(device: str) -> str:
 
 def load_model_and_tokenizer(model: str, tokenizer: Optional[str] = None, device: str = "auto",
                              dtype: Optional[str] = None):
-    """(HavocModel in eval mode, HavocTokenizer, model_dir) from a model folder / checkpoint dir.
+    """(HavocModel in eval mode, tokenizer, model_dir) from a model folder / checkpoint dir.
+
+    The tokenizer is ours (`HavocTokenizer`) or a pretrained base's with our markup
+    (`HFTokenizer`), whichever the folder holds (`tokenizer.load_tokenizer`).
 
     Args:
         model: a folder with model.safetensors + config.json, or a run's out_dir (its `latest`).
@@ -57,7 +60,7 @@ def load_model_and_tokenizer(model: str, tokenizer: Optional[str] = None, device
     from . import checkpoint as ckpt
     from .distributed import resolve_device
     from .model import HavocModel
-    from .tokenizer import HavocTokenizer
+    from .tokenizer import load_tokenizer
     dev = resolve_device(device)        # ConfigError for a device this machine does not have
     device = dev.type if device == "auto" else str(dev)
     if dtype is None:
@@ -67,7 +70,7 @@ def load_model_and_tokenizer(model: str, tokenizer: Optional[str] = None, device
     tok, errors = None, []
     for c in candidates:
         try:
-            tok = HavocTokenizer.load(c)
+            tok = load_tokenizer(c)
             break
         except (FileNotFoundError, ValueError, OSError) as e:
             errors.append(f"{c}: {e}")

@@ -318,3 +318,23 @@ def test_sft_loader_trains_only_on_masked_tokens(smol):
         expected = [t if m else -100 for t, m in zip(ids[1:], mask[1:])]
         assert y[b, :n].tolist() == expected
         assert smol.decode([t for t in expected if t != -100]).endswith("</answer><|im_end|>")
+
+
+def test_prime_reads_the_question_from_rendered_ids_of_a_chat_template(smol):
+    """A prompt given as ids rendered by the base's own template (no `<|user|>` of ours) routes on
+    its decoded text instead of raising KeyError."""
+    from havoc_lite.prime.generate import _question_of
+    ids = smol.render_prompt([{"role": "user", "content": "What is 23 + 19?"}])
+    assert "What is 23 + 19?" in _question_of(ids, smol)
+
+
+def test_load_model_and_tokenizer_takes_a_folder_with_the_hf_tokenizer(smol, tmp_path):
+    """chat / eval / raft load a tuned pretrained model's folder: its tokenizer is an HFTokenizer."""
+    from havoc_lite.loading import load_model_and_tokenizer
+    from havoc_lite.model import HavocModel
+    cfg = ModelConfig.from_preset("tiny", vocab_size=len(smol), max_seq_len=64)
+    HavocModel(cfg).save_pretrained(tmp_path)
+    smol.save(tmp_path)
+    model, tok, model_dir = load_model_and_tokenizer(str(tmp_path), device="cpu")
+    assert isinstance(tok, HFTokenizer) and tok.identity == smol.identity
+    assert model.config.vocab_size == len(smol) and model_dir == tmp_path

@@ -90,17 +90,13 @@ class PrimeResult:
         }
 
 
-_DEFAULT_TOOLS = None
 PLAIN_MAX_NEW_TOKENS = 256   # enable_prime=False: the engine's default, not MINIMAL's 64
 
 
 def _default_tools():
-    """One `default_registry()` per process (its worker process is reused across calls)."""
-    global _DEFAULT_TOOLS
-    if _DEFAULT_TOOLS is None:
-        from ..tools import default_registry
-        _DEFAULT_TOOLS = default_registry()
-    return _DEFAULT_TOOLS
+    """The process's one shared tool registry (`tools.shared_registry`)."""
+    from ..tools import shared_registry
+    return shared_registry()
 
 
 # --- prompts ----------------------------------------------------------------------------------
@@ -125,8 +121,8 @@ def _question_of(prompt: Prompt, tokenizer) -> str:
             raise ValueError("generate_with_prime: the messages have no 'user' message to answer")
         return users[-1]
     ids = list(prompt)
-    user_id = tokenizer.special_ids["<|user|>"]
-    if user_id in ids:
+    user_id = tokenizer.special_ids.get("<|user|>")   # a pretrained base's chat template has none of ours
+    if user_id is not None and user_id in ids:
         start = len(ids) - ids[::-1].index(user_id)
         end = ids.index(tokenizer.end_id, start) if tokenizer.end_id in ids[start:] else len(ids)
         ids = ids[start:end]
