@@ -22,19 +22,14 @@ import re
 import sys
 from typing import Callable, Optional, TextIO
 
+from .prime.markup import strip_chat_tokens
+
 # Sections folded to one line in --fold-sections mode (the answer is always shown in full).
 FOLDED = ("reason", "advocate", "attack", "pragmatist", "verify")
-CHAT_TOKENS = ("<|bos|>", "<|eos|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
 _TAG = re.compile(r"<(/?)(reason|tool_result|tool|advocate|attack|pragmatist|verify|answer)>")
 BUDGETS = ("auto", "minimal", "light", "medium", "heavy")
 
 
-def strip_chat_tokens(text: str) -> str:
-    """`text` without the chat-structure tokens (`<|end|>`, `<|assistant|>`, ...), which must not
-    reappear inside a message of the kept conversation."""
-    for t in CHAT_TOKENS:
-        text = text.replace(t, "")
-    return text
 
 
 def _call_text(call_json: str) -> str:

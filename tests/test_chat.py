@@ -93,6 +93,7 @@ def test_session_keeps_and_resets_the_conversation(model_dir):
     assert [m["role"] for m in s.messages] == ["user", "assistant", "user", "assistant"]
     assert s.messages[1]["content"] == strip_chat_tokens(first.text).strip()
     assert strip_chat_tokens("<|assistant|>a<|end|>b<|eos|>") == "ab"
+    assert strip_chat_tokens("42<|im_end|>") == strip_chat_tokens("42<|eot_id|>") == "42"   # a base's template
     s.reset()
     assert s.messages == []
     with pytest.raises(ValueError, match="budget"):

@@ -25,7 +25,10 @@ SECTION_TAGS = ("reason", "tool", "tool_result", "advocate", "attack", "pragmati
 ROLE_TAGS = ("advocate", "attack", "pragmatist")
 
 _TAG_RE = re.compile(r"<(/?)(" + "|".join(SECTION_TAGS) + r")>")
-_CHAT_TOKEN_RE = re.compile(r"<\|(?:bos|eos|pad|system|user|assistant|end)\|>")
+# Ours, plus the turn tokens of the pretrained bases' chat templates (ChatML: SmolLM2, Qwen2.5;
+# Llama-3 headers), which `HFTokenizer.decode` keeps as literal strings.
+_CHAT_TOKEN_RE = re.compile(r"<\|(?:bos|eos|pad|system|user|assistant|end|im_start|im_end|endoftext|"
+                            r"eot_id|start_header_id|end_header_id|begin_of_text|end_of_text)\|>")
 
 
 def close_tag(name: str) -> str:
