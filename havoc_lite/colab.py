@@ -95,7 +95,7 @@ def setup(run_name: str = "main", run_dir: Optional[str] = None) -> Path:
 
 def _amp_name() -> str:
     import torch
-    from .train import resolve_dtype
+    from .precision import resolve_dtype
     return {torch.bfloat16: "bf16", torch.float16: "fp16 + GradScaler"}.get(
         resolve_dtype("auto", torch.device("cuda")), "fp32")
 

@@ -28,10 +28,10 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 def inference_dtype(device: str) -> str:
     """Weights dtype for generation on `device`: "bfloat16" on a GPU with native bf16 (compute
-    capability >= 8.0, `train.native_bf16`), "float16" on older CUDA GPUs (a T4 emulates bf16,
+    capability >= 8.0, `precision.native_bf16`), "float16" on older CUDA GPUs (a T4 emulates bf16,
     several times slower), "float32" on CPU and MPS."""
     import torch
-    from .train import native_bf16
+    from .precision import native_bf16
     dev = torch.device(device)
     if dev.type != "cuda":
         return "float32"

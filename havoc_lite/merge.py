@@ -50,7 +50,7 @@ def merge_run(run: str | Path, out: str | Path, base: Optional[str] = None, dtyp
     from .config import TrainConfig
     from .export import to_hf_llama
     from .lora import apply_lora, base_fingerprint, load_lora_state_dict, merge_lora
-    from .train import fit_vocab, load_init_model, load_run_tokenizer
+    from .init_from import fit_vocab, load_init_model, load_run_tokenizer
 
     if dtype not in DTYPES:
         raise ValueError(f"--dtype {dtype!r}; choose one of {sorted(DTYPES)}")

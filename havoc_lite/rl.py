@@ -318,12 +318,12 @@ def load_policy(src: str, tokenizer: Optional[str] = None) -> tuple:
     `src`: one of our model folders (or an out_dir with `latest`; the tokenizer is looked up next
     to it unless given), or anything `hub.load_model` reads (a Hugging Face folder, a hub id, a
     `.gguf` file), whose own tokenizer gets the markup (`HFTokenizer`) and whose embeddings grow to
-    fit it (`train.fit_vocab`). Raises FileNotFoundError / ValueError naming the source.
+    fit it (`init_from.fit_vocab`). Raises FileNotFoundError / ValueError naming the source.
     """
     from .loading import load_model_and_tokenizer, resolve_model_dir
     from .hub import is_havoc_folder
     from .tokenizer import load_tokenizer
-    from .train import fit_vocab, load_init_model
+    from .init_from import fit_vocab, load_init_model
     try:
         own = resolve_model_dir(src)
     except FileNotFoundError:
@@ -398,7 +398,7 @@ class GrpoRunner:
         from .distributed import resolve_device
         from .eval.runner import load_prompt_items
         from .eval.verifiers import get_verifier
-        from .train import seed_everything
+        from .rng import seed_everything
         cfg.validate()
         self.cfg = cfg
         seed_everything(cfg.seed)
@@ -442,7 +442,7 @@ class GrpoRunner:
     # --- checkpoints ----------------------------------------------------------------------------
     def save(self) -> Path:
         """Checkpoint the current step (Trainer layout; Drive paths staged on local disk)."""
-        from .train import rng_state
+        from .rng import rng_state
         state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
                  "data": self.order.state_dict(), "wandb_run_id": self.wandb_id,
                  "history_json": json.dumps(self.history)}
@@ -464,7 +464,7 @@ class GrpoRunner:
                                     staging_dir=self.cfg.staging_dir or "auto")
 
     def _load(self, folder: Path) -> None:
-        from .train import set_rng_state
+        from .rng import set_rng_state
         model_state, state, meta = ckpt.load_checkpoint(folder)
         saved = meta.get("lora")
         if (saved is None) != (self.lora is None) or (saved and saved != json.loads(json.dumps(self.lora))):

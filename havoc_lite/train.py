@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import sys
 import time
 import warnings
@@ -35,16 +34,19 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
 from .config import TrainConfig
+from .data.from_config import build_loaders
 from .errors import run_cli
+from .init_from import fit_vocab, load_init_model, load_run_tokenizer
 from .model import HavocModel
+from .optim import lr_at, make_optimizer
+from .precision import enable_tf32, resolve_dtype
+from .rng import rng_state, seed_everything, set_rng_state
 from .tracking import Tracker
-
 
 # Per-step and per-eval lists of a run's history (`Trainer.train()` returns them for one session;
 # `Trainer.history` holds the whole run, kept in every checkpoint so plots continue after a resume).
@@ -59,236 +61,12 @@ class LoraResumeError(ValueError):
     """A checkpoint whose LoRA settings or base model differ from this run's (one line)."""
 
 
-# --- schedule and optimizer -------------------------------------------------------------------
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate for optimizer step `step` (0-based): linear warm-up from lr/warmup_steps to
-    `lr` over `warmup_steps`, then cosine decay to `min_lr` at `max_steps` (Loshchilov & Hutter
-    2017, "SGDR"; the GPT-3 / Chinchilla recipe). A pure function of the step, so a checkpoint
-    saves no scheduler state: resuming at `step` resumes the schedule."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    decay_steps = max(cfg.max_steps - cfg.warmup_steps, 1)
-    progress = min((step - cfg.warmup_steps) / decay_steps, 1.0)
-    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two AdamW groups: matrices decay; 1-D params (norm weights, biases) and embeddings do not
-    (as in GPT-2/nanoGPT and Llama training). The tied LM head is the embedding, so it does not."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.dim() < 2 or "embed" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
-
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW (Loshchilov & Hutter 2019), the fused CUDA kernel on GPU."""
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                             betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                             fused=device.type == "cuda" or None)
-
-
-def native_bf16(device: torch.device) -> bool:
-    """True when `device` is a CUDA GPU that computes bf16 in hardware (compute capability >= 8.0:
-    A100, L4, H100, RTX 30xx/40xx). `torch.cuda.is_bf16_supported()` alone also says True on a T4
-    (7.5), where bf16 is emulated and several times slower than fp16, so it is asked with
-    `including_emulation=False` (torch >= 2.3) and the capability is checked as well."""
-    if device.type != "cuda" or not torch.cuda.is_available():
-        return False
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if torch.cuda.get_device_capability(index)[0] < 8:
-        return False
-    try:
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    except TypeError:  # torch < 2.3 has no including_emulation (and counted no emulation then)
-        return torch.cuda.is_bf16_supported()
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """Autocast dtype: "auto" -> bf16 on a GPU with native bf16 (`native_bf16`), fp16 on other
-    CUDA GPUs (a T4; the Trainer adds a GradScaler), fp32 on CPU / MPS."""
-    if dtype == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if native_bf16(device) else torch.float16
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-
-
-def enable_tf32() -> None:
-    """Let fp32 matmuls and convolutions use TF32 tensor cores (Ampere and newer; ignored
-    elsewhere). What autocast leaves in fp32 (the loss, norms, an fp32 run) gets ~8x the matmul
-    throughput at 10-bit mantissa precision, the trade-off PyTorch documents under "TensorFloat-32
-    (TF32) on Ampere (and later) devices"."""
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-
-
-# --- RNG state (python, numpy, torch, cuda), stored with weights_only-safe types ----------------
-def rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
-             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 # --- data -------------------------------------------------------------------------------------
-def build_loaders(cfg: TrainConfig, tokenizer, rank: int = 0, world_size: int = 1):
-    """(train_loader, eval_loader or None) from the config's data paths via `havoc_lite.data`.
-
-    pretrain: `train_data` is a shard folder (`prepare_pretraining` output; built from `raw_data`
-    first if it is missing), `eval_data` an optional held-out shard folder. sft/polish:
-    `train_data` is one or more comma-separated JSONL files; without `eval_data`, a seeded
-    `eval_fraction` of the examples is held out. With `sft_sources` ({name: files}) the examples
-    are drawn from a `data.SFTMixture` weighted by `sft_weights` or the `sft_mixture` table
-    (the brief's base 60/20/20, tools 30/50/15/5), `eval_fraction` held out of each source.
-
-    Raises:
-        ValueError: `train_data` (or a tokenizer for sft/polish) is not set.
-    """
-    from . import data
-    if not cfg.train_data and not (cfg.phase != "pretrain" and cfg.sft_sources):
-        raise ValueError(f"TrainConfig.train_data is not set (phase {cfg.phase}); pass --train-data "
-                         "or give the Trainer a train_loader")
-    if cfg.phase == "pretrain":
-        shard_dir = Path(cfg.train_data)
-        if cfg.raw_data and not (shard_dir.is_dir() and any(shard_dir.iterdir())):
-            if tokenizer is None:
-                raise ValueError("TrainConfig.raw_data needs a tokenizer (--tokenizer) to build shards")
-            data.prepare_pretraining(cfg.raw_data, tokenizer, shard_dir)
-
-        def loader(path, seed):
-            return data.PretrainLoader(path, cfg.seq_len, cfg.batch_size, domain_weights=cfg.domain_weights,
-                                       seed=seed, rank=rank, world_size=world_size)
-        return loader(shard_dir, cfg.seed), (loader(cfg.eval_data, cfg.seed + 1) if cfg.eval_data else None)
-
-    if tokenizer is None:
-        raise ValueError(f"phase {cfg.phase} renders conversations and needs a tokenizer (--tokenizer)")
-
-    def load(paths: str) -> list:
-        return [ex for p in paths.split(",") for ex in data.load_jsonl_examples(p.strip())]
-
-    def hold_out(examples: list, seed: int) -> tuple[list, list]:
-        if cfg.eval_data or cfg.eval_fraction <= 0 or len(examples) < 2:
-            return examples, []
-        order = list(range(len(examples)))
-        random.Random(seed).shuffle(order)
-        n_eval = max(1, int(round(cfg.eval_fraction * len(examples))))
-        return [examples[i] for i in order[n_eval:]], [examples[i] for i in order[:n_eval]]
-
-    held_out = load(cfg.eval_data) if cfg.eval_data else []
-    if cfg.sft_sources:
-        sources = {}
-        for name, paths in cfg.sft_sources.items():
-            sources[name], extra = hold_out(load(paths), cfg.seed)
-            held_out += extra
-        if cfg.sft_weights:
-            examples = data.SFTMixture({n: (ex, cfg.sft_weights.get(n, 0.0)) for n, ex in sources.items()},
-                                       seed=cfg.seed)
-        elif cfg.sft_mixture:
-            examples = data.SFTMixture.from_preset(cfg.sft_mixture, sources, seed=cfg.seed)
-        else:
-            raise ValueError("TrainConfig.sft_sources needs sft_mixture (a data.SFT_MIXTURES name) or "
-                             "sft_weights")
-    else:
-        examples, extra = hold_out(load(cfg.train_data), cfg.seed)
-        held_out += extra
-
-    def loader(exs, seed, max_drop):
-        kind = data.PackedSFTLoader if cfg.packing else data.SFTLoader
-        return kind(exs, tokenizer, cfg.seq_len, cfg.batch_size, seed=seed, rank=rank,
-                    world_size=world_size, max_drop_fraction=max_drop)
-    # Only the training set is held to max_drop_fraction; a held-out set of a few examples would
-    # trip it by chance, and its drops are logged all the same.
-    return (loader(examples, cfg.seed, cfg.max_drop_fraction),
-            loader(held_out, cfg.seed + 1, 1.0) if held_out else None)
-
-
 def _unpack(batch, device) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """(x, y, positions or None) on `device` from a loader's (x, y) or packed (x, y, positions)."""
     x, y, *rest = batch
     pos = rest[0].to(device, non_blocking=True) if rest else None
     return x.to(device, non_blocking=True), y.to(device, non_blocking=True), pos
-
-
-# --- pretrained start ---------------------------------------------------------------------------
-def load_run_tokenizer(cfg: TrainConfig):
-    """The run's tokenizer: `cfg.tokenizer` (ours or a Hugging Face one, by the files present), else
-    the tokenizer of a pretrained `init_from` (`HFTokenizer`, markup added), else None.
-
-    Raises:
-        FileNotFoundError / ValueError: one line naming the path (from the loaders).
-    """
-    if cfg.tokenizer:
-        from .tokenizer import load_tokenizer
-        return load_tokenizer(cfg.tokenizer)
-    if cfg.init_from and not _is_own_model(cfg.init_from):
-        from .hf_tokenizer import HFTokenizer
-        return HFTokenizer.from_pretrained(cfg.init_from)
-    return None
-
-
-def _is_own_model(src: str) -> bool:
-    from .hub import is_havoc_folder
-    return Path(src).is_dir() and is_havoc_folder(Path(src))
-
-
-def load_init_model(src: str) -> HavocModel:
-    """`init_from` as a HavocModel through `hub.load_model` (hub id, Hugging Face folder, .gguf, ours).
-
-    Raises:
-        ValueError: one line: the source cannot be loaded (`hub.ModelLoadError`), or it is a LoRA
-            step folder, which holds adapters only (merge it first).
-    """
-    from .hub import load_model
-    meta = Path(src) / "meta.json"
-    if meta.is_file():
-        try:
-            is_lora = "lora" in json.loads(meta.read_text())
-        except ValueError:
-            is_lora = False
-        if is_lora:
-            raise ValueError(f"init_from={src}: a LoRA checkpoint holds adapters only; merge it first "
-                             f"(python -m havoc_lite.merge --run {src} --out MERGED_DIR) and start from MERGED_DIR")
-    return load_model(src)
-
-
-def fit_vocab(model: HavocModel, tokenizer) -> list[int]:
-    """Grow `model`'s embedding (and head) to the tokenizer's size, new rows at the mean row
-    (`HavocModel.resize_token_embeddings`), and return the ids whose rows LoRA must train: the rows
-    just added plus a Hugging Face tokenizer's markup ids (which may land in a base's spare rows,
-    e.g. Qwen's vocabulary padded to a multiple of 64)."""
-    if tokenizer is None:
-        return []
-    old, n = model.config.vocab_size, len(tokenizer)
-    ids = set(range(old, n))
-    if n > old:
-        model.resize_token_embeddings(n)
-    if hasattr(tokenizer, "hf"):
-        from .tokenizer import MARKUP_TOKENS
-        ids |= {tokenizer.special_ids[t] for t in MARKUP_TOKENS if t in tokenizer.special_ids}
-    return sorted(ids)
 
 
 # --- trainer ----------------------------------------------------------------------------------

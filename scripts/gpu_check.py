@@ -6,7 +6,7 @@ fast is it?
     python scripts/gpu_check.py --cpu-smoke     # tiny sizes on the CPU (the test suite runs this)
 
 It runs, each part on its own (a part that fails prints FAILED with the error, the rest go on):
-  1. training steps through the real `Trainer` (autocast in the dtype `train.resolve_dtype` picks:
+  1. training steps through the real `Trainer` (autocast in the dtype `precision.resolve_dtype` picks:
      bf16 where the GPU has it natively, fp16 + GradScaler on a T4; fused AdamW; TF32) for the
      `50m` and `1b` presets, each eager and under `torch.compile`. Per run: tokens/s (median of
      the timed steps), MFU (training FLOPs per token as in `bench.flops_per_token`, over the GPU's
@@ -28,7 +28,6 @@ import argparse
 import gc
 import importlib.util
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -45,7 +44,8 @@ from havoc_lite.bench import flops_per_token, measure_peak_flops  # noqa: E402
 from havoc_lite.colab import planner_gpu  # noqa: E402
 from havoc_lite.config import PRESETS, TrainConfig  # noqa: E402
 from havoc_lite.model import HavocModel  # noqa: E402
-from havoc_lite.train import Trainer, native_bf16, resolve_dtype  # noqa: E402
+from havoc_lite.precision import native_bf16, resolve_dtype  # noqa: E402
+from havoc_lite.train import Trainer  # noqa: E402
 
 TOLERANCE = 0.10   # planner vs measured peak memory
 

@@ -17,7 +17,8 @@ from havoc_lite import checkpoint as ckpt
 from havoc_lite import colab
 from havoc_lite.config import ModelConfig, TrainConfig
 from havoc_lite.model import HavocModel
-from havoc_lite.train import Trainer, native_bf16, resolve_dtype
+from havoc_lite.precision import native_bf16, resolve_dtype
+from havoc_lite.train import Trainer
 from test_train_loader import WindowLoader, pattern_tokens
 
 FAKE_COLAB = Path(__file__).parent / "fake_colab"

@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 from havoc_lite.checkpoint import load_checkpoint
 from havoc_lite.config import TrainConfig
 from havoc_lite.model import HavocModel
-from havoc_lite.train import Trainer, TrainingDiverged, lr_at, param_groups, parse_args
+from havoc_lite.optim import lr_at, param_groups
+from havoc_lite.train import Trainer, TrainingDiverged, parse_args
 from test_train_loader import WindowLoader, pattern_tokens
 
 SMALL = dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, num_kv_heads=2, ffn_hidden_size=64,
