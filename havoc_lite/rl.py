@@ -35,247 +35,23 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from . import checkpoint as ckpt
-from .eval.verifiers import Verdict
-
-
-@dataclass
-class GrpoConfig:
-    """Options of one GRPO run (`python -m havoc_lite.rl`, or a YAML in havoc_lite/configs/rl/).
-
-    Units: a step samples prompts_per_step · group_size answers and makes ppo_epochs · minibatches
-    optimizer updates; `max_steps` counts RL steps, so the run samples max_steps · prompts_per_step ·
-    group_size answers in all. `lr` is AdamW's peak rate after `warmup_steps` of linear warm-up
-    (then constant).
-    """
-    checkpoint: str = ""
-    """starting model folder (or an out_dir with `latest`)"""
-    tokenizer: Optional[str] = None
-    prompts: str = ""
-    """prompts JSONL (question / messages / prompt, plus what the verifier needs)"""
-    eval_prompts: Optional[str] = None
-    """held-out prompts JSONL, scored greedily (pass@1) at the start, every eval_every steps and at the end"""
-    verifier: str = "tool"
-    """gsm8k | tool | pytest"""
-    system: Optional[str] = None
-    """system turn for 'question' prompts (default: none)"""
-    limit: Optional[int] = None
-    group_size: int = 8
-    """G: answers sampled per prompt"""
-    prompts_per_step: int = 8
-    max_steps: int = 50
-    stop_at_step: Optional[int] = None
-    """stop here as if the runtime died (for resume tests)"""
-    temperature: float = 1.0
-    top_p: Optional[float] = None
-    max_new_tokens: int = 128
-    """length cap of an answer (engine-written tokens included)"""
-    gen_batch_size: int = 64
-    train_batch_size: int = 16
-    """sequences per forward/backward (gradients accumulate over a minibatch)"""
-    lr: float = 1e-4
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0
-    ppo_epochs: int = 1
-    """passes over each step's samples (>1 makes the ratio clip matter)"""
-    minibatches: int = 1
-    """optimizer updates per pass"""
-    clip_eps: float = 0.2
-    kl_coef: float = 0.0
-    """β of the k3 KL penalty against the frozen starting model (0: off, no reference kept)"""
-    scale_rewards: bool = True
-    """divide by the group's std (GRPO); False only centres (Dr. GRPO)"""
-    format_weight: float = 0.0
-    """weight of the format reward (an <answer>, every tool call parsed, a clean stop), added to the correctness reward"""
-    length_penalty: float = 0.0
-    """reward minus length_penalty · sampled tokens / max_new_tokens"""
-    lora_r: int = 0
-    """> 0: train LoRA adapters of this rank instead of the full model (havoc_lite.lora)"""
-    lora_alpha: float = 32.0
-    lora_dropout: float = 0.0
-    """0 by default: adapter dropout would make the trained policy differ from the sampling one"""
-    lora_targets: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
-    eval_every: int = 0
-    eval_batch_size: int = 64
-    save_every: int = 10
-    keep_last: int = 2
-    log_every: int = 1
-    out_dir: str = "checkpoints/grpo"
-    staging_dir: Optional[str] = None
-    resume: str = "auto"
-    """auto | none | a step folder"""
-    seed: int = 0
-    device: str = "auto"
-    wandb_mode: str = "auto"
-    """auto (online iff WANDB_API_KEY) | disabled | offline | online"""
-    wandb_project: str = "havoc_lite"
-    wandb_run_name: Optional[str] = None
-
-    def validate(self, source: str = "GrpoConfig") -> None:
-        """Raises ValueError naming the field (and `source`) for a value outside its range."""
-        if not (isinstance(self.group_size, int) and self.group_size >= 2):
-            raise ValueError(f"{source}: group_size must be an int >= 2 (a group of one has no "
-                             f"baseline), got {self.group_size!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and 0 < self.lr < 1):
-            raise ValueError(f"{source}: lr must be in (0, 1), got {self.lr!r}")
-        for name in ("prompts_per_step", "max_steps", "max_new_tokens", "gen_batch_size",
-                     "train_batch_size", "ppo_epochs", "minibatches", "save_every", "keep_last",
-                     "log_every", "eval_batch_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"{source}: {name} must be a positive int, got {v!r}")
-        if self.minibatches > self.prompts_per_step * self.group_size:
-            raise ValueError(f"{source}: minibatches={self.minibatches} exceeds the "
-                             f"{self.prompts_per_step * self.group_size} samples of a step")
-        if not self.temperature > 0:
-            raise ValueError(f"{source}: temperature must be > 0 for RL sampling, got {self.temperature}")
-        for name in ("clip_eps", "kl_coef", "format_weight", "length_penalty", "weight_decay",
-                     "grad_clip", "warmup_steps", "eval_every", "lora_r"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{source}: {name} must be >= 0, got {getattr(self, name)!r}")
-        if self.verifier not in ("gsm8k", "tool", "pytest"):
-            raise ValueError(f"{source}: verifier={self.verifier!r}; choose gsm8k | tool | pytest")
-        if self.stop_at_step is not None and self.stop_at_step <= 0:
-            raise ValueError(f"{source}: stop_at_step must be positive, got {self.stop_at_step}")
-
-    @classmethod
-    def load(cls, name_or_path: str | Path) -> "GrpoConfig":
-        """A YAML by name in havoc_lite/configs/rl/ (`grpo_tiny`) or a path. Raises FileNotFoundError
-        or ValueError naming the file and the unknown field."""
-        from .config import CONFIGS_DIR, check_fields, read_yaml_config
-        path, data = read_yaml_config(name_or_path, CONFIGS_DIR / "rl", "GrpoConfig")
-        check_fields(cls, data, str(path))
-        cfg = cls(**data)
-        cfg.validate(str(path))
-        return cfg
-
-
-# --- rewards --------------------------------------------------------------------------------------
-class SafeVerifier:
-    """Wraps a verifier so that one that raises gives a failed Verdict (reward 0) instead of
-    stopping the run. `errors` collects "ExceptionType: message" for the step's log."""
-
-    def __init__(self, verifier: Callable):
-        self.verifier, self.errors = verifier, []
-
-    def __call__(self, item: dict, text: str, tool_calls: Sequence[dict]) -> Verdict:
-        try:
-            return self.verifier(item, text, tool_calls)
-        except Exception as e:   # a verifier bug must not kill hours of RL
-            msg = f"{type(e).__name__}: {e}"
-            self.errors.append(msg)
-            return Verdict(False, 0.0, {}, {}, {"error": msg})
-
-
-def format_score(text: str, tool_calls: Sequence[dict], finish_reason: str) -> float:
-    """Well-formedness of one answer in [0, 1]: the mean of three checks, an `<answer>…</answer>`
-    is present, every tool call parsed (a name came out of it), and the answer stopped by itself
-    (finish_reason "stop"). Kept apart from correctness (weighted by `format_weight`)."""
-    has_answer = "<answer>" in text and "</answer>" in text.split("<answer>", 1)[1]
-    parsed = all(c.get("name") is not None for c in tool_calls)
-    return (float(has_answer) + float(parsed) + float(finish_reason == "stop")) / 3.0
-
-
-def group_advantages(rewards: torch.Tensor, scale: bool = True, eps: float = 1e-6) -> torch.Tensor:
-    """GRPO's group-normalised advantages (Shao et al. 2024, eq. in section 4.1.2).
-
-    Args:
-        rewards: [P, G] float, G answers to each of P prompts.
-        scale: divide the centred rewards by the group's unbiased std (+ eps).
-
-    Returns:
-        [P, G] float64: (r - mean) / (std + eps); exactly 0 for a group whose rewards are all equal
-        (never NaN). Raises ValueError for G < 2.
-    """
-    r = rewards.double()
-    if r.dim() != 2 or r.shape[1] < 2:
-        raise ValueError(f"rewards must be [P, G] with G >= 2, got {tuple(r.shape)}")
-    centred = r - r.mean(dim=1, keepdim=True)
-    same = (r.max(dim=1, keepdim=True).values - r.min(dim=1, keepdim=True).values) == 0
-    if scale:
-        centred = centred / (r.std(dim=1, keepdim=True) + eps)
-    return centred.masked_fill(same, 0.0)
-
-
-# --- the loss -------------------------------------------------------------------------------------
-def build_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
-                engine_masks: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded training rows from (prompt ids, generated ids, engine mask) triples.
-
-    Returns (input_ids [B, T], targets [B, T], loss_mask [B, T] float) with T = the longest
-    prompt + response minus one: position t predicts targets[t] = sequence[t + 1]. loss_mask is 1
-    where the target is a token the model sampled (engine_mask 0) and 0 on prompt tokens,
-    engine-written tokens and padding; targets are -100 where the mask is 0.
-    """
-    seqs = [list(p) + list(r) for p, r in zip(prompts, responses)]
-    T = max(len(s) for s in seqs) - 1
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    tgt = torch.full((len(seqs), T), -100, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T))
-    for b, (p, r, em, s) in enumerate(zip(prompts, responses, engine_masks, seqs)):
-        ids[b, :len(s) - 1] = torch.tensor(s[:-1])
-        for j, (tok, written) in enumerate(zip(r, em)):
-            if not written:
-                t = len(p) + j - 1
-                tgt[b, t], mask[b, t] = tok, 1.0
-    return ids, tgt, mask
-
-
-def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """log softmax(logits / temperature)[target] per position: logits [B, T, V], targets [B, T]
-    (-100 allowed) -> [B, T] float (0 where the target is -100)."""
-    B, T, V = logits.shape
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    lp = -F.cross_entropy((logits / temperature).reshape(B * T, V), targets.reshape(-1),
-                          ignore_index=-100, reduction="none")
-    return lp.view(B, T)
-
-
-def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
-                mask: torch.Tensor, *, clip_eps: float = 0.2, ref_logp: Optional[torch.Tensor] = None,
-                kl_coef: float = 0.0, normalizer: Optional[float] = None) -> tuple[torch.Tensor, dict]:
-    """The clipped, token-level GRPO objective (PPO's clip, Schulman et al. 2017; k3 KL, Schulman 2020).
-
-    Args:
-        logp: [B, T] log π_θ of each target token (with grad). old_logp: [B, T] log π_old (no grad).
-        advantages: [B], one per sequence. mask: [B, T], 1 on the tokens the model sampled.
-        ref_logp: [B, T] log π_ref, needed when kl_coef > 0.
-        normalizer: the loss is Σ mask · per-token loss / normalizer (default Σ mask): pass the
-            token count of the whole minibatch when it is split into micro-batches.
-
-    Returns:
-        (loss, stats): stats holds float sums over masked tokens: `tokens`, `clipped` (tokens whose
-        ratio left [1-ε, 1+ε] in the direction the advantage pushes, so they carry no gradient),
-        `kl` (k3 summed; 0 without a reference).
-    """
-    ratio = torch.exp(logp - old_logp)
-    adv = advantages[:, None].to(logp.dtype)
-    unclipped, clipped = ratio * adv, torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * adv
-    per_token = -torch.minimum(unclipped, clipped)
-    kl = torch.zeros_like(logp)
-    if ref_logp is not None:
-        d = ref_logp - logp
-        kl = torch.exp(d) - d - 1
-        if kl_coef > 0:
-            per_token = per_token + kl_coef * kl
-    n = float(mask.sum()) if normalizer is None else float(normalizer)
-    loss = (per_token * mask).sum() / max(n, 1.0)
-    with torch.no_grad():
-        was_clipped = ((ratio > 1 + clip_eps) & (adv > 0)) | ((ratio < 1 - clip_eps) & (adv < 0))
-        stats = {"tokens": float(mask.sum()), "clipped": float((was_clipped.float() * mask).sum()),
-                 "kl": float((kl * mask).sum())}
-    return loss, stats
+from .eval.metrics import wilson_interval
+from .grpo import (
+    SafeVerifier,
+    build_batch,
+    format_score,
+    group_advantages,
+    policy_loss,
+    token_logprobs,
+)
+from .grpo_config import GrpoConfig
 
 
 # --- prompt order ---------------------------------------------------------------------------------
@@ -320,10 +96,10 @@ def load_policy(src: str, tokenizer: Optional[str] = None) -> tuple:
     `.gguf` file), whose own tokenizer gets the markup (`HFTokenizer`) and whose embeddings grow to
     fit it (`init_from.fit_vocab`). Raises FileNotFoundError / ValueError naming the source.
     """
-    from .loading import load_model_and_tokenizer, resolve_model_dir
     from .hub import is_havoc_folder
-    from .tokenizer import load_tokenizer
     from .init_from import fit_vocab, load_init_model
+    from .loading import load_model_and_tokenizer, resolve_model_dir
+    from .tokenizer import load_tokenizer
     try:
         own = resolve_model_dir(src)
     except FileNotFoundError:
@@ -359,13 +135,6 @@ def attach_lora(model: torch.nn.Module, cfg: GrpoConfig, train_tokens: Sequence[
 
 
 # --- the run --------------------------------------------------------------------------------------
-def wilson_interval(passed: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a pass rate (scipy.stats.binomtest(...).proportion_ci)."""
-    from scipy.stats import binomtest
-    ci = binomtest(passed, n).proportion_ci(confidence_level=confidence, method="wilson")
-    return float(ci.low), float(ci.high)
-
-
 def heldout_pass_at_1(model, tokenizer, items, verifier, *, max_new_tokens: int, batch_size: int,
                       tools="default") -> dict:
     """Greedy pass@1 on `items` with its 95 % Wilson interval: {"pass@1", "ci95", "n"}."""

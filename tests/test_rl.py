@@ -10,9 +10,9 @@ import torch
 from havoc_lite.config import ModelConfig
 from havoc_lite.eval.verifiers import Verdict
 from havoc_lite.model import HavocModel
-from havoc_lite.rl import (GrpoConfig, GrpoRunner, PromptOrder, SafeVerifier, build_batch,
-                           format_score, group_advantages, main, policy_loss, token_logprobs,
-                           wilson_interval)
+from havoc_lite.eval.metrics import wilson_interval
+from havoc_lite.grpo import SafeVerifier, build_batch, format_score, group_advantages, policy_loss, token_logprobs
+from havoc_lite.rl import GrpoConfig, GrpoRunner, PromptOrder, main
 
 
 # --- advantages -----------------------------------------------------------------------------------

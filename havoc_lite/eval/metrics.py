@@ -110,6 +110,13 @@ def tokens_per_second(num_tokens: int, seconds: float) -> float:
     return num_tokens / seconds if seconds > 0 else float("nan")
 
 
+def wilson_interval(passed: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a pass rate passed/n (scipy.stats.binomtest(...).proportion_ci)."""
+    from scipy.stats import binomtest
+    ci = binomtest(passed, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
 def diff_of_proportions_ci(k1: int, n1: int, k2: int, n2: int, confidence: float = 0.95) -> dict:
     """p1 - p2 = k1/n1 - k2/n2 with Newcombe's hybrid score interval.
 
@@ -124,15 +131,14 @@ def diff_of_proportions_ci(k1: int, n1: int, k2: int, n2: int, confidence: float
     Returns {"diff", "low", "high", "confidence", "method"}.
     Raises ValueError unless 0 <= k <= n and n >= 1 for both samples and 0 < confidence < 1.
     """
-    from scipy.stats import binomtest
     for k, n in ((k1, n1), (k2, n2)):
         if not (n >= 1 and 0 <= k <= n):
             raise ValueError(f"diff_of_proportions_ci needs 0 <= k <= n and n >= 1, got k={k}, n={n}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     p1, p2 = k1 / n1, k2 / n2
-    l1, u1 = binomtest(k1, n1).proportion_ci(confidence, method="wilson")
-    l2, u2 = binomtest(k2, n2).proportion_ci(confidence, method="wilson")
+    l1, u1 = wilson_interval(k1, n1, confidence)
+    l2, u2 = wilson_interval(k2, n2, confidence)
     d = p1 - p2
     return {"diff": d, "low": d - float(np.hypot(p1 - l1, u2 - p2)),
             "high": d + float(np.hypot(u1 - p1, p2 - l2)), "confidence": confidence,
