@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import json
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -130,20 +129,10 @@ class Ablation(Smoke):
         return info
 
     def run(self) -> int:
-        import shutil
-        if self.out.exists():
-            shutil.rmtree(self.out)
-        self.out.mkdir(parents=True)
-        t0 = time.perf_counter()
         stages = (("reuse_smoke",) if self.from_smoke else ("tokenizer", "pretrain", "sft")) + ("sft_no_tool", "compare")
         if not self.from_smoke:
             self.pretrain_dir = self.out / "pretrain" / f"step_{self.sizes.pretrain_steps:06d}"
-        ok = all(self.run_stage(name, getattr(self, f"stage_{name}")) for name in stages)
-        self.results["total_seconds"] = round(time.perf_counter() - t0, 1)
-        self.results["passed"] = ok
-        for info in self.results["stages"].values():
-            info.pop("curve", None)
-        (self.out / "ablation.json").write_text(json.dumps(self.results, indent=2, default=str))
+        ok = self.run_stages(stages, "ablation.json")
         print(json.dumps(self.results["stages"].get("compare", {}), indent=2, default=str))
         return 0 if ok else 1
 

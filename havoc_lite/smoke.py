@@ -258,18 +258,26 @@ class Smoke:
         return {"ok": png.stat().st_size > 1000, "png": str(png)}
 
     # --- run ------------------------------------------------------------------------------
-    def run(self) -> int:
+    def run_stages(self, names: tuple[str, ...], results_file: str, drop_curves: bool = True) -> bool:
+        """Wipe the run folder, run `stage_<name>` for each name until one fails, and write the
+        results (total seconds, passed, each stage's figures) to `<out>/<results_file>`. The
+        smoke run, the ablation and the PRIME measurement all run through here."""
         if self.out.exists():
             shutil.rmtree(self.out)
         self.out.mkdir(parents=True)
         t0 = time.perf_counter()
-        ok = all(self.run_stage(name, getattr(self, f"stage_{name}")) for name in
-                 ("tokenizer", "pretrain", "resume", "sft", "prime", "gsm8k", "report"))
+        ok = all(self.run_stage(name, getattr(self, f"stage_{name}")) for name in names)
         self.results["total_seconds"] = round(time.perf_counter() - t0, 1)
         self.results["passed"] = ok
-        for info in self.results["stages"].values():
-            info.pop("curve", None)
-        (self.out / "results.json").write_text(json.dumps(self.results, indent=2, default=str))
+        if drop_curves:
+            for info in self.results["stages"].values():
+                info.pop("curve", None)
+        (self.out / results_file).write_text(json.dumps(self.results, indent=2, default=str))
+        return ok
+
+    def run(self) -> int:
+        ok = self.run_stages(("tokenizer", "pretrain", "resume", "sft", "prime", "gsm8k", "report"),
+                             "results.json")
         print_summary(self.results)
         print(f"\nresults: {self.out / 'results.json'}")
         return 0 if ok else 1

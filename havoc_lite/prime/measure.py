@@ -9,9 +9,7 @@ per problem. Writes `<out>/prime_budgets.json`.
 """
 from __future__ import annotations
 
-import json
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -70,15 +68,7 @@ class Measure(Ablation):
         return info
 
     def run(self) -> int:
-        import shutil
-        if self.out.exists():
-            shutil.rmtree(self.out)
-        self.out.mkdir(parents=True)
-        t0 = time.perf_counter()
-        ok = all(self.run_stage(name, getattr(self, f"stage_{name}")) for name in ("reuse_smoke", "sft_traps", "budgets"))
-        self.results["total_seconds"] = round(time.perf_counter() - t0, 1)
-        self.results["passed"] = ok
-        (self.out / "prime_budgets.json").write_text(json.dumps(self.results, indent=2, default=str))
+        ok = self.run_stages(("reuse_smoke", "sft_traps", "budgets"), "prime_budgets.json", drop_curves=False)
         return 0 if ok else 1
 
 
