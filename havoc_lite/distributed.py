@@ -14,6 +14,7 @@ model in a single process.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from dataclasses import dataclass
@@ -107,6 +108,10 @@ def setup(device: str = "auto") -> DistInfo:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo",
                                 rank=rank, world_size=world_size)
+        # A script that builds a Trainer itself under torchrun may never call cleanup(); a process
+        # group left alive at interpreter exit can abort in its C++ destructor ("terminate called
+        # without an active exception", SIGABRT), failing the launch after the work succeeded.
+        atexit.register(cleanup)
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=dev)
 
 

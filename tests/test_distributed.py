@@ -27,6 +27,7 @@ SCRIPT = textwrap.dedent("""
     from test_train_loader import WindowLoader, pattern_tokens
     from havoc_lite.config import TrainConfig
     from havoc_lite.train import Trainer
+    from havoc_lite import distributed as D
     cfg = TrainConfig(**json.loads({cfg!r}))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     loader = WindowLoader(pattern_tokens(4000), cfg.seq_len, cfg.batch_size, seed=11, rank=rank, world_size=world)
@@ -35,6 +36,7 @@ SCRIPT = textwrap.dedent("""
     hist = trainer.train()
     if rank == 0:
         json.dump(hist, open({result!r}, "w"))
+    D.cleanup()
 """)
 
 
