@@ -45,7 +45,7 @@ DEFAULT_MODEL = "claude-sonnet-5-5"   # the current Sonnet (claude-sonnet-4-5 re
 # without a date suffix. Cache writes (5 min) cost 1.25x input, cache reads 0.1x (same pages).
 # Haiku 5.5's price holds for prompts up to 100K tokens (ours are ~2K); above, it is 5x.
 # A model not listed (claude-fable-5, claude-opus-4-8, Mythos, older retired ones) needs
-# --price-in/--price-out.
+# --price-in/--price-out. claude-sonnet-4-5 left the SDK (anthropic 2.15) at its end of life.
 PRICES_USD_PER_MTOK: dict[str, tuple[float, float]] = {
     "claude-haiku-5-5": (0.10, 0.50),
     "claude-sonnet-5-5": (2.0, 10.0),
@@ -58,7 +58,6 @@ PRICES_USD_PER_MTOK: dict[str, tuple[float, float]] = {
     "claude-opus-4-6": (5.0, 25.0),
     "claude-sonnet-4-6": (3.0, 15.0),
     "claude-opus-4-5": (5.0, 25.0),
-    "claude-sonnet-4-5": (3.0, 15.0),
     "claude-haiku-4-5": (1.0, 5.0),
 }
 BATCH_DISCOUNT = 0.5          # Message Batches: 50% off input and output (same pages)

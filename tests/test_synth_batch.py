@@ -149,7 +149,6 @@ def test_default_model_is_current_and_priced(tmp_path, registry):
     assert GenerateArgs().model == DEFAULT_MODEL in sdk_models and DEFAULT_MODEL in PRICES_USD_PER_MTOK
     if deprecated is not None:
         assert DEFAULT_MODEL not in deprecated.DEPRECATED_MODELS
-        assert "claude-sonnet-4-5" in deprecated.DEPRECATED_MODELS
     assert all(m in sdk_models for m in PRICES_USD_PER_MTOK)
     assert GenerateArgs().batch                               # bulk generation goes through batches
     # the current models answer forced tool use with a 400: the request asks instead of forcing

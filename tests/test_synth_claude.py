@@ -175,7 +175,7 @@ def test_missing_key_is_a_clear_error(tmp_path, registry, monkeypatch):
 
 
 def test_prices_and_budget():
-    assert price_for("claude-sonnet-4-5-20250929") == (3.0, 15.0)
+    assert price_for("claude-sonnet-4-6-20260217") == (3.0, 15.0)   # a date suffix is ignored
     assert price_for("my-local-model", 0.5, 1.5) == (0.5, 1.5)
     with pytest.raises(ValueError, match="--price-in"):
         price_for("claude-unknown-9")
