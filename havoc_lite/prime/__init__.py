@@ -2,9 +2,9 @@
 
     from havoc_lite.prime import generate_with_prime
     result = generate_with_prime(model, tokenizer, "A farmer has 48 eggs and sells half. How many are left?")
-    result.answer, result.routing.budget, result.verification.passed, result.workspace.summarize()
+    result.answer, result.routing.budget, result.verification.passed
 
-Modules: `markup` (parse sections), `router` (budgets), `workspace`, `roles`, `verifier`,
+Modules: `markup` (parse sections), `router` (budgets), `roles`, `verifier`,
 `generate` (the loop). A list of prompts is generated in batches grouped by budget.
 """
 from .generate import PrimeResult, SectionForcer, generate_with_prime, generate_with_prime_batch
@@ -12,11 +12,10 @@ from .markup import Parsed, Section, ToolCall, find_numbers, parse
 from .roles import ROLE_INSTRUCTIONS, extract_roles, system_prompt
 from .router import BUDGET_SECTIONS, FORCED_SECTIONS, Budget, RouterConfig, Routing, route
 from .verifier import CHECK_NAMES, Check, Verification, verify
-from .workspace import Entry, Workspace, build_workspace
 
 __all__ = [
-    "BUDGET_SECTIONS", "Budget", "CHECK_NAMES", "Check", "Entry", "FORCED_SECTIONS", "Parsed",
+    "BUDGET_SECTIONS", "Budget", "CHECK_NAMES", "Check", "FORCED_SECTIONS", "Parsed",
     "PrimeResult", "ROLE_INSTRUCTIONS", "RouterConfig", "Routing", "Section", "SectionForcer",
-    "ToolCall", "Verification", "Workspace", "build_workspace", "extract_roles", "find_numbers",
+    "ToolCall", "Verification", "extract_roles", "find_numbers",
     "generate_with_prime", "generate_with_prime_batch", "parse", "route", "system_prompt", "verify",
 ]
