@@ -317,7 +317,11 @@ class HavocModel(nn.Module):
             return self.lm_head(h).float()
         if type(self.lm_head) is nn.Linear:
             return linear_cross_entropy(h, self.lm_head.weight, targets)
-        return lm_loss(self.lm_head(h), targets)   # a wrapped head (LoRA trainable tokens): plain path
+        from .lora import head_weight     # a wrapped head: the markup rows of a pretrained vocab
+        weight = head_weight(self.lm_head)
+        if weight is not None:
+            return linear_cross_entropy(h, weight, targets)
+        return lm_loss(self.lm_head(h), targets)   # any other head: logits first
 
     def loss(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy, Hugging Face convention: `labels` [B, T] are aligned with
