@@ -11,7 +11,9 @@ from havoc_lite.tools import default_registry, format_call
 
 @pytest.fixture(scope="module")
 def tools():
-    return default_registry()
+    # these tests are about the checks, not time limits: a loaded machine must not turn a slow
+    # scipy call into a missing result (the limits have their own tests in test_tools_*.py)
+    return default_registry(timeout_s=60.0)
 
 
 QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many "
