@@ -338,6 +338,14 @@ class TrainConfig:
         return lora_settings(self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_targets,
                              self.quantize, source=source)
 
+    def scaled_to(self, max_steps: int) -> "TrainConfig":
+        """This config for a run of `max_steps` optimizer steps: a run shorter than the config's
+        gets a proportionally shorter warm-up (at most a tenth of it), everything else unchanged.
+        How the smoke run's `--quick`, the notebooks' smoke mode and the demos shorten a config
+        without restating its hyperparameters."""
+        from dataclasses import replace
+        return replace(self, max_steps=max_steps, warmup_steps=min(self.warmup_steps, max(1, max_steps // 10)))
+
     def model_config(self, **overrides: Any) -> ModelConfig:
         """The preset `model` with `model_overrides` and then `overrides` (e.g. vocab_size) applied."""
         return ModelConfig.from_preset(self.model, **{**self.model_overrides, **overrides})

@@ -12,12 +12,10 @@ export OMP_NUM_THREADS=1
 
 if [ ! -f "$run/brief_sft/step_000400/model.safetensors" ]; then
   python -m havoc_lite.smoke --out "$run/smoke"
-  python -m havoc_lite.train --config sft_tiny --init-from "$run/smoke/pretrain/step_000120" \
-    --tokenizer "$run/smoke/tokenizer" \
-    --train-data "$run/smoke/sft/arithmetic_traces.jsonl,$run/smoke/sft/gsm8k_traces.jsonl" \
-    --seq-len 160 --batch-size 16 --max-steps 600 --stop-at-step 400 --save-every 400 \
-    --lr 3e-3 --min-lr 3e-4 --warmup-steps 30 --weight-decay 0.1 --eval-fraction 0.02 --eval-every 0 \
-    --resume none --wandb-mode disabled --out-dir "$run/brief_sft" --seed 0 --no-progress
+  python -m havoc_lite.train --config sft_smoke --init-from "$run/smoke/pretrain/step_000120" \
+      --tokenizer "$run/smoke/tokenizer" \
+      --train-data "$run/smoke/sft/arithmetic_traces.jsonl,$run/smoke/sft/gsm8k_traces.jsonl" \
+      --stop-at-step 400 --save-every 400 --out-dir "$run/brief_sft" --seed 0 --no-progress
 fi
 python -m synth.offline --topic arithmetic --num-examples 300 --seed 5 --output "$run/prompts.jsonl"
 python -m synth.offline --topic arithmetic --num-examples 300 --seed 0 --split test --output "$run/heldout.jsonl"
