@@ -71,6 +71,6 @@ def test_one_set_of_smoke_hyperparameters(tmp_path):
         text = Path(__file__).parents[1].joinpath("scripts", script).read_text()
         cmd = re.search(r"python -m havoc_lite\.train (.*?--no-progress)", text, re.S).group(1)
         args = [a for a in shlex.split(cmd.replace("\\\n", " ")) if a]
-        cfg = parse_args([a.replace("$run", str(tmp_path)) for a in args])
+        cfg = parse_args([a.replace("$run", str(tmp_path)).replace("$stop", "400") for a in args])
         assert not same(cfg, sft), script
         assert (cfg.max_steps, cfg.stop_at_step, cfg.warmup_steps) == (600, 400, sft.warmup_steps)
