@@ -176,7 +176,7 @@ def train_reward_model(rm: RewardModel, tokenizer, triples: Sequence[Triple], *,
 def perturb_number(value: str, rng: random.Random) -> str:
     """A different, plausible-looking number: off by 1-9, off by a factor of 10, or one digit
     changed. Integers stay integers."""
-    from .eval.extract import normalize_number
+    from .numbers import normalize_number
     base = normalize_number(value)
     if base is None:
         raise ValueError(f"perturb_number: {value!r} is not a number")

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Optional
 
 from havoc_lite.data.readers import read_jsonl  # the kit's one JSONL reader
+from havoc_lite.numbers import find_numbers, states_value
 
-from .verify import Report, extract_numbers, number_matches, verify_trace
+from .verify import Report, verify_trace
 
 ANNOTATION = re.compile(r"<<([^<>]*?)=([^<>]*)>>")   # same reading as havoc_lite.data's converter
 
@@ -40,7 +41,7 @@ def classify(expr: str, stated: str, registry) -> tuple[str, object]:
     """(status, recomputed value) of one annotation `<<expr=stated>>`; status as in the module
     docstring. The comparison uses the calculator's own formatting (10 significant digits)."""
     from havoc_lite.tools.calculator import format_number
-    stated_nums = extract_numbers(stated.strip())
+    stated_nums = find_numbers(stated.strip(), "synth")
     if not expr.strip() or len(stated_nums) != 1:
         return "unparseable", None
     res = registry.execute("calculator", {"expression": expr.strip()})
@@ -49,7 +50,7 @@ def classify(expr: str, stated: str, registry) -> tuple[str, object]:
     real, num = res.result, stated_nums[0]
     if format_number(num.value) == real or math.isclose(num.value, real, rel_tol=1e-9):
         return "equal", real
-    if number_matches(num, float(real), rel_tol=1e-9):
+    if states_value(num, float(real), rel_tol=1e-9):
         return "equal_rounded", real
     return "disagree", real
 

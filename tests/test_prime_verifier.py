@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from havoc_lite.prime import (Budget, build_workspace, extract_roles, find_numbers, parse,
+from havoc_lite.prime import (Budget, build_workspace, extract_roles, parse,
                               system_prompt, verify)
 from havoc_lite.prime.router import BUDGET_SECTIONS
 from havoc_lite.tools import default_registry, format_call
@@ -77,11 +77,6 @@ def test_parse_edge_cases():
     assert p.first("reason") == "a</answer>b" and "stray </answer> inside <reason>" in p.problems[0]
     # chat control tokens are not text outside sections
     assert parse("<answer>x</answer><|end|><|eos|>").problems == []
-
-
-def test_find_numbers():
-    assert find_numbers("sold 1,234.5 apples, -3 pears; 10-5=5; [1,2,3]; x2 12% 3.5e-05 v1.2.3") == [
-        "1,234.5", "-3", "10", "5", "5", "1", "2", "3", "12%", "3.5e-05"]
 
 
 # --- verifier: correct texts pass ---------------------------------------------------------------

@@ -9,7 +9,7 @@ from scipy import stats
 
 from synth.gsm8k import classify, convert, read_jsonl
 from synth.offline import generate_offline
-from synth.verify import answer_agrees, extract_numbers, question_key, verify_trace
+from synth.verify import answer_agrees, question_key, verify_trace
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +115,6 @@ def test_verifier_rejections(registry):
 
 
 def test_number_agreement_rules():
-    assert [n.value for n in extract_numbers("Tom has 1,234.5 apples, -3 pears, 3-4 figs, p=3.4e-05, 35%")] \
-        == [1234.5, -3, 3, 4, 3.4e-05, 35]
     assert answer_agrees("p = 0.035, so reject", {"statistic": -2.3, "pvalue": 0.03466})   # rounded
     assert answer_agrees("34.7% of the time", {"share": 0.3466})                            # percent
     assert not answer_agrees("p = 0.04", {"pvalue": 0.03466})

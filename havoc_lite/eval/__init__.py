@@ -6,7 +6,7 @@
 
 CLI: `python -m havoc_lite.eval --model DIR --benchmarks gsm8k --samples 10 --k 1,5,10 --output results/x.json`.
 """
-from .extract import extract_flexible, extract_gold, extract_strict, normalize_number  # noqa: F401
+from .extract import extract_flexible, extract_gold, extract_strict  # noqa: F401
 from .gsm8k import COT_EXEMPLARS, build_messages, build_text_prompt, evaluate_gsm8k, load_gsm8k  # noqa: F401
 from .metrics import catch_rate, latency_stats, maj_at_k, pass_at_k, tool_success_rate, tool_use_rate  # noqa: F401
 from .runner import Sample, make_generate_fn, run_eval  # noqa: F401

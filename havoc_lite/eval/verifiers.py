@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .extract import extract_flexible, extract_gold, extract_strict, normalize_number, numbers_match
+from ..numbers import normalize_number, normalized_equal
+from .extract import extract_flexible, extract_gold, extract_strict
 
 
 @dataclass
@@ -81,7 +82,7 @@ class ToolAnswerVerifier:
         if got is None:
             correct = False
         elif gold_num is not None:
-            correct = numbers_match(extract_strict(f"<answer>{got}</answer>"), gold_num, self.rel_tol)
+            correct = normalized_equal(extract_strict(f"<answer>{got}</answer>"), gold_num, self.rel_tol)
         else:
             correct = _fold(got) == _fold(expected)
         tools_ok = all(c.get("status") == "success" for c in tool_calls)

@@ -8,7 +8,7 @@ Modules: `markup` (parse sections), `router` (budgets), `workspace`, `roles`, `v
 `generate` (the loop). A list of prompts is generated in batches grouped by budget.
 """
 from .generate import PrimeResult, SectionForcer, generate_with_prime, generate_with_prime_batch
-from .markup import Parsed, Section, ToolCall, find_numbers, parse
+from .markup import Parsed, Section, ToolCall, parse
 from .roles import ROLE_INSTRUCTIONS, extract_roles, system_prompt
 from .router import BUDGET_SECTIONS, FORCED_SECTIONS, Budget, RouterConfig, Routing, route
 from .verifier import CHECK_NAMES, Check, Verification, verify
@@ -17,6 +17,6 @@ from .workspace import Entry, Workspace, build_workspace
 __all__ = [
     "BUDGET_SECTIONS", "Budget", "CHECK_NAMES", "Check", "Entry", "FORCED_SECTIONS", "Parsed",
     "PrimeResult", "ROLE_INSTRUCTIONS", "RouterConfig", "Routing", "Section", "SectionForcer",
-    "ToolCall", "Verification", "Workspace", "build_workspace", "extract_roles", "find_numbers",
+    "ToolCall", "Verification", "Workspace", "build_workspace", "extract_roles",
     "generate_with_prime", "generate_with_prime_batch", "parse", "route", "system_prompt", "verify",
 ]

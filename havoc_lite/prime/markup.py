@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 SECTION_TAGS = ("reason", "tool", "tool_result", "advocate", "attack", "pragmatist", "verify", "answer")
 ROLE_TAGS = ("advocate", "attack", "pragmatist")
@@ -185,40 +185,3 @@ def _pair_tool_calls(sections: list[Section], problems: list[str]) -> list[ToolC
                 call.result_error = f"result is not valid JSON: {e}"
                 problems.append(f"tool result {call.step}: {call.result_error}")
     return calls
-
-
-# --- numbers ----------------------------------------------------------------------------------
-# A number: optional sign (not after a word char or ')' so "10-5" is 10 and 5), thousands groups
-# "1,234" or plain digits, optional decimals and exponent, optional percent sign. "[1,2,3]" is
-# three numbers because ",2" is not a three-digit group.
-_NUMBER_RE = re.compile(
-    r"(?:(?<![\w)\]])[-−])?(?<![\w.])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.]*\d)%?")
-
-
-def find_numbers(text: str) -> list[str]:
-    """Number literals in `text`, as written (e.g. ['48', '1,234.5', '-3', '12%'])."""
-    return [m.group(0) for m in _NUMBER_RE.finditer(text)]
-
-
-def numbers_in(value: Any) -> list[float]:
-    """Every number in a JSON-like value: numeric leaves, and number literals inside strings
-    (symbolic results such as "x = 3"). Booleans are not numbers here."""
-    found: list[float] = []
-    if isinstance(value, bool) or value is None:
-        return found
-    if isinstance(value, (int, float)):
-        found.append(float(value))
-    elif isinstance(value, str):
-        found.extend(to_float(s) for s in find_numbers(value))
-    elif isinstance(value, dict):
-        for v in value.values():
-            found.extend(numbers_in(v))
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            found.extend(numbers_in(v))
-    return found
-
-
-def to_float(literal: str) -> float:
-    """'1,234.5' -> 1234.5, '−3' -> -3.0, '12%' -> 12.0 (the percent sign is dropped here)."""
-    return float(literal.replace(",", "").replace("−", "-").rstrip("%"))

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Optional
 
-from .markup import find_numbers
+from ..numbers import find_literals
 
 
 class Budget(str, Enum):
@@ -164,7 +164,7 @@ def prompt_features(prompt: str, config: Optional[RouterConfig] = None) -> dict:
     return {
         "n_chars": len(prompt),
         "n_words": len(prompt.split()),
-        "n_numbers": len(find_numbers(prompt)),
+        "n_numbers": len(find_literals(prompt, "prime")),
         "has_expression": bool(_EXPRESSION_RE.search(prompt)),
         "adversarial": _matches(text, config.adversarial_terms),
         "math": _matches(text, config.math_terms),

@@ -37,11 +37,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from itertools import product
 from typing import Any, Iterable, Optional, Union
 
-from .markup import Parsed, find_numbers, numbers_in, parse, to_float
+from ..numbers import Number, find_numbers, numbers_in, same_value, states_value
+from .markup import Parsed, parse
 
 CHECK_NAMES = ("well_formed", "answer_present", "tool_calls_succeeded", "tool_results_match",
                "answer_supported", "sections_present")
@@ -158,33 +158,15 @@ def _same_result(a: Any, b: Any) -> bool:
         return len(a) == len(b) and all(_same_result(x, y) for x, y in zip(a, b))
     num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
     if num(a) and num(b):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) or (math.isnan(a) and math.isnan(b))
+        return same_value(a, b)
     return a == b
 
 
-def _half_ulp(literal: str) -> float:
-    """Half a unit in the last written digit: '0.35' -> 0.005, '24' -> 0, '1.5e-3' -> 5e-5."""
-    try:
-        exponent = Decimal(literal.replace(",", "").replace("−", "-").rstrip("%")).as_tuple().exponent
-    except InvalidOperation:
-        return 0.0
-    return 0.5 * 10.0 ** exponent if isinstance(exponent, int) and exponent < 0 else 0.0
-
-
-def _matches(literal: str, x: float, whole_rounding: bool = True) -> bool:
-    """Does the written number `literal` state the value x (rounding rules of the module doc)?
+def _matches(a: Number, x: float, whole_rounding: bool = True) -> bool:
+    """Does the written number `a` state the value x (rounding rules of the module doc)?
     `whole_rounding` allows a whole-number answer to be x rounded/floored/ceiled."""
-    a, tol = to_float(literal), _half_ulp(literal)
-    targets = [(a, tol)]
-    if literal.endswith("%"):
-        targets.append((a / 100.0, tol / 100.0))
-    for value, t in targets:
-        if math.isclose(value, x, rel_tol=1e-9, abs_tol=1e-12) or abs(value - x) <= t + 1e-12:
-            return True
-        whole = whole_rounding and t == 0.0 and math.isfinite(x) and abs(x) >= 1
-        if whole and value in (round(x), math.floor(x), math.ceil(x)):
-            return True
-    return False
+    return states_value(a, x, rel_tol=1e-9, whole_is_exact=True, zero_is_exact=False,
+                        whole_rounding=whole_rounding)
 
 
 def _derived(r_pool: list[float], pool: list[float]) -> Iterable[float]:
@@ -205,25 +187,25 @@ def _answer_supported(parsed: Parsed, prompt: Optional[str], allow_derivation: b
     name = "answer_supported"
     if parsed.answer is None or not parsed.answer.strip():
         return name, False, "no answer to check", True
-    literals = find_numbers(parsed.answer)
+    literals = find_numbers(parsed.answer, "prime")
     if not literals:
         return name, True, "no numbers in the answer"
     results = [n for c in parsed.tool_calls if c.succeeded
-               for n in numbers_in(c.result.get("result"))]
+               for n in numbers_in(c.result.get("result"), "prime")]
     if not results:
         return name, False, "no successful tool result to check the answer against", True
-    given = [to_float(s) for s in find_numbers(prompt or "")]
+    given = [n.value for n in find_numbers(prompt or "", "prime")]
     r_pool = list(dict.fromkeys(results))[:_MAX_POOL]
     pool = list(dict.fromkeys(results + given))[:_MAX_POOL]
 
-    def supported(literal: str, allow_given: bool) -> bool:
+    def supported(literal: Number, allow_given: bool) -> bool:
         candidates = r_pool + (pool if allow_given else [])
         if any(_matches(literal, x) for x in candidates):
             return True
         return allow_derivation and any(_matches(literal, d, whole_rounding=False)
                    for d in _derived(r_pool, pool) if math.isfinite(d))
 
-    problems = [f"{lit} is neither given nor a tool result"
+    problems = [f"{lit.text} is neither given nor a tool result"
                 + (" nor one step from them" if allow_derivation else "")
                 for lit in literals if not supported(lit, allow_given=True)]
     if not problems and not any(supported(lit, allow_given=False) for lit in literals):
