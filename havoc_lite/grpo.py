@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .eval.verifiers import Verdict
+from .markup import ANSWER, section_bodies
 
 
 # --- rewards --------------------------------------------------------------------------------------
@@ -33,7 +34,7 @@ def format_score(text: str, tool_calls: Sequence[dict], finish_reason: str) -> f
     """Well-formedness of one answer in [0, 1]: the mean of three checks, an `<answer>…</answer>`
     is present, every tool call parsed (a name came out of it), and the answer stopped by itself
     (finish_reason "stop"). Kept apart from correctness (weighted by `format_weight`)."""
-    has_answer = "<answer>" in text and "</answer>" in text.split("<answer>", 1)[1]
+    has_answer = bool(section_bodies(text, ANSWER))
     parsed = all(c.get("name") is not None for c in tool_calls)
     return (float(has_answer) + float(parsed) + float(finish_reason == "stop")) / 3.0
 

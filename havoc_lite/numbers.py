@@ -13,8 +13,8 @@ share. Three parts:
    | `"prime"`  | a model's `<answer>`, a user's prompt   | "−3" (U+2212, pretrained models write it);  |
    |            |                                         | "2x3", "v1.2.3" are no numbers; "12%" glued |
    | `"synth"`  | Claude-written traces (statistics)      | ".05" (p-values), "35 %" with a space       |
-   | `"lm_eval"`| GSM8K outputs                           | "$1,200", loose commas "1,2": exactly       |
-   |            |                                         | lm-evaluation-harness's regex (gsm8k-cot)   |
+   | `"gsm8k"`  | GSM8K outputs (answer extraction)       | "$1,200", loose commas "1,2" and a space    |
+   |            |                                         | after the sign: what people write for money |
 
 2. **Values.** `numbers_in(value)`: every number inside a JSON-like tool result (numeric leaves
    and literals inside strings); `numeric_leaves(value)`: only the JSON numbers.
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Optional
 
-Grammar = Literal["prime", "synth", "lm_eval"]
+Grammar = Literal["prime", "synth", "gsm8k"]
 
 # A number written as digits: thousands groups "1,234" or plain digits, decimals, exponent.
 # "[1,2,3]" is three numbers because ",2" is not a three-digit group.
@@ -42,8 +42,8 @@ _DIGITS = r"(?:\d{1,3}(?:,\d{3})+|\d+)"
 # The body of a `synth` literal (sign, digits or ".5", exponent); embeddable in larger patterns
 # (labelled numbers such as "p = 0.03", bounds such as "< 0.001").
 SYNTH_LITERAL = r"-?(?:" + _DIGITS + r"(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?"
-# lm-evaluation-harness's GSM8K number: optional sign and "$", digits with any commas, decimals.
-LM_EVAL_LITERAL = r"-?\$?\s?(?:\d[\d,]*(?:\.\d+)?|\.\d+)"
+# A GSM8K answer as people write it: optional sign and "$", digits with any commas, decimals.
+GSM8K_LITERAL = r"-?\$?\s?(?:\d[\d,]*(?:\.\d+)?|\.\d+)"
 
 _FINDERS: dict[str, re.Pattern] = {
     # sign (ASCII or U+2212) not after a word char or bracket, so "10-5" is 10 and 5; no digits
@@ -52,7 +52,7 @@ _FINDERS: dict[str, re.Pattern] = {
                         + r"(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.]*\d)%?"),
     # not after a letter, digit, dot or bracket ("3-4" is 3 and 4); ".05" and "35 %" are read.
     "synth": re.compile(r"(?<![\w.)\]])" + SYNTH_LITERAL + r"(?:\s?%)?"),
-    "lm_eval": re.compile(LM_EVAL_LITERAL),
+    "gsm8k": re.compile(GSM8K_LITERAL),
 }
 
 

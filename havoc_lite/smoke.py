@@ -130,7 +130,7 @@ class Smoke:
                               vocab_size=self.sizes.vocab_size)
         self.tokenizer = tok
         sample = self.trace_texts[0]
-        from .tokenizer import SPECIAL_TOKENS
+        from .markup import SPECIAL_TOKENS
         single = all(len(tok.encode(t, allow_special=True)) == 1 for t in SPECIAL_TOKENS)
         return {"ok": tok.vocab_size == self.sizes.vocab_size and single,
                 "vocab_size": tok.vocab_size, "train_s": round(time.perf_counter() - t0, 2),

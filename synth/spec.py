@@ -125,9 +125,9 @@ def trace_schema(tool: str, roles: bool = False) -> dict:
         "required": ["question", "reasoning", "answer"],
     }
     if roles:
-        from .verify import ROLES
+        from havoc_lite.markup import STEP_ROLES
         schema["properties"]["reasoning"]["items"]["properties"]["role"] = {
-            "type": "string", "enum": list(ROLES),
+            "type": "string", "enum": list(STEP_ROLES),
             "description": "the PRIME section of this step; omit for plain reasoning"}
     return schema
 

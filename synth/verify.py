@@ -47,12 +47,10 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 from havoc_lite.numbers import SYNTH_LITERAL, Number, find_numbers, numbers_in, numeric_leaves, states_value
-from havoc_lite.tokenizer import SPECIAL_TOKENS
+from havoc_lite.markup import SPECIAL_TOKENS, STEP_ROLES
 
 REJECT_REASONS = ("malformed", "no_tool_call", "tool_error", "intermediate_mismatch",
                   "answer_mismatch", "markup_injection", "unchecked_attack", "duplicate")
-# PRIME sections a reasoning step may be written in ("role"; default <reason>)
-ROLES = ("advocate", "attack", "pragmatist", "verify")
 
 
 
@@ -198,7 +196,7 @@ def answer_problem(answer: str, results: list[Any], question: str = "", args: It
 
 
 def markup_in(obj: Any) -> Optional[str]:
-    """The first markup token (`havoc_lite.tokenizer.SPECIAL_TOKENS`) found in any string inside
+    """The first markup token (`havoc_lite.markup.SPECIAL_TOKENS`) found in any string inside
     `obj` (dict keys included), or None."""
     if isinstance(obj, str):
         return next((t for t in SPECIAL_TOKENS if t in obj), None)
@@ -329,8 +327,8 @@ def verify_trace(trace: Any, registry, *, require_tool: bool = True, rel_tol: fl
         out = {"step": i + 1, "content": content.strip()}
         role = step.get("role")
         if role is not None:
-            if role not in ROLES:
-                return _reject("malformed", f"{where}.role must be one of {', '.join(ROLES)}, got {role!r}")
+            if role not in STEP_ROLES:
+                return _reject("malformed", f"{where}.role must be one of {', '.join(STEP_ROLES)}, got {role!r}")
             out["role"] = role
         call = step.get("tool_call")
         if call is not None:

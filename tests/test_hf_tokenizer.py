@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from havoc_lite.config import ModelConfig
-from havoc_lite.tokenizer import MARKUP_TOKENS, HavocTokenizer, load_tokenizer, train_tokenizer
+from havoc_lite.markup import MARKUP_TOKENS
+from havoc_lite.tokenizer import HavocTokenizer, load_tokenizer, train_tokenizer
 
 pytest.importorskip("transformers")
 from havoc_lite.hf_tokenizer import HFTokenizer  # noqa: E402

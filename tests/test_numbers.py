@@ -25,10 +25,10 @@ def test_synth_grammar_reads_leading_dots_and_spaced_percents():
     assert find_literals(".05 and 35 %", "prime") == ["35"]   # neither ".05" nor the percent
 
 
-def test_lm_eval_grammar_reads_dollars_and_loose_commas():
+def test_gsm8k_grammar_reads_dollars_and_loose_commas():
     # "$", loose commas and one space before the digits are part of the literal (as the
     # harness-style regex eval.extract always used); normalize_number drops them
-    found = find_literals("3 boxes, 1,250 pens, so $2,500.50 in all; 1,2", "lm_eval")
+    found = find_literals("3 boxes, 1,250 pens, so $2,500.50 in all; 1,2", "gsm8k")
     assert found == ["3", " 1,250", "$2,500.50", " 1,2"]
     assert [normalize_number(s) for s in found] == ["3", "1250", "2500.5", "12"]
 
@@ -124,7 +124,7 @@ def test_formatted_float_states_its_value(x, decimals, commas, grammar):
     # the written number is x rounded to `decimals` places: it states x at that precision, and
     # nothing more precise (its value is no further than half a unit in its last digit)
     assert states_value(n, x, rel_tol=0.0, zero_is_exact=False)
-    assert float(normalize_number(find_literals(f"total: {text}", "lm_eval")[0])) == n.value
+    assert float(normalize_number(find_literals(f"total: {text}", "gsm8k")[0])) == n.value
 
 
 @settings(max_examples=200, deadline=None)

@@ -9,7 +9,7 @@ import torch.nn as nn
 from havoc_lite.config import ModelConfig
 from havoc_lite.model import HavocModel
 from havoc_lite.prime import Budget, SectionForcer, generate_with_prime, generate_with_prime_batch
-from havoc_lite.prime.markup import SECTION_TAGS, parse
+from havoc_lite.markup import SECTION_TAGS, parse
 from havoc_lite.tokenizer import train_tokenizer
 from havoc_lite.tools import default_registry, format_call
 

@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from havoc_lite.prime import (Budget, build_workspace, extract_roles, parse,
+from havoc_lite.markup import parse
+from havoc_lite.prime import (Budget, build_workspace, extract_roles,
                               system_prompt, verify)
 from havoc_lite.prime.router import BUDGET_SECTIONS
 from havoc_lite.tools import default_registry, format_call

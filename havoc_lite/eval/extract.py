@@ -7,22 +7,23 @@ Two extractors, as lm-evaluation-harness reports for GSM8K (tasks/gsm8k/gsm8k-co
 - flexible: the last number anywhere in the text (the harness's "flexible-extract",
   `group_select: -1`).
 Both return a normalised string (`numbers.normalize_number`), so "$1,200.00" and "1200" compare
-equal; numbers are found with `numbers`' "lm_eval" grammar (the harness's own regex).
+equal; numbers are found with the "gsm8k" grammar of `havoc_lite.numbers` ("$", loose commas).
 """
 from __future__ import annotations
 
 import re
 from typing import Optional
 
-from ..numbers import LM_EVAL_LITERAL as NUMBER
+from ..markup import ANSWER, section_bodies
+from ..numbers import GSM8K_LITERAL as NUMBER
 from ..numbers import find_literals, normalize_number
-_ANSWER_TAG_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
 _HASHES_RE = re.compile(r"####\s*(" + NUMBER + ")")
 _THE_ANSWER_IS_RE = re.compile(r"[Tt]he (?:final )?answer is:?\s*(" + NUMBER + ")")
 
 
 def _first_number(text: str) -> Optional[str]:
-    found = find_literals(text, "lm_eval")
+    found = find_literals(text, "gsm8k")
     return normalize_number(found[0]) if found else None
 
 
@@ -32,8 +33,8 @@ def extract_strict(text: str) -> Optional[str]:
     Order: `<answer>…</answer>` (its first number, so units like "18 dollars" are fine), then
     `#### N`, then "The answer is N".
     """
-    for m in _ANSWER_TAG_RE.finditer(text):
-        n = _first_number(m.group(1))
+    for body in section_bodies(text, ANSWER):
+        n = _first_number(body)
         if n is not None:
             return n
     for pattern in (_HASHES_RE, _THE_ANSWER_IS_RE):
@@ -47,7 +48,7 @@ def extract_strict(text: str) -> Optional[str]:
 
 def extract_flexible(text: str) -> Optional[str]:
     """The last number in `text`, normalised; None if there is none."""
-    for literal in reversed(find_literals(text, "lm_eval")):
+    for literal in reversed(find_literals(text, "gsm8k")):
         n = normalize_number(literal)
         if n is not None:
             return n

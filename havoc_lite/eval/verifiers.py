@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..markup import ANSWER, section_bodies, wrap
 from ..numbers import normalize_number, normalized_equal
 from .extract import extract_flexible, extract_gold, extract_strict
 
@@ -58,9 +59,6 @@ class GSM8KVerifier:
         return Verdict(ok, float(ok), checks, answers, {"gold": gold})
 
 
-_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-
-
 def _fold(text: str) -> str:
     return " ".join(str(text).casefold().split()).rstrip(".")
 
@@ -76,13 +74,13 @@ class ToolAnswerVerifier:
 
     def __call__(self, example: dict, output: str, tool_calls: Sequence[dict] = ()) -> Verdict:
         expected = str(example["answer"])
-        m = _ANSWER_RE.search(output)
-        got = m.group(1).strip() if m else None
+        bodies = section_bodies(output, ANSWER)
+        got = bodies[0].strip() if bodies else None
         gold_num = normalize_number(expected)
         if got is None:
             correct = False
         elif gold_num is not None:
-            correct = normalized_equal(extract_strict(f"<answer>{got}</answer>"), gold_num, self.rel_tol)
+            correct = normalized_equal(extract_strict(wrap(ANSWER, got)), gold_num, self.rel_tol)
         else:
             correct = _fold(got) == _fold(expected)
         tools_ok = all(c.get("status") == "success" for c in tool_calls)
@@ -100,8 +98,8 @@ def extract_code(output: str) -> Optional[str]:
     blocks = _CODE_RE.findall(output)
     if blocks:
         return blocks[-1]
-    m = _ANSWER_RE.search(output)
-    return m.group(1) if m else None
+    bodies = section_bodies(output, ANSWER)
+    return bodies[0] if bodies else None
 
 
 def _limit_child(cpu_s: int, memory_bytes: int):

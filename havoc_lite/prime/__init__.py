@@ -4,19 +4,18 @@
     result = generate_with_prime(model, tokenizer, "A farmer has 48 eggs and sells half. How many are left?")
     result.answer, result.routing.budget, result.verification.passed, result.workspace.summarize()
 
-Modules: `markup` (parse sections), `router` (budgets), `workspace`, `roles`, `verifier`,
-`generate` (the loop). A list of prompts is generated in batches grouped by budget.
+Modules: `router` (budgets), `workspace`, `roles`, `verifier`,
+`generate` (the loop). The markup itself (tags, `parse`) is `havoc_lite.markup`. A list of prompts is generated in batches grouped by budget.
 """
 from .generate import PrimeResult, SectionForcer, generate_with_prime, generate_with_prime_batch
-from .markup import Parsed, Section, ToolCall, parse
 from .roles import ROLE_INSTRUCTIONS, extract_roles, system_prompt
 from .router import BUDGET_SECTIONS, FORCED_SECTIONS, Budget, RouterConfig, Routing, route
 from .verifier import CHECK_NAMES, Check, Verification, verify
 from .workspace import Entry, Workspace, build_workspace
 
 __all__ = [
-    "BUDGET_SECTIONS", "Budget", "CHECK_NAMES", "Check", "Entry", "FORCED_SECTIONS", "Parsed",
-    "PrimeResult", "ROLE_INSTRUCTIONS", "RouterConfig", "Routing", "Section", "SectionForcer",
-    "ToolCall", "Verification", "Workspace", "build_workspace", "extract_roles",
-    "generate_with_prime", "generate_with_prime_batch", "parse", "route", "system_prompt", "verify",
+    "BUDGET_SECTIONS", "Budget", "CHECK_NAMES", "Check", "Entry", "FORCED_SECTIONS",
+    "PrimeResult", "ROLE_INSTRUCTIONS", "RouterConfig", "Routing", "SectionForcer",
+    "Verification", "Workspace", "build_workspace", "extract_roles",
+    "generate_with_prime", "generate_with_prime_batch", "route", "system_prompt", "verify",
 ]

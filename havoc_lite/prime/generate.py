@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence, Union
 
 from .. import engine
-from .markup import SECTION_TAGS, Parsed, parse
+from ..markup import ANSWER, USER, Parsed, close_tag, open_sections, open_tag, parse, tag_ids
 from .roles import extract_roles, system_prompt
 from .router import Budget, RouterConfig, Routing, make_routing, route
 from .verifier import Verification, verify
@@ -121,7 +121,7 @@ def _question_of(prompt: Prompt, tokenizer) -> str:
             raise ValueError("generate_with_prime: the messages have no 'user' message to answer")
         return users[-1]
     ids = list(prompt)
-    user_id = tokenizer.special_ids.get("<|user|>")   # a pretrained base's chat template has none of ours
+    user_id = tokenizer.special_ids.get(USER)   # a pretrained base's chat template has none of ours
     if user_id is not None and user_id in ids:
         start = len(ids) - ids[::-1].index(user_id)
         end = ids.index(tokenizer.end_id, start) if tokenizer.end_id in ids[start:] else len(ids)
@@ -187,11 +187,10 @@ class SectionForcer:
     def __init__(self, tokenizer, required: Sequence[str], intercept_answer: bool):
         tid = tokenizer.token_id
         self.required = tuple(required)
-        self.open_ids = {tid(f"<{t}>"): t for t in SECTION_TAGS}
-        self.close_ids = {tid(f"</{t}>"): t for t in SECTION_TAGS}
+        self.tags = tag_ids(tid)
         self.tid = tid
-        self.answer_open = tid("<answer>")
-        self.stops = {tokenizer.end_id, tokenizer.eos_id, tid("</answer>")}
+        self.answer_open = tid(open_tag(ANSWER))
+        self.stops = {tokenizer.end_id, tokenizer.eos_id, tid(close_tag(ANSWER))}
         self.triggers = self.stops | ({self.answer_open} if intercept_answer else set())
         self.forced: dict[int, list[str]] = {}
 
@@ -201,25 +200,15 @@ class SectionForcer:
         intercepted (so the engine lets this class replace it)."""
         return sorted(self.triggers)
 
-    def _state(self, ids: Sequence[int]) -> tuple[set, Optional[str]]:
-        opened, current = set(), None
-        for i in ids:
-            if i in self.open_ids:
-                current = self.open_ids[i]
-                opened.add(current)
-            elif i in self.close_ids and self.close_ids[i] == current:
-                current = None
-        return opened, current
-
     def __call__(self, row: int, generated: list) -> Optional[tuple[list[int], bool]]:
         last = generated[-1] if generated else None
         if last not in self.triggers:
             return None
-        opened, current = self._state(generated[:-1])
+        opened, current = open_sections(self.tags[i] for i in generated[:-1] if i in self.tags)
         done = opened | set(self.forced.get(row, ()))
-        closing = [self.tid(f"</{current}>")] if current and last != self.tid(f"</{current}>") else []
+        closing = [self.tid(close_tag(current))] if current and last != self.tid(close_tag(current)) else []
         if last == self.answer_open:
-            missing = [s for s in self.required if s != "answer" and s not in done]
+            missing = [s for s in self.required if s != ANSWER and s not in done]
             if not missing:   # nothing skipped: let the model's <answer> through
                 return (closing + [self.answer_open], bool(closing))
         else:
@@ -227,7 +216,7 @@ class SectionForcer:
             if not missing:
                 return None   # a real stop
         self.forced.setdefault(row, []).append(missing[0])
-        return (closing + [self.tid(f"<{missing[0]}>")], True)
+        return (closing + [self.tid(open_tag(missing[0]))], True)
 
 
 # --- generate ---------------------------------------------------------------------------------

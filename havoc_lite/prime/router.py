@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Optional
 
+from ..markup import ANSWER, REASON, STEP_ROLES, TOOL
 from ..numbers import find_literals
 
 
@@ -55,18 +56,18 @@ class Budget(str, Enum):
 
 # Sections each budget writes, in order. `tool` is allowed, never forced (a call cannot be invented).
 BUDGET_SECTIONS: dict[Budget, tuple[str, ...]] = {
-    Budget.MINIMAL: ("answer",),
-    Budget.LIGHT: ("reason", "answer"),
-    Budget.MEDIUM: ("reason", "tool", "answer"),
-    Budget.HEAVY: ("reason", "tool", "advocate", "attack", "pragmatist", "verify", "answer"),
+    Budget.MINIMAL: (ANSWER,),
+    Budget.LIGHT: (REASON, ANSWER),
+    Budget.MEDIUM: (REASON, TOOL, ANSWER),
+    Budget.HEAVY: (REASON, TOOL, *STEP_ROLES, ANSWER),
 }
 # Sections the engine forces open when the model tries to finish without them: the answer always,
 # and in HEAVY every role and <verify> (in this order).
 FORCED_SECTIONS: dict[Budget, tuple[str, ...]] = {
-    Budget.MINIMAL: ("answer",),
-    Budget.LIGHT: ("answer",),
-    Budget.MEDIUM: ("answer",),
-    Budget.HEAVY: ("advocate", "attack", "pragmatist", "verify", "answer"),
+    Budget.MINIMAL: (ANSWER,),
+    Budget.LIGHT: (ANSWER,),
+    Budget.MEDIUM: (ANSWER,),
+    Budget.HEAVY: (*STEP_ROLES, ANSWER),
 }
 
 _ADVERSARIAL = ("should we", "should i", "prove", "compare", "trade-off", "tradeoff", "trade off",

@@ -41,7 +41,7 @@ from itertools import product
 from typing import Any, Iterable, Optional, Union
 
 from ..numbers import Number, find_numbers, numbers_in, same_value, states_value
-from .markup import Parsed, parse
+from ..markup import ANSWER, TOOL_RESULT, Parsed, open_tag, parse
 
 CHECK_NAMES = ("well_formed", "answer_present", "tool_calls_succeeded", "tool_results_match",
                "answer_supported", "sections_present")
@@ -109,15 +109,15 @@ def verify(text_or_parsed: Union[str, Parsed], tools=None, prompt: Optional[str]
 
     answer = parsed.answer
     if answer is None:
-        add("answer_present", False, "no <answer> section")
+        add("answer_present", False, f"no {open_tag(ANSWER)} section")
     elif not answer.strip():
-        add("answer_present", False, "<answer> is empty")
+        add("answer_present", False, f"{open_tag(ANSWER)} is empty")
     else:
         add("answer_present", True, f"answer: {answer[:80]!r}")
 
     calls = parsed.tool_calls
     bad = [f"call {c.step}: " + (c.call_error or c.result_error or
-                                 ("no <tool_result>" if c.result is None else
+                                 (f"no {open_tag(TOOL_RESULT)}" if c.result is None else
                                   f"status {c.result.get('status')!r}: {c.result.get('error')}"))
            for c in calls if not c.succeeded]
     add("tool_calls_succeeded", not bad, "; ".join(bad) or f"{len(calls)} call(s) succeeded")
