@@ -1,11 +1,11 @@
-"""A trained verifier: an outcome reward model (ORM) that scores (question, solution) pairs.
+"""A reward model: an outcome reward model (ORM) that scores (question, solution) pairs.
 
-The backbone is a HavocModel (the `3b-verifier` preset at full size, `tiny` in tests); a scalar
+The backbone is a HavocModel (the `3b-reward` preset at full size, `tiny` in tests); a scalar
 head reads the final-norm hidden state of the last real token (Cobbe et al. 2021, "Training
 Verifiers to Solve Math Word Problems", who score the final token; Ouyang et al. 2022 likewise for
 reward models). Training is binary cross-entropy on (question, solution, correct?) triples, such as
-the samples RAFT produces with their verifier outcomes, or planted-error pairs (a right answer and
-a perturbed one). Used to rank samples for best-of-n and as the report's "verifier catches obvious
+the samples RAFT produces with their grader outcomes, or planted-error pairs (a right answer and
+a perturbed one). Used to rank samples for best-of-n and as the report's "reward model catches obvious
 errors" number.
 
 Inputs are the chat rendering of [user: question, assistant: solution] (`tokenizer.render_chat`),
@@ -42,7 +42,7 @@ class RewardModel(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     @classmethod
-    def from_preset(cls, name: str = "3b-verifier", **overrides) -> "RewardModel":
+    def from_preset(cls, name: str = "3b-reward", **overrides) -> "RewardModel":
         return cls(ModelConfig.from_preset(name, **overrides))
 
     def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from havoc_lite.eval import (COT_EXEMPLARS, GSM8KVerifier, Sample, build_messages, build_text_prompt,
+from havoc_lite.eval import (COT_EXEMPLARS, GSM8KGrader, Sample, build_messages, build_text_prompt,
                              evaluate_gsm8k, extract_flexible, extract_gold, extract_strict, load_gsm8k)
 
 FULL_TEST = Path("/work/shared/data/gsm8k/test.jsonl")
@@ -83,11 +83,11 @@ def test_gold_solutions_score_100_and_shuffled_near_0(tmp_path):
     assert m["strict"]["accuracy"] < 0.05 and m["flexible"]["accuracy"] < 0.05
 
 
-def test_gsm8k_verifier_strict_vs_flexible():
-    v = GSM8KVerifier()
+def test_gsm8k_grader_strict_vs_flexible():
+    v = GSM8KGrader()
     ex = {"answer": "blah #### 1,000"}
     verdict = v(ex, "I think it's 1000 total")
     assert not verdict.passed and verdict.checks == {"strict": False, "flexible": True}
     assert v(ex, "<answer>1000.00</answer>").passed
-    assert GSM8KVerifier("flexible")(ex, "I think it's 1000 total").passed
+    assert GSM8KGrader("flexible")(ex, "I think it's 1000 total").passed
     assert extract_gold("#### 72") == "72"

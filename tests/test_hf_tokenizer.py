@@ -297,7 +297,7 @@ def test_prime_and_gsm8k_eval_run_on_the_hf_tokenizer(smol):
     model, _ = replay(smol, TRACE_TURN)
     res = generate_with_prime(model, smol, "What is 23 + 19?", budget="medium", max_new_tokens=200)
     assert res.answer == "42" and [r.result for r in res.tool_results] == [42]
-    assert res.forced_sections == [] and res.finish_reason == "stop" and res.verification.passed
+    assert res.forced_sections == [] and res.finish_reason == "stop" and res.checks.passed
     model, _ = replay(smol, TRACE_TURN)
     row = {"id": "q1", "question": "What is 23 + 19?", "answer": "23+19=42\n#### 42", "gold": "42"}
     summary = evaluate_gsm8k(model, smol, [row], max_new_tokens=200, batch_size=1, progress=False)

@@ -149,7 +149,7 @@ def evaluate_gsm8k(model=None, tokenizer=None, examples: Optional[Sequence[dict]
         "latency": ..., "tokens_per_s"}, "num_examples", "samples", ...}.
     """
     from .runner import make_generate_fn, run_eval
-    from .verifiers import GSM8KVerifier
+    from .graders import GSM8KGrader
 
     if examples is None:
         examples = load_gsm8k(path, limit=limit)
@@ -164,7 +164,7 @@ def evaluate_gsm8k(model=None, tokenizer=None, examples: Optional[Sequence[dict]
         generate_fn = make_generate_fn(model, tokenizer, max_new_tokens=max_new_tokens,
                                        temperature=temperature, top_p=top_p, tools=tools,
                                        prime=prime, batch_size=batch_size)
-    summary = run_eval(items, GSM8KVerifier(), generate_fn, samples=samples, k=k,
+    summary = run_eval(items, GSM8KGrader(), generate_fn, samples=samples, k=k,
                        batch_size=batch_size, output_jsonl=output_jsonl, seed=seed, progress=progress)
     summary["config"] = {"benchmark": "gsm8k", "shots": shots, "prompt_style": prompt_style,
                          "prime": prime, "temperature": temperature, "max_new_tokens": max_new_tokens}

@@ -1,4 +1,4 @@
-"""generate_with_prime: route a prompt, generate with tools and section forcing, verify.
+"""generate_with_prime: route a prompt, generate with tools and section forcing, checks.
 
 One call does:
 1. route: `router.route(prompt)` picks MINIMAL / LIGHT / MEDIUM / HEAVY (or the caller's `budget`);
@@ -6,7 +6,7 @@ One call does:
    registry's tool list when tools are on), then `tokenizer.render_prompt`;
 3. generate: `engine.generate` with the registry (tool calls run inside the decode loop) and an
    interceptor that keeps the required sections (below);
-4. read back: `markup.parse` of the decoded turn, `verifier.verify` (re-runs every tool call),
+4. read back: `markup.parse` of the decoded turn, `checks.run_checks` (re-runs every tool call),
    `workspace.build_workspace`, `roles.extract_roles`.
 
 Section forcing (the interceptor). The turn stops at `<|end|>`, `<|eos|>` or `</answer>`. When the
@@ -30,8 +30,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 from .. import engine
 from ..markup import ANSWER, USER, Parsed, close_tag, open_sections, open_tag, parse, tag_ids
 from .roles import extract_roles, system_prompt
-from .router import Budget, RouterConfig, Routing, make_routing, route
-from .verifier import Verification, verify
+from .router import ReasoningBudget, RouterConfig, Routing, make_routing, route
+from .checks import CheckReport, run_checks
 from .workspace import Workspace, build_workspace
 
 Prompt = Union[str, Sequence[dict], Sequence[int]]
@@ -48,7 +48,7 @@ class PrimeResult:
         routing: the `Routing` (budget, reasons, features, max_new_tokens, sections).
         tool_calls: the engine's call records: dicts with name, args, text, result (ToolResult), step.
         tool_results: the `ToolResult` of each call, in order.
-        verification: `Verification` (`.passed`, `.checks[name]`).
+        checks: `CheckReport` (`.passed`, `.checks[name]`): PRIME's named checks of the turn.
         workspace: `Workspace` (facts, constraints, partial results; `summarize()`).
         roles: content of `<advocate>`, `<attack>`, `<pragmatist>`, `<verify>` written.
         forced_sections: sections the interceptor opened, in order.
@@ -56,7 +56,7 @@ class PrimeResult:
         tokens, engine_mask: the new ids and where the engine wrote them (1) vs the model (0).
         finish_reason: the engine's ("stop", "length", "tool_limit").
         num_tokens: len(tokens), engine-written tokens included.
-        elapsed_s: wall-clock seconds (generation of its batch group + its own verification).
+        elapsed_s: wall-clock seconds (generation of its batch group + its own checks).
     """
 
     prompt: str
@@ -65,7 +65,7 @@ class PrimeResult:
     routing: Routing
     tool_calls: list
     tool_results: list
-    verification: Verification
+    checks: CheckReport
     workspace: Workspace
     roles: dict
     forced_sections: list
@@ -83,7 +83,7 @@ class PrimeResult:
             "budget": self.routing.budget.value, "reasons": self.routing.reasons,
             "tool_calls": [{"name": c.get("name"), "args": c.get("args"), **c["result"].to_dict()}
                            for c in self.tool_calls],
-            "verification": self.verification.to_dict(), "workspace": self.workspace.summarize(),
+            "checks": self.checks.to_dict(), "workspace": self.workspace.summarize(),
             "roles": self.roles, "forced_sections": self.forced_sections,
             "finish_reason": self.finish_reason, "num_tokens": self.num_tokens,
             "elapsed_s": self.elapsed_s,
@@ -221,16 +221,16 @@ class SectionForcer:
 
 # --- generate ---------------------------------------------------------------------------------
 def generate_with_prime(model, tokenizer, prompt: Union[Prompt, Sequence[Prompt]],
-                        enable_prime: bool = True, budget: Union[Budget, str, None] = None,
+                        enable_prime: bool = True, budget: Union[ReasoningBudget, str, None] = None,
                         max_new_tokens: Optional[int] = None, tools: Any = None,
                         temperature: float = 0.0, seed: Optional[int] = None,
                         system: Optional[str] = None,
                         stream: Optional[Callable[[int, list], None]] = None, *,
                         top_k: Optional[int] = None, top_p: Optional[float] = None,
                         router_config: Optional[RouterConfig] = None, prime_system: bool = True,
-                        max_tool_calls: int = 8, verify_tools: bool = True,
+                        max_tool_calls: int = 8, rerun_tools: bool = True,
                         describe_tools: bool = False) -> Union[PrimeResult, list[PrimeResult]]:
-    """Generate an answer with PRIME: routing, tool calls, forced sections, verification.
+    """Generate an answer with PRIME: routing, tool calls, forced sections, checks.
 
     Args:
         model: a `HavocModel` (or anything `engine.generate` accepts).
@@ -239,7 +239,7 @@ def generate_with_prime(model, tokenizer, prompt: Union[Prompt, Sequence[Prompt]
             already rendered (list of int; used as they are: no system turn is added); or a LIST of
             any of these for a batch, which returns a list of results in order.
         enable_prime: False = plain generation: MINIMAL budget with 256 new tokens, no tools, no
-            PRIME system turn, no forcing (verification and workspace are still filled in).
+            PRIME system turn, no forcing (checks and workspace are still filled in).
         budget: force a budget ("minimal" | "light" | "medium" | "heavy") instead of routing.
         max_new_tokens: overrides the budget's token allowance (tokens, engine-written included).
         tools: a `ToolRegistry`; None = `tools.default_registry()` (one per process); False = none.
@@ -253,7 +253,7 @@ def generate_with_prime(model, tokenizer, prompt: Union[Prompt, Sequence[Prompt]
         router_config: thresholds for `route`.
         prime_system: False = send only `system` (for a model trained without PRIME's system turn).
         max_tool_calls: per row, as `engine.generate`.
-        verify_tools: re-run tool calls in the verifier (`tool_results_match`).
+        rerun_tools: re-run tool calls in the checks (`tool_results_match`).
 
     Returns:
         A `PrimeResult`, or a list of them for a list of prompts.
@@ -272,11 +272,11 @@ def generate_with_prime(model, tokenizer, prompt: Union[Prompt, Sequence[Prompt]
     for p in prompts:
         question = _question_of(p, tokenizer)
         if not enable_prime:
-            routing = make_routing(Budget.MINIMAL, ["PRIME disabled"], config=router_config,
+            routing = make_routing(ReasoningBudget.MINIMAL, ["PRIME disabled"], config=router_config,
                                    max_new_tokens=PLAIN_MAX_NEW_TOKENS)
             routing.sections = ()
         elif budget is not None:
-            routing = make_routing(budget, [f"budget {Budget.parse(budget).value} set by caller"],
+            routing = make_routing(budget, [f"budget {ReasoningBudget.parse(budget).value} set by caller"],
                                    config=router_config)
         else:
             routing = route(question, router_config)
@@ -298,7 +298,7 @@ def generate_with_prime(model, tokenizer, prompt: Union[Prompt, Sequence[Prompt]
         stop_ids = [tokenizer.end_id, tokenizer.eos_id]
         if enable_prime:
             required = routing0.forced_sections
-            forcer = SectionForcer(tokenizer, required, intercept_answer=bud is Budget.HEAVY)
+            forcer = SectionForcer(tokenizer, required, intercept_answer=bud is ReasoningBudget.HEAVY)
             stop_ids = forcer.stop_ids
         row_stream = None
         if stream is not None:
@@ -313,7 +313,7 @@ def generate_with_prime(model, tokenizer, prompt: Union[Prompt, Sequence[Prompt]
             question, routing, _ = plans[i]
             forced = forcer.forced.get(r, []) if forcer is not None else []
             results[i] = _read_back(question, routing, gen, tokenizer,
-                                    registry if verify_tools else None, forced, enable_prime)
+                                    registry if rerun_tools else None, forced, enable_prime)
             results[i].elapsed_s = gen.elapsed_s + (time.perf_counter() - t0)
     return results[0] if single else results
 
@@ -323,12 +323,12 @@ def _read_back(question: str, routing: Routing, gen, tokenizer, registry, forced
     text = tokenizer.decode(gen.tokens)
     parsed = parse(text)
     required = routing.forced_sections if enable_prime else ()
-    verification = verify(parsed, registry, prompt=question, required_sections=required)
+    checks = run_checks(parsed, registry, prompt=question, required_sections=required)
     answer = parsed.answer if parsed.answer is not None else (parsed.outside or None)
     return PrimeResult(
         prompt=question, text=text, answer=answer, routing=routing,
         tool_calls=list(gen.tool_calls), tool_results=[c["result"] for c in gen.tool_calls],
-        verification=verification, workspace=build_workspace(question, parsed, verification),
+        checks=checks, workspace=build_workspace(question, parsed, checks),
         roles=extract_roles(parsed), forced_sections=list(forced), parsed=parsed,
         tokens=list(gen.tokens), engine_mask=list(gen.engine_mask),
         finish_reason=gen.finish_reason, num_tokens=gen.num_tokens)

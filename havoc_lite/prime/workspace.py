@@ -1,11 +1,11 @@
 """Workspace: what PRIME knows about one problem, with a confidence for each item.
 
 Three kinds of entry:
-- facts: tool results (source "tool:<name>"). Confidence 1.0 when the verifier re-ran the call and got
+- facts: tool results (source "tool:<name>"). Confidence 1.0 when PRIME's checks re-ran the call and got
   the same result, 0.0 when it did not or the tool failed, 0.9 when it was not re-checked.
 - constraints: statements in the prompt that bound the answer ("at most 10 runs", "must be an
   integer", "between 0 and 1"); taken as given, confidence 1.0.
-- partial results: reasoning steps and the answer; the answer's confidence is 1.0 when the verifier
+- partial results: reasoning steps and the answer; the answer's confidence is 1.0 when the checks
   found it supported by the tool results, 0.3 when it did not, 0.5 when there was nothing to check.
 
 `summarize()` gives the counts and a global confidence: the mean confidence of facts and partial
@@ -90,7 +90,7 @@ class Workspace:
 
 def build_workspace(prompt: str, parsed, verification=None) -> Workspace:
     """Fill a workspace from the prompt, a parsed assistant turn (`markup.Parsed`) and, when given,
-    its `verifier.Verification` (which sets the confidences, per the module docstring)."""
+    its `checks.CheckReport` (which sets the confidences, per the module docstring)."""
     ws = Workspace()
     ws.constraints_from_prompt(prompt)
     replay: dict[int, bool] = {}

@@ -1,6 +1,6 @@
-"""Verifier: named checks of an assistant turn against its own tool results.
+"""PRIME's checks: named checks of an assistant turn against its own tool results.
 
-`verify(text_or_parsed, tools, prompt=None, required_sections=())` runs:
+`run_checks(text_or_parsed, tools, prompt=None, required_sections=())` runs:
 
 - `well_formed`: the markup parses with no problems (no unclosed or stray tags, no text outside
   sections, every tool call and tool result is valid JSON of the right shape).
@@ -30,7 +30,7 @@ answers pass 95.6% without derivations and 98.0% with them, while answers plante
 caught 98.0% without and 77.6% with (gold×2: 92.7% vs 57.0%).
 An answer with no numbers passes (there is nothing numeric to support).
 
-Checks are independent: a turn fails as a whole (`Verification.passed` False) when any check that
+Checks are independent: a turn fails as a whole (`CheckReport.passed` False) when any check that
 was not skipped fails.
 """
 from __future__ import annotations
@@ -60,7 +60,7 @@ class Check:
 
 
 @dataclass
-class Verification:
+class CheckReport:
     """All checks of one turn. `passed` is True when no check that ran failed. `replayed` maps a
     tool call's step to whether its re-run gave the injected result."""
 
@@ -84,8 +84,8 @@ class Verification:
                            for n, c in self.checks.items()}}
 
 
-def verify(text_or_parsed: Union[str, Parsed], tools=None, prompt: Optional[str] = None,
-           required_sections: Iterable[str] = (), allow_derivation: bool = False) -> Verification:
+def run_checks(text_or_parsed: Union[str, Parsed], tools=None, prompt: Optional[str] = None,
+           required_sections: Iterable[str] = (), allow_derivation: bool = False) -> CheckReport:
     """Run the named checks on an assistant turn (module docstring gives each rule).
 
     Args:
@@ -97,7 +97,7 @@ def verify(text_or_parsed: Union[str, Parsed], tools=None, prompt: Optional[str]
         allow_derivation: accept answer numbers one arithmetic step from the tool results.
 
     Returns:
-        `Verification`; never raises on malformed text (that is what the checks report).
+        `CheckReport`; never raises on malformed text (that is what the checks report).
     """
     parsed = text_or_parsed if isinstance(text_or_parsed, Parsed) else parse(text_or_parsed)
     checks: dict[str, Check] = {}
@@ -145,7 +145,7 @@ def verify(text_or_parsed: Union[str, Parsed], tools=None, prompt: Optional[str]
     missing = [s for s in required_sections if not parsed.has(s)]
     if required_sections:
         add("sections_present", not missing, f"missing {missing}" if missing else "all present")
-    return Verification(checks=checks, replayed=replayed)
+    return CheckReport(checks=checks, replayed=replayed)
 
 
 def _same_result(a: Any, b: Any) -> bool:

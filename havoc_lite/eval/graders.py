@@ -1,12 +1,12 @@
-"""Verifiers: decide whether one model output solves one example.
+"""Graders: decide whether one model output solves one example.
 
-Every verifier is a callable `verifier(example: dict, output: str, tool_calls: list[dict]) -> Verdict`.
-- `GSM8KVerifier`: the extracted number equals the gold number (strict and flexible both reported).
-- `ToolAnswerVerifier`: the `<answer>` of a tool trace equals the expected answer (numbers within a
+Every grader is a callable `grader(example: dict, output: str, tool_calls: list[dict]) -> Verdict`.
+- `GSM8KGrader`: the extracted number equals the gold number (strict and flexible both reported).
+- `ToolAnswerGrader`: the `<answer>` of a tool trace equals the expected answer (numbers within a
   relative tolerance, text after case/space folding), and reports whether every tool call succeeded.
-- `PytestVerifier`: the output's Python code passes the example's unit tests, run by pytest in a
-  subprocess with CPU-time, memory and wall-clock limits (as halo-forge's pytest verifier).
-A verifier never raises on model output: anything unparsable is a failed verdict with a reason.
+- `PytestGrader`: the output's Python code passes the example's unit tests, run by pytest in a
+  subprocess with CPU-time, memory and wall-clock limits (as halo-forge's pytest grader).
+A grader never raises on model output: anything unparsable is a failed verdict with a reason.
 """
 from __future__ import annotations
 
@@ -42,13 +42,13 @@ class Verdict:
     detail: dict = field(default_factory=dict)
 
 
-class GSM8KVerifier:
+class GSM8KGrader:
     """GSM8K match. The example needs "gold" (normalised) or "answer" (a solution with `#### N`).
     `primary` ("strict" | "flexible") picks which extraction decides `passed`."""
 
     def __init__(self, primary: str = "strict"):
         if primary not in ("strict", "flexible"):
-            raise ValueError(f"GSM8KVerifier primary must be 'strict' or 'flexible', got {primary!r}")
+            raise ValueError(f"GSM8KGrader primary must be 'strict' or 'flexible', got {primary!r}")
         self.primary = primary
 
     def __call__(self, example: dict, output: str, tool_calls: Sequence[dict] = ()) -> Verdict:
@@ -63,7 +63,7 @@ def _fold(text: str) -> str:
     return " ".join(str(text).casefold().split()).rstrip(".")
 
 
-class ToolAnswerVerifier:
+class ToolAnswerGrader:
     """Tool-trace answer match. The example needs "answer" (the expected final answer: a number or
     text). The output's first `<answer>…</answer>` is compared: as numbers within `rel_tol` when
     both are numeric, else as case- and space-folded text. `require_tool_success` also fails an
@@ -112,7 +112,7 @@ def _limit_child(cpu_s: int, memory_bytes: int):
     return apply
 
 
-class PytestVerifier:
+class PytestGrader:
     """Run the example's unit tests against the output's code, in a subprocess sandbox.
 
     The example needs "tests": pytest source that imports the solution (`from solution import *`).
@@ -173,9 +173,9 @@ class PytestVerifier:
                 "elapsed_s": time.perf_counter() - t0}
 
 
-def get_verifier(name: str, **kwargs):
-    """'gsm8k' | 'tool' | 'pytest' -> a verifier instance."""
-    table = {"gsm8k": GSM8KVerifier, "tool": ToolAnswerVerifier, "pytest": PytestVerifier}
+def get_grader(name: str, **kwargs):
+    """'gsm8k' | 'tool' | 'pytest' -> a grader instance."""
+    table = {"gsm8k": GSM8KGrader, "tool": ToolAnswerGrader, "pytest": PytestGrader}
     if name not in table:
-        raise ValueError(f"unknown verifier {name!r}; choose one of {sorted(table)}")
+        raise ValueError(f"unknown grader {name!r}; choose one of {sorted(table)}")
     return table[name](**kwargs)

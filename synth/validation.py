@@ -4,7 +4,7 @@ A trace is the tool-trace record of docs/architecture.md:
 `{"id", "question", "reasoning": [{"step", "content", "tool_call"?: {"name", "args"},
 "tool_result"?}], "tool_result", "answer"}`.
 
-`verify_trace` runs every `tool_call` through a `havoc_lite.tools.ToolRegistry` and returns a
+`validate_trace` runs every `tool_call` through a `havoc_lite.tools.ToolRegistry` and returns a
 cleaned trace whose tool results are the real ones, or a rejection reason:
 
 - `malformed`            a field is missing or has the wrong type, or a tool name is unknown
@@ -257,7 +257,7 @@ def question_key(question: str) -> str:
 
 @dataclass
 class Verdict:
-    """Outcome of `verify_trace`: `ok`, the cleaned `trace` (None when rejected), the rejection
+    """Outcome of `validate_trace`: `ok`, the cleaned `trace` (None when rejected), the rejection
     `reason` (one of REJECT_REASONS) and a human `detail`; `corrected` counts stated tool results
     that were replaced because they were wrong."""
     ok: bool
@@ -279,7 +279,7 @@ def _execute(registry, name: str, args: dict):
         return ToolResult(status="error", error=f"{type(e).__name__}: {e}")
 
 
-def verify_trace(trace: Any, registry, *, require_tool: bool = True, rel_tol: float = 1e-6,
+def validate_trace(trace: Any, registry, *, require_tool: bool = True, rel_tol: float = 1e-6,
                  allowed_tools: Optional[Iterable[str]] = None, check_answer: bool = True) -> Verdict:
     """Validate `trace`, run its tool calls with `registry`, and return a `Verdict`.
 
