@@ -216,7 +216,7 @@ else:
     display(pd.DataFrame(reports).T[["kept", "rejected_total", "usd_spent", "stop_reason"]])
 '''),
     code('''
-# Offline generators: verified traces for every tool, and GSM8K as calculator traces.
+# Offline generators: validated traces for every tool, and GSM8K as calculator traces.
 import pandas as pd
 paths = colab.write_offline_traces(RUN, SZ)
 counts = {t: sum(1 for _ in open(p)) for t, p in paths.items()}
@@ -309,7 +309,7 @@ NOTEBOOKS["04_sft"] = [
     md("""
 # 04 · Tool SFT + polish, or LoRA on a pretrained model
 
-Two routes to a model that calls tools, on the verified tool traces of 02 (loss on the assistant's
+Two routes to a model that calls tools, on the validated tool traces of 02 (loss on the assistant's
 tokens only; the tool results the engine writes carry no loss):
 - **scratch**: SFT of the model pretrained in 03, then a short, low-lr polish pass on clean chats,
   then PRIME: pick a budget and watch the model reason, call tools (executed during generation)
@@ -435,7 +435,7 @@ NOTEBOOKS["05_eval_gsm8k"] = [
 # 05 · GSM8K evaluation, RAFT, success criteria
 
 Accuracy on GSM8K (strict and flexible answer extraction, pass@k, maj@k, tool use), then
-rejection-sampling fine-tuning (RAFT: sample k answers, keep the verified ones, SFT on them), the
+rejection-sampling fine-tuning (RAFT: sample k answers, keep the ones the grader accepts, SFT on them), the
 same evaluation of the RAFT model, and the success-criteria report of the RAFT model.
 
 Runtime: a GPU (T4 or better). On a T4 inference runs in fp16 (it has no native bf16).
