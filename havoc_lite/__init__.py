@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "ModelConfig": "config", "PRESETS": "config", "TrainConfig": "config",
     "HavocModel": "model",
-    "HavocTokenizer": "tokenizer", "train_tokenizer": "tokenizer", "SPECIAL_TOKENS": "tokenizer",
+    "HavocTokenizer": "tokenizer", "train_tokenizer": "tokenizer", "SPECIAL_TOKENS": "markup",
     "load_tokenizer": "tokenizer", "HFTokenizer": "hf_tokenizer",
     "Trainer": "train",
 }

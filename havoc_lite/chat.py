@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from typing import Callable, Optional, TextIO
 
-from .prime.markup import strip_chat_tokens
+from .markup import ADVOCATE, ANSWER, ATTACK, PRAGMATIST, REASON, TAG_RE, TOOL, TOOL_RESULT, VERIFY, strip_chat_tokens
 
 # Sections folded to one line in --fold-sections mode (the answer is always shown in full).
-FOLDED = ("reason", "advocate", "attack", "pragmatist", "verify")
-_TAG = re.compile(r"<(/?)(reason|tool_result|tool|advocate|attack|pragmatist|verify|answer)>")
+FOLDED = (REASON, ADVOCATE, ATTACK, PRAGMATIST, VERIFY)
 BUDGETS = ("auto", "minimal", "light", "medium", "heavy")
 
 
@@ -67,23 +65,23 @@ def render_turn(text: str, show_sections: bool) -> str:
         return text
     out: list[str] = []
     pos, section, start = 0, None, 0
-    for m in _TAG.finditer(text):
+    for m in TAG_RE.finditer(text):
         closing, name = m.group(1) == "/", m.group(2)
         if section is None and not closing:
             out.append(text[pos:m.start()])
             section, start = name, m.end()
             if name in FOLDED:
                 out.append(f"\n  [{name} …]")
-            elif name == "answer":
+            elif name == ANSWER:
                 out.append("\nAnswer: ")
         elif section == name and closing:
             body = text[start:m.start()]
-            out.append(body if name == "answer" else _call_text(body) if name == "tool"
-                       else _result_text(body) if name == "tool_result" else "")
+            out.append(body if name == ANSWER else _call_text(body) if name == TOOL
+                       else _result_text(body) if name == TOOL_RESULT else "")
             section, pos = None, m.end()
     if section is None:
         out.append(text[pos:])
-    elif section == "answer":
+    elif section == ANSWER:
         out.append(text[start:])
     return "".join(out)
 

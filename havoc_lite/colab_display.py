@@ -135,7 +135,7 @@ def prime_frame(results: Sequence[Any]):
         "question": r.prompt[:60], "budget": r.routing.budget.value, "answer": r.answer,
         "tool_calls": len(r.tool_calls),
         "tool_ok": sum(c["result"].status == "success" for c in r.tool_calls),
-        "verified": r.verification.passed, "forced": ",".join(r.forced_sections),
+        "verified": r.checks.passed, "forced": ",".join(r.forced_sections),
         "tokens": r.num_tokens, "seconds": round(r.elapsed_s, 2)} for r in results])
 
 

@@ -163,7 +163,8 @@ class ModelConfig:
 
 
 # Presets. `tiny` is for CPU smoke runs; `7b` is the HAVOC-7B spec; `13b` follows Llama-2-13B
-# with 8 KV heads; `1b` and `3b-verifier` sit between, with 64- and 128-wide heads.
+# with 8 KV heads; `1b` and `3b-verifier` sit between, with 64- and 128-wide heads. `3b-verifier` is
+# the reward model's size (`reward_model.py`): the preset keeps the name users know it by.
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(vocab_size=4096, d_model=128, n_layers=4, n_heads=4, num_kv_heads=2,
                         ffn_hidden_size=352, max_seq_len=512),

@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from .config import ModelConfig
+from .markup import BOS, TOOL, TOOL_RESULT, close_tag, open_tag
 
 StreamFn = Callable[[int, list], None]
 InterceptFn = Callable[[int, list], Optional[tuple]]
@@ -161,7 +162,7 @@ def _check_prompts(prompts: Sequence[Sequence[int]], cfg: ModelConfig) -> list[l
     for i, p in enumerate(prompts):
         p = p.tolist() if isinstance(p, torch.Tensor) else list(p)
         if not p:
-            raise ValueError(f"generate: prompt {i} is empty (start it with <|bos|>)")
+            raise ValueError(f"generate: prompt {i} is empty (start it with {BOS})")
         bad = [t for t in p if not 0 <= t < cfg.vocab_size]
         if bad:
             raise ValueError(f"generate: prompt {i} has token id {bad[0]} outside the vocabulary "
@@ -186,10 +187,10 @@ class _ToolHook:
 
     def __init__(self, tools: Any, tokenizer: Any):
         self.tools, self.tokenizer = tools, tokenizer
-        self.open_id = tokenizer.token_id("<tool>")
-        self.close_id = tokenizer.token_id("</tool>")
-        self.result_open = tokenizer.token_id("<tool_result>")
-        self.result_close = tokenizer.token_id("</tool_result>")
+        self.open_id = tokenizer.token_id(open_tag(TOOL))
+        self.close_id = tokenizer.token_id(close_tag(TOOL))
+        self.result_open = tokenizer.token_id(open_tag(TOOL_RESULT))
+        self.result_close = tokenizer.token_id(close_tag(TOOL_RESULT))
 
     def __call__(self, seq: list[int]) -> tuple[dict, list[int]]:
         """`seq` ends with `</tool>`; returns (call record, ids to inject)."""

@@ -146,7 +146,7 @@ def to_hf_llama(model: HavocModel, out_dir: str | Path, tokenizer: Any = None,
 
 
 def _write_tokenizer(tokenizer: Any, out: Path, cfg: ModelConfig) -> None:
-    from .tokenizer import SPECIAL_TOKENS
+    from .markup import SPECIAL_TOKENS
     if hasattr(tokenizer, "hf"):              # HFTokenizer: its save() writes the HF files itself
         tokenizer.save(out)
         return

@@ -9,21 +9,22 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .eval.verifiers import Verdict
+from .eval.graders import Verdict
+from .markup import ANSWER, section_bodies
 
 
 # --- rewards --------------------------------------------------------------------------------------
-class SafeVerifier:
-    """Wraps a verifier so that one that raises gives a failed Verdict (reward 0) instead of
+class SafeGrader:
+    """Wraps a grader so that one that raises gives a failed Verdict (reward 0) instead of
     stopping the run. `errors` collects "ExceptionType: message" for the step's log."""
 
-    def __init__(self, verifier: Callable):
-        self.verifier, self.errors = verifier, []
+    def __init__(self, grader: Callable):
+        self.grader, self.errors = grader, []
 
     def __call__(self, item: dict, text: str, tool_calls: Sequence[dict]) -> Verdict:
         try:
-            return self.verifier(item, text, tool_calls)
-        except Exception as e:   # a verifier bug must not kill hours of RL
+            return self.grader(item, text, tool_calls)
+        except Exception as e:   # a grader bug must not kill hours of RL
             msg = f"{type(e).__name__}: {e}"
             self.errors.append(msg)
             return Verdict(False, 0.0, {}, {}, {"error": msg})
@@ -33,7 +34,7 @@ def format_score(text: str, tool_calls: Sequence[dict], finish_reason: str) -> f
     """Well-formedness of one answer in [0, 1]: the mean of three checks, an `<answer>…</answer>`
     is present, every tool call parsed (a name came out of it), and the answer stopped by itself
     (finish_reason "stop"). Kept apart from correctness (weighted by `format_weight`)."""
-    has_answer = "<answer>" in text and "</answer>" in text.split("<answer>", 1)[1]
+    has_answer = bool(section_bodies(text, ANSWER))
     parsed = all(c.get("name") is not None for c in tool_calls)
     return (float(has_answer) + float(parsed) + float(finish_reason == "stop")) / 3.0
 

@@ -21,10 +21,10 @@ class GrpoConfig:
     """starting model folder (or an out_dir with `latest`)"""
     tokenizer: Optional[str] = None
     prompts: str = ""
-    """prompts JSONL (question / messages / prompt, plus what the verifier needs)"""
+    """prompts JSONL (question / messages / prompt, plus what the grader needs)"""
     eval_prompts: Optional[str] = None
     """held-out prompts JSONL, scored greedily (pass@1) at the start, every eval_every steps and at the end"""
-    verifier: str = "tool"
+    grader: str = "tool"
     """gsm8k | tool | pytest"""
     system: Optional[str] = None
     """system turn for 'question' prompts (default: none)"""
@@ -105,8 +105,8 @@ class GrpoConfig:
                      "grad_clip", "warmup_steps", "eval_every", "lora_r"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{source}: {name} must be >= 0, got {getattr(self, name)!r}")
-        if self.verifier not in ("gsm8k", "tool", "pytest"):
-            raise ValueError(f"{source}: verifier={self.verifier!r}; choose gsm8k | tool | pytest")
+        if self.grader not in ("gsm8k", "tool", "pytest"):
+            raise ValueError(f"{source}: grader={self.grader!r}; choose gsm8k | tool | pytest")
         if self.stop_at_step is not None and self.stop_at_step <= 0:
             raise ValueError(f"{source}: stop_at_step must be positive, got {self.stop_at_step}")
 

@@ -2,7 +2,7 @@
 
 A pretrained base comes with its tokenizer and chat template, and an Instruct model has learned
 that template; so `HFTokenizer` keeps both and only adds our markup (`<reason>`, `<tool>`,
-`<tool_result>`, `<answer>`, the adversarial roles, `<verify>`, … = `tokenizer.MARKUP_TOKENS`) as
+`<tool_result>`, `<answer>`, the adversarial roles, `<verify>`, … = `markup.MARKUP_TOKENS`) as
 *special* added tokens: one id each, appended after the base vocabulary (so the model's embedding
 and head grow by that many rows: `HavocModel.resize_token_embeddings(len(tok))`).
 
@@ -28,7 +28,8 @@ import re
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from .tokenizer import MARKUP_TOKENS, ROLES, BatchCodec, assistant_mask
+from .markup import MARKUP_TOKENS, ROLES, assistant_mask
+from .tokenizer import BatchCodec
 
 PathLike = Union[str, os.PathLike]
 META_FILE = "havoc_tokenizer.json"   # written by save(): backend, vocab size, identity hash

@@ -62,6 +62,6 @@ def fit_vocab(model: HavocModel, tokenizer) -> list[int]:
     if n > old:
         model.resize_token_embeddings(n)
     if hasattr(tokenizer, "hf"):
-        from .tokenizer import MARKUP_TOKENS
+        from .markup import MARKUP_TOKENS
         ids |= {tokenizer.special_ids[t] for t in MARKUP_TOKENS if t in tokenizer.special_ids}
     return sorted(ids)

@@ -87,7 +87,7 @@ def init_markup_rows(model, tok) -> None:
     then differ from the first step, and each starts near what the model already reads there
     (the "average of subword embeddings" initialisation for added tokens)."""
     import torch
-    from .tokenizer import MARKUP_TOKENS
+    from .markup import MARKUP_TOKENS
     weight = model.embed_tokens.weight
     with torch.no_grad():
         for t in MARKUP_TOKENS:

@@ -1,7 +1,7 @@
 """RAFT: rejection-sampling fine-tuning (Dong et al. 2023, "RAFT: Reward rAnked FineTuning";
 the same loop as STaR / ReST-EM / expert iteration).
 
-One cycle: sample k answers per prompt at a temperature (batched engine, tools executed), verify
+One cycle: sample k answers per prompt at a temperature (batched engine, tools executed), grade
 each (GSM8K match, tool-answer match or unit tests), keep the passing ones (deduplicated per
 prompt, best reward first, the top `keep_fraction`), SFT one epoch on them with the `Trainer`
 (`data.SFTLoader` renders them; engine-written tool results carry no loss), checkpoint the cycle,
@@ -9,7 +9,7 @@ and write its statistics. A held-out prompt set, if given, is scored greedily (p
 first cycle and after each one.
 
     python -m havoc_lite.raft --checkpoint checkpoints/sft --prompts data/prompts.jsonl \
-        --verifier gsm8k --cycles 5
+        --grader gsm8k --cycles 5
 
 Layout: `<out_dir>/cycle_01/step_XXXXXX/` (Trainer checkpoints, `latest`), `cycle_01/stats.json`,
 `cycle_01/samples.jsonl` (what was kept), `<out_dir>/stats.json` (all cycles), the tokenizer in
@@ -29,7 +29,7 @@ import torch
 import tyro
 
 from .eval.metrics import mean_pass_at_k
-from .eval.runner import make_generate_fn, sample_and_verify, write_json
+from .eval.runner import make_generate_fn, sample_and_grade, write_json
 
 
 @dataclass
@@ -37,8 +37,8 @@ class RaftConfig:
     checkpoint: str
     """starting model folder (or a checkpoint out_dir with `latest`)"""
     prompts: str = ""
-    """prompts JSONL (question / messages / prompt, plus what the verifier needs)"""
-    verifier: str = "gsm8k"
+    """prompts JSONL (question / messages / prompt, plus what the grader needs)"""
+    grader: str = "gsm8k"
     """gsm8k | tool | pytest"""
     eval_prompts: Optional[str] = None
     """held-out prompts JSONL scored greedily (pass@1) before and after every cycle"""
@@ -90,20 +90,20 @@ def select_samples(results: Sequence[tuple[int, Any, Any]], keep_fraction: float
     return kept[:math.ceil(keep_fraction * len(kept))]
 
 
-def greedy_pass_at_1(model, tokenizer, items, verifier, *, max_new_tokens: int, batch_size: int,
+def greedy_pass_at_1(model, tokenizer, items, grader, *, max_new_tokens: int, batch_size: int,
                      tools="default") -> float:
-    """Fraction of `items` whose greedy answer passes `verifier`."""
+    """Fraction of `items` whose greedy answer passes `grader`."""
     gen = make_generate_fn(model, tokenizer, max_new_tokens=max_new_tokens, temperature=0.0,
                            tools=tools, batch_size=batch_size)
     model.eval()
-    ok = [v.passed for _, _, _, v, _ in sample_and_verify(items, verifier, gen, samples=1,
+    ok = [v.passed for _, _, _, v, _ in sample_and_grade(items, grader, gen, samples=1,
                                                           batch_size=batch_size, progress=False)]
     return sum(ok) / max(len(ok), 1)
 
 
-def raft_cycle(model, tokenizer, items: Sequence[dict], verifier: Callable, cfg: RaftConfig,
+def raft_cycle(model, tokenizer, items: Sequence[dict], grader: Callable, cfg: RaftConfig,
                cycle: int, cycle_dir: Path, tools="default") -> dict:
-    """One sample -> verify -> keep -> SFT cycle; trains `model` in place. Returns the stats."""
+    """One sample -> grade -> keep -> SFT cycle; trains `model` in place. Returns the stats."""
     from . import data
     from .config import TrainConfig
     from .train import Trainer
@@ -115,7 +115,7 @@ def raft_cycle(model, tokenizer, items: Sequence[dict], verifier: Callable, cfg:
                            batch_size=cfg.gen_batch_size)
     model.eval()
     results, counts = [], [[0, 0] for _ in items]
-    for i, s, out, v, _ in sample_and_verify(items, verifier, gen, samples=cfg.samples_per_prompt,
+    for i, s, out, v, _ in sample_and_grade(items, grader, gen, samples=cfg.samples_per_prompt,
                                              batch_size=cfg.gen_batch_size,
                                              seed=cfg.seed + 100_003 * cycle, progress=cfg.progress):
         text = tokenizer.decode(_strip_stop(list(out.tokens), stop)) if out.tokens else out.text
@@ -158,16 +158,16 @@ def raft_cycle(model, tokenizer, items: Sequence[dict], verifier: Callable, cfg:
 
 
 def run_raft(cfg: RaftConfig, model=None, tokenizer=None, items=None, eval_items=None,
-             verifier=None, tools="default") -> list[dict]:
+             grader=None, tools="default") -> list[dict]:
     """Run `cfg.cycles` RAFT cycles (skipping cycles already complete in `cfg.out_dir`).
 
-    model/tokenizer/items/eval_items/verifier default to what cfg names (loaded from files).
+    model/tokenizer/items/eval_items/grader default to what cfg names (loaded from files).
     Returns the per-cycle stats, each with `eval_pass@1` when eval prompts are given (cycle 0 is
     the starting model). Raises FileNotFoundError / ValueError for missing or bad inputs.
     """
     from .loading import load_model_and_tokenizer
     from .eval.runner import load_prompt_items
-    from .eval.verifiers import get_verifier
+    from .eval.graders import get_grader
     from .model import HavocModel
 
     out = Path(cfg.out_dir)
@@ -190,7 +190,7 @@ def run_raft(cfg: RaftConfig, model=None, tokenizer=None, items=None, eval_items
     for it in items:
         if isinstance(it["prompt"], str):
             raise ValueError(f"RAFT trains on chat prompts; item {it.get('id')} is a plain string")
-    verifier = verifier or get_verifier(cfg.verifier)
+    grader = grader or get_grader(cfg.grader)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save(out)
     (out / "raft_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
@@ -209,11 +209,11 @@ def run_raft(cfg: RaftConfig, model=None, tokenizer=None, items=None, eval_items
             continue
         if cycle == 1 and eval_items:
             history.append({"cycle": 0, "eval_pass@1": greedy_pass_at_1(model, tokenizer, eval_items,
-                                                                        verifier, **ev)})
+                                                                        grader, **ev)})
             print(f"[raft] start: held-out pass@1 {history[-1]['eval_pass@1']:.3f}")
-        stats = raft_cycle(model, tokenizer, items, verifier, cfg, cycle, cdir, tools=tools)
+        stats = raft_cycle(model, tokenizer, items, grader, cfg, cycle, cdir, tools=tools)
         if eval_items:
-            stats["eval_pass@1"] = greedy_pass_at_1(model, tokenizer, eval_items, verifier, **ev)
+            stats["eval_pass@1"] = greedy_pass_at_1(model, tokenizer, eval_items, grader, **ev)
         write_json(stats, cdir / "stats.json")
         history.append(stats)
         print(f"[raft] cycle {cycle}: sample pass rate {stats['pass_rate']:.3f}, kept {stats['kept']}, "

@@ -4,8 +4,8 @@ The backbone is a HavocModel (the `3b-verifier` preset at full size, `tiny` in t
 head reads the final-norm hidden state of the last real token (Cobbe et al. 2021, "Training
 Verifiers to Solve Math Word Problems", who score the final token; Ouyang et al. 2022 likewise for
 reward models). Training is binary cross-entropy on (question, solution, correct?) triples, such as
-the samples RAFT produces with their verifier outcomes, or planted-error pairs (a right answer and
-a perturbed one). Used to rank samples for best-of-n and as the report's "verifier catches obvious
+the samples RAFT produces with their grader outcomes, or planted-error pairs (a right answer and
+a perturbed one). Used to rank samples for best-of-n and as the report's "reward model catches obvious
 errors" number.
 
 Inputs are the chat rendering of [user: question, assistant: solution] (`tokenizer.render_chat`),
@@ -183,7 +183,7 @@ def train_reward_model(rm: RewardModel, tokenizer, triples: Sequence[Triple], *,
 def perturb_number(value: str, rng: random.Random) -> str:
     """A different, plausible-looking number: off by 1-9, off by a factor of 10, or one digit
     changed. Integers stay integers."""
-    from .eval.extract import normalize_number
+    from .numbers import normalize_number
     base = normalize_number(value)
     if base is None:
         raise ValueError(f"perturb_number: {value!r} is not a number")

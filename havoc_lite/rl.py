@@ -1,12 +1,12 @@
-"""GRPO with tools in the loop: policy-gradient RL against a verifier (Shao et al. 2024,
+"""GRPO with tools in the loop: policy-gradient RL against a grader (Shao et al. 2024,
 "DeepSeekMath", section 4.1; the token-level loss of DAPO, Yu et al. 2025).
 
 One step:
 1. take `prompts_per_step` prompts (a seeded shuffle per epoch) and sample `group_size` answers to
    each with the engine at `temperature`, tools executed inside the rollout;
-2. score each answer: the correctness reward of a verifier (GSM8K answer, tool answer, pytest: the
-   eval verifiers), plus an optional separate format reward, minus an optional length penalty.
-   A verifier that raises scores 0 and the error is logged; the run goes on;
+2. score each answer: the correctness reward of a grader (GSM8K answer, tool answer, pytest: the
+   eval graders), plus an optional separate format reward, minus an optional length penalty.
+   A grader that raises scores 0 and the error is logged; the run goes on;
 3. advantage of answer j in a group: A_j = (r_j - mean(r)) / (std(r) + eps) (unbiased std, as TRL;
    `scale_rewards=False` keeps only the centring, as Dr. GRPO / nanochat). A group whose rewards
    are all equal gets A = 0 exactly;
@@ -44,7 +44,7 @@ import torch
 from . import checkpoint as ckpt
 from .eval.metrics import wilson_interval
 from .grpo import (
-    SafeVerifier,
+    SafeGrader,
     build_batch,
     format_score,
     group_advantages,
@@ -135,11 +135,11 @@ def attach_lora(model: torch.nn.Module, cfg: GrpoConfig, train_tokens: Sequence[
 
 
 # --- the run --------------------------------------------------------------------------------------
-def heldout_pass_at_1(model, tokenizer, items, verifier, *, max_new_tokens: int, batch_size: int,
+def heldout_pass_at_1(model, tokenizer, items, grader, *, max_new_tokens: int, batch_size: int,
                       tools="default") -> dict:
     """Greedy pass@1 on `items` with its 95 % Wilson interval: {"pass@1", "ci95", "n"}."""
     from .raft import greedy_pass_at_1
-    p = greedy_pass_at_1(model, tokenizer, items, verifier, max_new_tokens=max_new_tokens,
+    p = greedy_pass_at_1(model, tokenizer, items, grader, max_new_tokens=max_new_tokens,
                          batch_size=batch_size, tools=tools)
     n = len(items)
     return {"pass@1": p, "ci95": wilson_interval(round(p * n), n), "n": n}
@@ -152,9 +152,9 @@ class GrpoRunner:
         cfg: the run's GrpoConfig (validated here).
         model, tokenizer: a HavocModel and its tokenizer (`HavocTokenizer` or anything with the same
             interface); default: loaded from `cfg.checkpoint` / `cfg.tokenizer`.
-        items: training prompts (run_eval items: "prompt" + what the verifier needs); default:
+        items: training prompts (run_eval items: "prompt" + what the grader needs); default:
             `cfg.prompts`. eval_items: held-out items; default: `cfg.eval_prompts`.
-        verifier: `verifier(item, text, tool_calls) -> Verdict`; default: `cfg.verifier`.
+        grader: `grader(item, text, tool_calls) -> Verdict`; default: `cfg.grader`.
         tools: "default" (the default registry), None (no tools) or a ToolRegistry.
 
     Resume (`cfg.resume`) happens in the constructor.
@@ -163,10 +163,10 @@ class GrpoRunner:
     """
 
     def __init__(self, cfg: GrpoConfig, model=None, tokenizer=None, items=None, eval_items=None,
-                 verifier=None, tools="default"):
+                 grader=None, tools="default"):
         from .distributed import resolve_device
         from .eval.runner import load_prompt_items
-        from .eval.verifiers import get_verifier
+        from .eval.graders import get_grader
         from .rng import seed_everything
         cfg.validate()
         self.cfg = cfg
@@ -184,7 +184,7 @@ class GrpoRunner:
         if eval_items is None and cfg.eval_prompts:
             eval_items = load_prompt_items(cfg.eval_prompts, system=cfg.system)
         self.items, self.eval_items, self.tokenizer = list(items), eval_items, tokenizer
-        self.verifier = SafeVerifier(verifier or get_verifier(cfg.verifier))
+        self.grader = SafeGrader(grader or get_grader(cfg.grader))
         if tools == "default":
             from .tools import shared_registry
             tools = shared_registry()
@@ -257,14 +257,14 @@ class GrpoRunner:
         """Sample `group_size` answers for each prompt index (seeded by the step) and score them.
         Returns one dict per answer, grouped by prompt in order: item, prompt_ids, tokens,
         engine_mask, reward, correct, format, passed, tool_calls, finish_reason, text."""
-        from .eval.runner import make_generate_fn, sample_and_verify
+        from .eval.runner import make_generate_fn, sample_and_grade
         cfg, tok = self.cfg, self.tokenizer
         gen = make_generate_fn(self.model, tok, max_new_tokens=cfg.max_new_tokens,
                                temperature=cfg.temperature, top_p=cfg.top_p, tools=self.tools,
                                batch_size=cfg.gen_batch_size)
         items = [self.items[i] for i in indices]
         rows = []
-        for i, _, s, v, _ in sample_and_verify(items, self.verifier, gen, samples=cfg.group_size,
+        for i, _, s, v, _ in sample_and_grade(items, self.grader, gen, samples=cfg.group_size,
                                                batch_size=cfg.gen_batch_size,
                                                seed=cfg.seed * 1_000_003 + 7919 * self.step, progress=False):
             prompt = items[i]["prompt"]
@@ -348,7 +348,7 @@ class GrpoRunner:
         """Sample, score, normalise, update: one RL step. Returns its logged statistics."""
         cfg = self.cfg
         t0 = time.perf_counter()
-        self.verifier.errors = []
+        self.grader.errors = []
         rows = self.rollout(self.order.take(cfg.prompts_per_step))
         t1 = time.perf_counter()
         rewards = torch.tensor([r["reward"] for r in rows]).view(cfg.prompts_per_step, cfg.group_size)
@@ -368,17 +368,17 @@ class GrpoRunner:
             "tool_call_rate": sum(bool(r["tool_calls"]) for r in rows) / n,
             "tool_success": (sum(c.get("status") == "success" for c in calls) / len(calls)) if calls else None,
             "zero_adv_groups": int((rewards.max(1).values == rewards.min(1).values).sum()),
-            "verifier_errors": len(self.verifier.errors),
+            "grader_errors": len(self.grader.errors),
             "sample_s": t1 - t0, "train_s": t2 - t1, **upd}
-        if self.verifier.errors:
-            print(f"[grpo] step {self.step + 1}: {len(self.verifier.errors)} verifier error(s), "
-                  f"scored 0; first: {self.verifier.errors[0]}", file=sys.stderr)
+        if self.grader.errors:
+            print(f"[grpo] step {self.step + 1}: {len(self.grader.errors)} grader error(s), "
+                  f"scored 0; first: {self.grader.errors[0]}", file=sys.stderr)
         return stats
 
     def evaluate(self) -> Optional[dict]:
         if not self.eval_items:
             return None
-        return heldout_pass_at_1(self.model, self.tokenizer, self.eval_items, self.verifier,
+        return heldout_pass_at_1(self.model, self.tokenizer, self.eval_items, self.grader,
                                  max_new_tokens=self.cfg.max_new_tokens,
                                  batch_size=self.cfg.eval_batch_size, tools=self.tools)
 
@@ -469,7 +469,7 @@ def parse_args(argv: Optional[list[str]] = None) -> GrpoConfig:
             rest.append(args[i])
             i += 1
     return tyro.cli(GrpoConfig, default=base, args=rest, prog="python -m havoc_lite.rl",
-                    description="GRPO with tools in the loop against a verifier.")
+                    description="GRPO with tools in the loop against a grader.")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

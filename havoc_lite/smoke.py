@@ -133,7 +133,7 @@ class Smoke:
                               vocab_size=self.sizes.vocab_size)
         self.tokenizer = tok
         sample = self.trace_texts[0]
-        from .tokenizer import SPECIAL_TOKENS
+        from .markup import SPECIAL_TOKENS
         single = all(len(tok.encode(t, allow_special=True)) == 1 for t in SPECIAL_TOKENS)
         return {"ok": tok.vocab_size == self.sizes.vocab_size and single,
                 "vocab_size": tok.vocab_size, "train_s": round(time.perf_counter() - t0, 2),
@@ -283,18 +283,18 @@ class Smoke:
 
 def score_prime(model, tokenizer, problems: list[dict], tools=None, max_new_tokens: int = 120,
                 budget: str = "medium") -> tuple[list, dict]:
-    """Greedy `generate_with_prime` over offline trace problems; accuracy by `numbers_match`.
+    """Greedy `generate_with_prime` over offline trace problems; accuracy by `numbers.normalized_equal`.
 
     `tools`: None = the default registry (the calculator runs), False = no tool (a call gets no
     result). Returns (PrimeResults, {"accuracy", "correct", "scored", "tool_calls",
     "tool_call_success", "seconds"}); `correct` is the per-problem list of bools, in order.
     """
-    from .eval.extract import numbers_match
+    from .numbers import normalized_equal
     from .prime import generate_with_prime
     t0 = time.perf_counter()
     outs = generate_with_prime(model, tokenizer, [p["question"] for p in problems], budget=budget,
                                prime_system=False, tools=tools, max_new_tokens=max_new_tokens)
-    correct = [bool(numbers_match(o.answer, p["answer"])) for o, p in zip(outs, problems)]
+    correct = [bool(normalized_equal(o.answer, p["answer"])) for o, p in zip(outs, problems)]
     calls = [c for o in outs for c in o.tool_calls]
     ok_calls = [c for c in calls if c["result"].status == "success"]
     return outs, {"accuracy": round(sum(correct) / len(problems), 3), "correct": correct,

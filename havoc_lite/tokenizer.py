@@ -26,22 +26,10 @@ from typing import Iterable, Sequence, Union
 
 import sentencepiece as spm
 
+from .markup import ASSISTANT, CONTROL_SYMBOLS, END, ROLES, SPECIAL_TOKENS, UNK, assistant_mask, chat_token
+
 log = logging.getLogger(__name__)
 
-# Position in this list == token id. <unk> is sentencepiece's own unknown piece (never produced:
-# byte fallback covers every character); the rest are the markup (docs/architecture.md).
-SPECIAL_TOKENS: list[str] = [
-    "<|bos|>", "<|eos|>", "<|pad|>", "<unk>",
-    "<|system|>", "<|user|>", "<|assistant|>", "<|end|>",
-    "<reason>", "</reason>", "<tool>", "</tool>", "<tool_result>", "</tool_result>",
-    "<advocate>", "</advocate>", "<attack>", "</attack>", "<pragmatist>", "</pragmatist>",
-    "<verify>", "</verify>", "<answer>", "</answer>",
-]
-CONTROL_SYMBOLS = SPECIAL_TOKENS[4:]  # everything sentencepiece does not reserve itself
-# The reasoning and tool markup, without the chat-structure tokens: what HFTokenizer adds to a
-# pretrained model's vocabulary (its own chat template provides the structure).
-MARKUP_TOKENS = SPECIAL_TOKENS[8:]
-ROLES = ("system", "user", "assistant")
 
 # sentencepiece writes spaces as U+2581 and turns every U+2581 back into a space when decoding,
 # so a literal U+2581 in the input would come back as " ". We encode it as its three UTF-8 byte
@@ -167,21 +155,6 @@ def train_tokenizer(inputs: Inputs, output_dir: Union[str, os.PathLike], vocab_s
     return tok
 
 
-def assistant_mask(ids: Sequence[int], special_ids: dict[str, int]) -> list[int]:
-    """Loss mask for one assistant turn's ids: 1 everywhere except <tool_result> … </tool_result>
-    (inclusive), which the engine writes. An unclosed <tool_result> masks to the end of the turn.
-    Shared by both tokenizer backends (`special_ids` maps markup strings to ids)."""
-    open_id, close_id = special_ids["<tool_result>"], special_ids["</tool_result>"]
-    mask, inside = [], False
-    for i in ids:
-        if i == open_id:
-            inside = True
-        mask.append(0 if inside else 1)
-        if i == close_id:
-            inside = False
-    return mask
-
-
 class BatchCodec:
     """`encode_batch` / `decode_batch` for any tokenizer backend with `encode` and `decode`."""
 
@@ -212,7 +185,7 @@ class HavocTokenizer(BatchCodec):
         self._model_proto = model_proto
         self.source = source
         n = self.sp.get_piece_size()
-        missing = [t for t in SPECIAL_TOKENS if self.sp.piece_to_id(t) == self.sp.unk_id() and t != "<unk>"]
+        missing = [t for t in SPECIAL_TOKENS if self.sp.piece_to_id(t) == self.sp.unk_id() and t != UNK]
         if missing:
             raise ValueError(f"tokenizer {source}: missing special tokens {missing}; train it with "
                              "havoc_lite.tokenizer.train_tokenizer")
@@ -228,9 +201,9 @@ class HavocTokenizer(BatchCodec):
         self.special_ids: dict[str, int] = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
         self._special_by_id = {i: t for t, i in self.special_ids.items()}
         self.bos_id, self.eos_id, self.pad_id, self.unk_id = 0, 1, 2, 3
-        self.end_id = self.special_ids["<|end|>"]
-        self.assistant_id = self.special_ids["<|assistant|>"]
-        self._role_ids = {r: self.special_ids[f"<|{r}|>"] for r in ROLES}
+        self.end_id = self.special_ids[END]
+        self.assistant_id = self.special_ids[ASSISTANT]
+        self._role_ids = {r: self.special_ids[chat_token(r)] for r in ROLES}
         self._space_mark_ids = [self.sp.piece_to_id(f"<0x{b:02X}>") for b in _SPACE_MARK.encode()]
         newline_in_pieces = any("\n" in self.sp.id_to_piece(i) for i in range(n) if not self.sp.is_byte(i))
         self._newline_id = None if newline_in_pieces else self.sp.piece_to_id("<0x0A>")

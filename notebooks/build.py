@@ -216,7 +216,7 @@ else:
     display(pd.DataFrame(reports).T[["kept", "rejected_total", "usd_spent", "stop_reason"]])
 '''),
     code('''
-# Offline generators: verified traces for every tool, and GSM8K as calculator traces.
+# Offline generators: validated traces for every tool, and GSM8K as calculator traces.
 import pandas as pd
 paths = colab.write_offline_traces(RUN, SZ)
 counts = {t: sum(1 for _ in open(p)) for t, p in paths.items()}
@@ -309,7 +309,7 @@ NOTEBOOKS["04_sft"] = [
     md("""
 # 04 · Tool SFT + polish, or LoRA on a pretrained model
 
-Two routes to a model that calls tools, on the verified tool traces of 02 (loss on the assistant's
+Two routes to a model that calls tools, on the validated tool traces of 02 (loss on the assistant's
 tokens only; the tool results the engine writes carry no loss):
 - **scratch**: SFT of the model pretrained in 03, then a short, low-lr polish pass on clean chats,
   then PRIME: pick a budget and watch the model reason, call tools (executed during generation)
@@ -435,7 +435,7 @@ NOTEBOOKS["05_eval_gsm8k"] = [
 # 05 · GSM8K evaluation, RAFT, success criteria
 
 Accuracy on GSM8K (strict and flexible answer extraction, pass@k, maj@k, tool use), then
-rejection-sampling fine-tuning (RAFT: sample k answers, keep the verified ones, SFT on them), the
+rejection-sampling fine-tuning (RAFT: sample k answers, keep the ones the grader accepts, SFT on them), the
 same evaluation of the RAFT model, and the success-criteria report of the RAFT model.
 
 Runtime: a GPU (T4 or better). On a T4 inference runs in fp16 (it has no native bf16).
@@ -469,12 +469,12 @@ samples = pd.read_json(RUN / "eval" / "gsm8k_samples_before_raft.jsonl", lines=T
 samples.head(10)
 '''),
     code('''
-# RAFT: k samples per training problem, keep the ones the GSM8K verifier accepts, SFT on them.
+# RAFT: k samples per training problem, keep the ones the GSM8K grader accepts, SFT on them.
 # It trains fp32 master weights (the model was loaded in bf16/fp16 for inference) under autocast.
 from havoc_lite.eval.gsm8k import SYSTEM_PROMPT
 from havoc_lite.raft import RaftConfig, run_raft
 raft_cfg = RaftConfig(checkpoint=str(model_dir), tokenizer=str(RUN / "tokenizer"),
-                      prompts=str(colab.ASSETS / "gsm8k_train_500.jsonl"), verifier="gsm8k",
+                      prompts=str(colab.ASSETS / "gsm8k_train_500.jsonl"), grader="gsm8k",
                       system=SYSTEM_PROMPT, limit=SZ.raft_prompts, cycles=SZ.raft_cycles,
                       samples_per_prompt=SZ.raft_samples, max_new_tokens=SZ.max_new_tokens,
                       gen_batch_size=SZ.gen_batch_size, seq_len=SZ.sft_seq_len,
@@ -523,9 +523,9 @@ NOTEBOOKS["06_rl"] = [
     md("""
 # 06 · GRPO with tools in the loop
 
-Reinforcement learning against a verifier (GRPO, `havoc_lite/rl.py`): for each GSM8K training
+Reinforcement learning against a grader (GRPO, `havoc_lite/rl.py`): for each GSM8K training
 problem the model writes a group of answers with the calculator running inside the rollout, the
-GSM8K verifier scores each, the rewards are normalised within the group, and a token-level
+GSM8K grader scores each, the rewards are normalised within the group, and a token-level
 policy-gradient step follows. The tool results the engine wrote carry no loss. It starts from the
 SFT'd model of 04. Checkpoints go to `<run>/grpo` on Drive; re-run the notebook after a disconnect
 and it resumes exactly where it stopped (prompt order, sampler seeds, AdamW).
@@ -554,7 +554,7 @@ len(train_items), len(eval_items)
 # GRPO (resume="auto": re-running this cell continues an interrupted run from <run>/grpo).
 from havoc_lite.rl import GrpoConfig, GrpoRunner
 grpo_cfg = GrpoConfig(
-    verifier="gsm8k", out_dir=str(RUN / "grpo"), resume="auto", seed=0, temperature=1.0,
+    grader="gsm8k", out_dir=str(RUN / "grpo"), resume="auto", seed=0, temperature=1.0,
     max_new_tokens=SZ.max_new_tokens, lr=1e-5 if not SMOKE else 1e-4, warmup_steps=0 if SMOKE else 10,
     **(dict(group_size=2, prompts_per_step=2, max_steps=2, gen_batch_size=8, train_batch_size=4,
             save_every=1, eval_every=0) if SMOKE else
@@ -572,7 +572,7 @@ frame[["reward_mean", "pass_rate", "sampled_tokens", "tool_call_rate", "sample_s
 pd.DataFrame([h for h in history if "eval_pass@1" in h])[["step", "eval_pass@1", "eval_ci95"]]
 '''),
     md("""
-From a terminal: `python -m havoc_lite.rl --checkpoint <run>/sft --prompts p.jsonl --verifier gsm8k
+From a terminal: `python -m havoc_lite.rl --checkpoint <run>/sft --prompts p.jsonl --grader gsm8k
 --out-dir <run>/grpo` (`--config grpo_tiny` is the CPU demo of the README; `--kl-coef 0.04` adds the
 KL penalty, `--ppo-epochs 2` reuses each batch with ratio clipping, `--format-weight`,
 `--length-penalty`, `--lora-r 16` for adapters).

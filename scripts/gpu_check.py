@@ -43,6 +43,7 @@ from havoc_lite import memory  # noqa: E402
 from havoc_lite.bench import flops_per_token, measure_peak_flops  # noqa: E402
 from havoc_lite.colab import planner_gpu  # noqa: E402
 from havoc_lite.config import PRESETS, TrainConfig  # noqa: E402
+from havoc_lite.markup import TOOL, close_tag, open_tag  # noqa: E402
 from havoc_lite.model import HavocModel  # noqa: E402
 from havoc_lite.precision import native_bf16, resolve_dtype  # noqa: E402
 from havoc_lite.train import Trainer  # noqa: E402
@@ -196,7 +197,7 @@ def generation_run(device: torch.device, preset: str, *, batch: int, new_tokens:
     from havoc_lite.colab import ASSETS
     from havoc_lite.loading import inference_dtype
     from havoc_lite.tokenizer import train_tokenizer
-    from havoc_lite.tools import default_registry
+    from havoc_lite.tools import default_registry, format_call
     _free()
     with tempfile.TemporaryDirectory() as d:
         text = (ASSETS / "tinyshakespeare_200k.txt").read_text(encoding="utf-8")[:60_000]
@@ -208,12 +209,12 @@ def generation_run(device: torch.device, preset: str, *, batch: int, new_tokens:
     torch.manual_seed(0)
     dtype = getattr(torch, inference_dtype(device.type))
     model = HavocModel(cfg).to(device=device, dtype=dtype).eval()
-    prompts = [tok.encode(f'<tool>{{"tool": "calculator", "args": {{"expression": "{i}*7"}}}}',
+    prompts = [tok.encode(open_tag(TOOL) + format_call("calculator", {"expression": f"{i}*7"}),
                           allow_special=True, bos=True) for i in range(batch)]
     triggers = {p[-1] for p in prompts}
     if len(triggers) != 1:   # the bias needs one closing token for every row
         return {"run": "engine generation + tools", "skipped": "prompts do not end in one common token"}
-    wrapped = CloseToolCall(model, triggers.pop(), tok.token_id("</tool>"))
+    wrapped = CloseToolCall(model, triggers.pop(), tok.token_id(close_tag(TOOL)))
     tools = default_registry()
     engine.generate(wrapped, prompts[:2], max_new_tokens=4, tools=tools, tokenizer=tok)   # warm-up
     if device.type == "cuda":

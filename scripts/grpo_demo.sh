@@ -27,7 +27,7 @@ python -m havoc_lite.rl --config grpo_tiny --checkpoint "$start" --tokenizer "$r
   --prompts "$run/prompts.jsonl" --eval-prompts "$run/heldout.jsonl" --out-dir "$run/grpo" --resume auto
 
 python -m havoc_lite.raft --checkpoint "$start" --tokenizer "$run/smoke/tokenizer" \
-  --prompts "$run/prompts.jsonl" --eval-prompts "$run/heldout.jsonl" --verifier tool --cycles 2 \
+  --prompts "$run/prompts.jsonl" --eval-prompts "$run/heldout.jsonl" --grader tool --cycles 2 \
   --samples-per-prompt 8 --temperature 0.5 --max-new-tokens 128 --gen-batch-size 100 \
   --train-batch-size 16 --seq-len 192 --lr 3e-4 --out-dir "$run/raft" --no-progress
 
@@ -38,7 +38,7 @@ python - "$run" "$start" <<'PY'
 import sys
 import torch
 from havoc_lite.eval.runner import load_prompt_items
-from havoc_lite.eval.verifiers import ToolAnswerVerifier
+from havoc_lite.eval.graders import ToolAnswerGrader
 from havoc_lite.rl import heldout_pass_at_1, load_policy
 torch.set_num_threads(1)
 run = sys.argv[1]
@@ -48,6 +48,6 @@ for name in ("heldout", "heldout2"):
     print(f"\n{name}.jsonl (n={len(items)})\n| model | pass@1 | 95 % Wilson interval |\n| --- | --- | --- |")
     for label, src in models.items():
         model, tok, _ = load_policy(src, f"{run}/smoke/tokenizer")
-        r = heldout_pass_at_1(model.eval(), tok, items, ToolAnswerVerifier(), max_new_tokens=128, batch_size=100)
+        r = heldout_pass_at_1(model.eval(), tok, items, ToolAnswerGrader(), max_new_tokens=128, batch_size=100)
         print(f"| {label} | {r['pass@1']:.3f} | {r['ci95'][0]:.3f}-{r['ci95'][1]:.3f} |", flush=True)
 PY

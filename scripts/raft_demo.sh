@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # RAFT on a CPU: a tiny model SFT'd briefly on offline calculator traces, then two
-# rejection-sampling cycles (sample 8 answers per prompt, keep those whose <answer> verifies, SFT on
+# rejection-sampling cycles (sample 8 answers per prompt, keep those whose <answer> the grader accepts, SFT on
 # them). Prints held-out pass@1 before and after each cycle. About 6 minutes on 2 cores.
 #   bash scripts/raft_demo.sh [RUN_DIR]
 set -euo pipefail
@@ -20,6 +20,6 @@ python -m synth.offline --topic arithmetic --num-examples 300 --seed 5 --output 
 python -m synth.offline --topic arithmetic --num-examples 100 --seed 0 --split test --output "$run/heldout.jsonl"
 
 python -m havoc_lite.raft --checkpoint "$run/brief_sft/step_000400" --tokenizer "$run/smoke/tokenizer" \
-  --prompts "$run/prompts.jsonl" --eval-prompts "$run/heldout.jsonl" --verifier tool --cycles 2 \
+  --prompts "$run/prompts.jsonl" --eval-prompts "$run/heldout.jsonl" --grader tool --cycles 2 \
   --samples-per-prompt 8 --temperature 0.5 --max-new-tokens 128 --train-batch-size 16 --seq-len 192 \
   --lr 3e-4 --out-dir "$run/raft" --no-progress

@@ -5,6 +5,6 @@
 - `synth.ledger`    what was booked, sent, billed and decided, durable across kills
 - `synth.offline`   templated problems answered by the real tools, no key needed
 - `synth.gsm8k`     GSM8K -> calculator traces, with every <<expr=value>> recomputed
-- `synth.verify`    the checks every trace goes through, whoever wrote it
+- `synth.validation`    the checks every trace goes through, whoever wrote it
 - `synth.aio`       run the async code from a script or from a notebook's running event loop
 """

@@ -7,8 +7,8 @@ accepts it, `tool_choice={"type": "tool", "name": "emit_trace"}` forces that blo
 generation and Fable return a 400 for forced tool use (platform.claude.com, "What's new in Claude
 Sonnet 5.5": "Forced tool use returns an error"), so for those the request sends
 `tool_choice={"type": "auto"}` and the system prompt asks for the call; a reply without it is
-rejected as malformed like any other. Nothing here runs our tools; the caller verifies the trace
-(`synth.verify`).
+rejected as malformed like any other. Nothing here runs our tools; the caller validates the trace
+(`synth.validation`).
 
 Retries: the SDK itself retries 408/409/429/5xx (529 "overloaded" included) `max_retries` times
 with exponential backoff and honours `retry-after`; `request_trace` adds an outer loop with longer
@@ -134,7 +134,7 @@ class Usage:
         return usd * (BATCH_DISCOUNT if batch else 1.0)
 
 
-class Budget:
+class UsdBudget:
     """A hard USD cap shared by concurrent requests.
 
     Before a request, `reserve(worst_case_usd)` books the most it could cost (`worst_case_usd`:

@@ -5,8 +5,8 @@
     python -m synth.generate --topic arithmetic --num-examples 20 --no-batch --concurrency 4
 
 For each index i = 0, 1, 2, ... the run asks Claude (the `emit_trace` tool, see `synth.claude`)
-for one trace in a category and complexity chosen round-robin from the topic spec, verifies it with
-the real tools (`synth.verify`), and appends kept traces to `--output`. By default the requests go
+for one trace in a category and complexity chosen round-robin from the topic spec, validates it with
+the real tools (`synth.validation`), and appends kept traces to `--output`. By default the requests go
 as Message Batches (half price; the run polls until the batch ends, usually minutes, at most 24 h);
 `--no-batch` sends them one by one, `--concurrency` at a time. It stops when `--num-examples`
 traces are kept, `--max-attempts` indices are used, or one more request could cross `--max-usd`.
@@ -48,13 +48,13 @@ from typing import Optional
 import anthropic
 
 from .aio import run_sync
-from .claude import (BATCH_DISCOUNT, DEFAULT_MODEL, FATAL_ERRORS, BatchResultsUnreadable, Budget, Reply,
+from .claude import (BATCH_DISCOUNT, DEFAULT_MODEL, FATAL_ERRORS, BatchResultsUnreadable, UsdBudget, Reply,
                      Usage, batch_replies,
                      build_request, make_client, price_for, request_trace, submit_batch, wait_batch,
                      worst_case_usd)
 from .ledger import Ledger, append_line, read_jsonl_repair
 from .spec import TopicSpec, load_topic, trace_schema, system_prompt, plan, user_prompt, trace_id
-from .verify import REJECT_REASONS, Deduper, Verdict, verify_trace
+from .validation import REJECT_REASONS, Deduper, Verdict, validate_trace
 
 log = logging.getLogger("synth")
 TOOL_USE_OVERHEAD_TOKENS = 400   # the system prompt the API adds for tool use (a few hundred tokens)
@@ -203,7 +203,7 @@ class _Run:
                       "output_tokens": 0, "examples": {}}
         for r in self.ledger.outcomes:
             self._count(r)
-        self.budget = Budget(args.max_usd, self.ledger.spent, self.ledger.reserved)
+        self.budget = UsdBudget(args.max_usd, self.ledger.spent, self.ledger.reserved)
         self.max_attempts = args.max_attempts or 2 * args.num_examples + 10
         self.stop: dict = {"reason": None, "error": None}
         self.batch_ids: list[str] = []
@@ -244,7 +244,7 @@ class _Run:
 
     async def record(self, i: int, reply: Optional[Reply], worst: float, attempt: str, *,
                      batch: bool = False, error: str = "") -> bool:
-        """Verify one reply, append the trace if kept, and its outcome to the ledger; settle the
+        """Validate one reply, append the trace if kept, and its outcome to the ledger; settle the
         budget on `usage` (the worst case when there is none; nothing for an API error, which is
         not billed). Returns whether the trace was kept."""
         tid = trace_id(self.spec, self.args.seed, i)
@@ -265,7 +265,7 @@ class _Run:
             raw = {k: reply.trace[k] for k in ("question", "reasoning", "answer", "tool_result") if k in reply.trace}
             trace = {"id": tid, "topic": self.spec.name, "source": f"claude:{self.args.model}",
                      "category": cat.name, "complexity": lvl.name, **raw}
-            verdict = await asyncio.to_thread(verify_trace, trace, self.registry, allowed_tools=[self.spec.tool])
+            verdict = await asyncio.to_thread(validate_trace, trace, self.registry, allowed_tools=[self.spec.tool])
             if verdict.ok and self.dedupe.seen(verdict.trace["question"]):
                 verdict = Verdict(False, None, "duplicate", "question seen before (normalised hash)")
         if verdict.ok:

@@ -13,7 +13,7 @@ annotation is also run through the real calculator and classified:
   disagree       the annotated value is wrong ("5*4=25")
   unparseable    the calculator cannot read the expression, or the value is not a number
 
-Then `synth.verify.verify_trace` checks the whole trace. An example is kept when it verifies;
+Then `synth.validation.validate_trace` checks the whole trace. An example is kept when it validates;
 by default one with a disagreeing non-final annotation is dropped (later steps reuse the wrong
 value), one whose final annotation was wrong is kept with the real result, and one with an
 unparseable expression is dropped (`tool_error`). `--keep-all` writes every example unverified
@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Optional
 
 from havoc_lite.data.readers import read_jsonl  # the kit's one JSONL reader
+from havoc_lite.numbers import find_numbers, states_value
 
-from .verify import Report, extract_numbers, number_matches, verify_trace
+from .validation import Report, validate_trace
 
 ANNOTATION = re.compile(r"<<([^<>]*?)=([^<>]*)>>")   # same reading as havoc_lite.data's converter
 
@@ -40,7 +41,7 @@ def classify(expr: str, stated: str, registry) -> tuple[str, object]:
     """(status, recomputed value) of one annotation `<<expr=stated>>`; status as in the module
     docstring. The comparison uses the calculator's own formatting (10 significant digits)."""
     from havoc_lite.tools.calculator import format_number
-    stated_nums = extract_numbers(stated.strip())
+    stated_nums = find_numbers(stated.strip(), "synth")
     if not expr.strip() or len(stated_nums) != 1:
         return "unparseable", None
     res = registry.execute("calculator", {"expression": expr.strip()})
@@ -49,7 +50,7 @@ def classify(expr: str, stated: str, registry) -> tuple[str, object]:
     real, num = res.result, stated_nums[0]
     if format_number(num.value) == real or math.isclose(num.value, real, rel_tol=1e-9):
         return "equal", real
-    if number_matches(num, float(real), rel_tol=1e-9):
+    if states_value(num, float(real), rel_tol=1e-9):
         return "equal_rounded", real
     return "disagree", real
 
@@ -84,7 +85,7 @@ def convert(examples: list[dict], registry, *, source: str = "gsm8k", keep_all: 
         except DataError as e:
             bad.append(str(e))
             continue
-        v = verify_trace(trace, registry, require_tool=False, check_answer=False,
+        v = validate_trace(trace, registry, require_tool=False, check_answer=False,
                          allowed_tools=["calculator"])
         verdicts.add(v, tid)
         if v.ok:
@@ -93,7 +94,7 @@ def convert(examples: list[dict], registry, *, source: str = "gsm8k", keep_all: 
             traces.append(trace)
     report = {"examples": len(examples), "written": len(traces), "bad_records": len(bad),
               "bad_record_examples": bad[:max_examples_in_report], "annotations": ann,
-              "annotation_examples": shown, "verification": verdicts.to_dict()}
+              "annotation_examples": shown, "validation": verdicts.to_dict()}
     return ConvertResult(traces, report)
 
 
@@ -108,7 +109,7 @@ class GSM8KArgs:
     report: Optional[str] = None
     """report JSON (default: OUTPUT with .report.json)"""
     keep_all: bool = False
-    """also write examples that fail verification (with the real results)"""
+    """also write examples that fail validation (with the real results)"""
 
 
 def main(argv: Optional[list[str]] = None) -> None:

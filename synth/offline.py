@@ -3,9 +3,9 @@
 `generate_offline(topic, n, seed, split)` returns `n` verified tool traces, reproducible for a seed.
 Every number in a trace comes from running the tool: a template builds a question and the tool
 calls, the registry runs them (a later step may use an earlier step's real result), and the trace
-goes through `synth.verify.verify_trace` like any Claude trace.
+goes through `synth.validation.validate_trace` like any Claude trace.
 
-Train/test split is by a hash of the normalised question (`verify.question_key`): a question is
+Train/test split is by a hash of the normalised question (`validation.question_key`): a question is
 in "test" when its hash falls in the lowest `test_fraction` of the range, so the two splits can
 never share a question, whatever the seeds.
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Optional
 
-from .verify import Deduper, markup_in, question_key, verify_trace
+from .validation import Deduper, markup_in, question_key, validate_trace
 
 
 class _Run:
@@ -449,9 +449,9 @@ def generate_offline(topic: str, n: int, seed: int = 0, split: Literal["train", 
         trace = {"id": f"offline-{topic}-{tag}-s{seed}-{len(out):06d}", "topic": topic,
                  "source": "offline", "split": split, "phrasing": phrasing, "question": question,
                  "reasoning": run.steps, "answer": answer}
-        verdict = verify_trace(trace, registry)
+        verdict = validate_trace(trace, registry)
         if not verdict.ok:   # a template bug; say so rather than ship a wrong trace
-            raise AssertionError(f"offline {topic} template made a trace that fails verification: "
+            raise AssertionError(f"offline {topic} template made a trace that fails validation: "
                                  f"{verdict.reason}: {verdict.detail}")
         out.append(verdict.trace)
     if len(out) < n:

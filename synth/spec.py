@@ -103,7 +103,7 @@ def load_topic(topic: str) -> TopicSpec:
 def trace_schema(tool: str, roles: bool = False) -> dict:
     """The `input_schema` of the forced `emit_trace` tool: the tool-trace record of docs/architecture.md, one tool; with
     `roles`, a step may name the PRIME section it is written in (checked by
-    `verify.attack_problem`: the attack must name a result of the first attempt, the answer fix it)."""
+    `validation.attack_problem`: the attack must name a result of the first attempt, the answer fix it)."""
     schema = {
         "type": "object",
         "properties": {
@@ -125,9 +125,9 @@ def trace_schema(tool: str, roles: bool = False) -> dict:
         "required": ["question", "reasoning", "answer"],
     }
     if roles:
-        from .verify import ROLES
+        from havoc_lite.markup import STEP_ROLES
         schema["properties"]["reasoning"]["items"]["properties"]["role"] = {
-            "type": "string", "enum": list(ROLES),
+            "type": "string", "enum": list(STEP_ROLES),
             "description": "the PRIME section of this step; omit for plain reasoning"}
     return schema
 

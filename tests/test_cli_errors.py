@@ -51,7 +51,7 @@ def test_bugs_keep_their_traceback_and_user_errors_do_not():
     (["--data", "/nope.jsonl"], "--data /nope.jsonl"),
     (["--benchmarks", "nope"], "--benchmarks 'nope'"),
     (["--benchmarks", "prompts"], "--prompts FILE"),
-    (["--verifier", "nope"], "--verifier 'nope'"),
+    (["--grader", "nope"], "--grader 'nope'"),
     (["--k", "5"], "--k 5: each k must be in [1, --samples=1]"),
     (["--k", "one"], "--k 'one'"),
     (["--samples", "0"], "--samples must be >= 1"),

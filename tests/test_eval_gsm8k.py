@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from havoc_lite.eval import (COT_EXEMPLARS, GSM8KVerifier, Sample, build_messages, build_text_prompt,
+from havoc_lite.eval import (COT_EXEMPLARS, GSM8KGrader, Sample, build_messages, build_text_prompt,
                              evaluate_gsm8k, extract_flexible, extract_gold, extract_strict, load_gsm8k)
-from havoc_lite.eval.extract import normalize_number, numbers_match
 
 FULL_TEST = Path("/work/shared/data/gsm8k/test.jsonl")
 
@@ -24,13 +23,6 @@ def _canned(outputs_by_question):
     return generate_fn
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("1,200", "1200"), ("$10.0", "10"), ("12.50%", "12.5"), ("-3", "-3"), ("10.", "10"),
-    ("0.5000", "0.5"), ("-0.0", "0"), (".5", "0.5"), ("nope", None)])
-def test_normalize_number(text, expected):
-    assert normalize_number(text) == expected
-
-
 def test_strict_and_flexible_extraction():
     assert extract_strict("<reason>9*2=18</reason><answer>$18 dollars</answer>") == "18"
     assert extract_strict("She makes 9 * 2 = $18.\n#### 18") == "18"
@@ -39,8 +31,6 @@ def test_strict_and_flexible_extraction():
     assert extract_flexible("the total is 10.0 apples") == "10"
     assert extract_flexible("3 boxes, 1,250 pens, so $2,500.50 in all.") == "2500.5"
     assert extract_flexible("no digits") is None
-    assert numbers_match("0.3333333333", "0.33333333333333", rel_tol=1e-6)
-    assert not numbers_match("0.33", "0.3333", rel_tol=1e-6)
 
 
 def test_cot_exemplars_are_the_wei_et_al_eight_and_extract():
@@ -93,11 +83,11 @@ def test_gold_solutions_score_100_and_shuffled_near_0(tmp_path):
     assert m["strict"]["accuracy"] < 0.05 and m["flexible"]["accuracy"] < 0.05
 
 
-def test_gsm8k_verifier_strict_vs_flexible():
-    v = GSM8KVerifier()
+def test_gsm8k_grader_strict_vs_flexible():
+    v = GSM8KGrader()
     ex = {"answer": "blah #### 1,000"}
     verdict = v(ex, "I think it's 1000 total")
     assert not verdict.passed and verdict.checks == {"strict": False, "flexible": True}
     assert v(ex, "<answer>1000.00</answer>").passed
-    assert GSM8KVerifier("flexible")(ex, "I think it's 1000 total").passed
+    assert GSM8KGrader("flexible")(ex, "I think it's 1000 total").passed
     assert extract_gold("#### 72") == "72"

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from havoc_lite.eval import GSM8KVerifier, Sample, pass_at_k, run_eval
+from havoc_lite.eval import GSM8KGrader, Sample, pass_at_k, run_eval
 from havoc_lite.eval.runner import measure_latency
 
 
@@ -23,7 +23,7 @@ def test_run_eval_aggregates_pass_and_maj(tmp_path):
         return out
 
     path = tmp_path / "r.jsonl"
-    s = run_eval(items, GSM8KVerifier(), generate_fn, samples=4, k=(1, 2, 4), batch_size=3,
+    s = run_eval(items, GSM8KGrader(), generate_fn, samples=4, k=(1, 2, 4), batch_size=3,
                  output_jsonl=path, progress=False)
     m = s["metrics"]["strict"]
     assert m["accuracy"] == pytest.approx(3 / 8)
@@ -40,9 +40,9 @@ def test_run_eval_aggregates_pass_and_maj(tmp_path):
 
 def test_run_eval_rejects_bad_arguments():
     with pytest.raises(ValueError, match="k"):
-        run_eval([{"prompt": "x", "gold": "1"}], GSM8KVerifier(), None, samples=2, k=(5,))
+        run_eval([{"prompt": "x", "gold": "1"}], GSM8KGrader(), None, samples=2, k=(5,))
     with pytest.raises(ValueError, match="item 0"):
-        run_eval([{"gold": "1"}], GSM8KVerifier(), None)
+        run_eval([{"gold": "1"}], GSM8KGrader(), None)
 
 
 def test_measure_latency_counts_single_queries():

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from havoc_lite.config import ModelConfig
-from havoc_lite.tokenizer import MARKUP_TOKENS, HavocTokenizer, load_tokenizer, train_tokenizer
+from havoc_lite.markup import MARKUP_TOKENS
+from havoc_lite.tokenizer import HavocTokenizer, load_tokenizer, train_tokenizer
 
 pytest.importorskip("transformers")
 from havoc_lite.hf_tokenizer import HFTokenizer  # noqa: E402
@@ -296,7 +297,7 @@ def test_prime_and_gsm8k_eval_run_on_the_hf_tokenizer(smol):
     model, _ = replay(smol, TRACE_TURN)
     res = generate_with_prime(model, smol, "What is 23 + 19?", budget="medium", max_new_tokens=200)
     assert res.answer == "42" and [r.result for r in res.tool_results] == [42]
-    assert res.forced_sections == [] and res.finish_reason == "stop" and res.verification.passed
+    assert res.forced_sections == [] and res.finish_reason == "stop" and res.checks.passed
     model, _ = replay(smol, TRACE_TURN)
     row = {"id": "q1", "question": "What is 23 + 19?", "answer": "23+19=42\n#### 42", "gold": "42"}
     summary = evaluate_gsm8k(model, smol, [row], max_new_tokens=200, batch_size=1, progress=False)

@@ -41,7 +41,8 @@ def test_quick_demo_runs_every_stage_and_writes_the_table(tiny_base, tmp_path, c
     assert tune["command"].endswith("--batch-size 4")
     # the tuned folder holds a merged model one row per token of its tokenizer (markup added) ...
     from havoc_lite.hub import load_model
-    from havoc_lite.tokenizer import MARKUP_TOKENS, load_tokenizer
+    from havoc_lite.markup import MARKUP_TOKENS
+    from havoc_lite.tokenizer import load_tokenizer
     tuned, tok = load_model(out / "tuned"), load_tokenizer(out / "tuned")
     assert tuned.config.vocab_size == len(tok) == len(qwen_hf()) + len(MARKUP_TOKENS)
     # ... whose markup rows were trained away from their start (the pieces' mean) ...

@@ -8,9 +8,9 @@ import torch.nn as nn
 
 from havoc_lite.config import ModelConfig
 from havoc_lite.model import HavocModel
-from havoc_lite.prime import (Budget, SectionForcer, extract_roles, generate_with_prime,
+from havoc_lite.prime import (ReasoningBudget, SectionForcer, extract_roles, generate_with_prime,
                               generate_with_prime_batch)
-from havoc_lite.prime.markup import SECTION_TAGS, parse
+from havoc_lite.markup import SECTION_TAGS, parse
 from havoc_lite.tokenizer import train_tokenizer
 from havoc_lite.tools import default_registry, format_call
 
@@ -110,15 +110,15 @@ def test_medium_calculator_end_to_end(tok, tools):
     streamed = []
     r = generate_with_prime(model, tok, QUESTION, tools=tools,
                             stream=lambda row, ids: streamed.extend(ids))
-    assert r.routing.budget is Budget.MEDIUM and r.routing.reasons
+    assert r.routing.budget is ReasoningBudget.MEDIUM and r.routing.reasons
     # the calculator really ran inside the decode loop and its result was injected
     assert [c["name"] for c in r.tool_calls] == ["calculator"]
     assert r.tool_results[0].status == "success" and r.tool_results[0].result == 72
     assert '<tool_result>{"status": "success", "result": 72}</tool_result>' in r.text
     assert sections_in_order(r) == ["reason", "tool", "tool_result", "answer"]
     assert r.answer == "72" and r.finish_reason == "stop" and r.forced_sections == []
-    assert r.verification.passed, r.verification.to_dict()
-    assert r.verification["answer_supported"].passed and r.verification["tool_results_match"].passed
+    assert r.checks.passed, r.checks.to_dict()
+    assert r.checks["answer_supported"].passed and r.checks["tool_results_match"].passed
     # engine_mask marks exactly the injected <tool_result>…</tool_result>
     res_open, res_close = tok.token_id("<tool_result>"), tok.token_id("</tool_result>")
     a, b = r.tokens.index(res_open), r.tokens.index(res_close)
@@ -128,11 +128,11 @@ def test_medium_calculator_end_to_end(tok, tools):
     json.dumps(r.to_dict())
 
 
-def test_wrong_scripted_answer_fails_verification(tok, tools):
+def test_wrong_scripted_answer_fails_the_checks(tok, tools):
     plan = CALC[:2] + [("answer", "73")]
     r = generate_with_prime(ScriptedModel(tok, {"Natalia": plan}), tok, QUESTION, tools=tools)
     assert r.tool_results[0].result == 72
-    assert r.verification.failed == ["answer_supported"]
+    assert r.checks.failed == ["answer_supported"]
 
 
 def test_heavy_forces_every_missing_section(tok, tools):
@@ -140,12 +140,12 @@ def test_heavy_forces_every_missing_section(tok, tools):
     model = ScriptedModel(tok, {"Should we": CALC})
     prompt = "Should we trust this? " + QUESTION
     r = generate_with_prime(model, tok, prompt, tools=tools)
-    assert r.routing.budget is Budget.HEAVY
+    assert r.routing.budget is ReasoningBudget.HEAVY
     assert r.forced_sections == ["advocate", "attack", "pragmatist", "verify"]
     assert sections_in_order(r) == ["reason", "tool", "tool_result", "advocate", "attack",
                                     "pragmatist", "verify", "answer"]
-    assert r.answer == "72" and r.verification.passed, r.verification.to_dict()
-    assert r.verification["sections_present"].passed
+    assert r.answer == "72" and r.checks.passed, r.checks.to_dict()
+    assert r.checks["sections_present"].passed
     assert set(r.roles) == {"advocate", "attack", "pragmatist", "verify"}
     # the forced opening tags are engine-written, the model's own role text is not
     for tag in ("<advocate>", "<attack>", "<pragmatist>", "<verify>"):
@@ -161,7 +161,7 @@ def test_missing_answer_is_opened_and_sections_left_open_are_closed(tok, tools):
     model = ScriptedModel(tok, {"Natalia": CALC[:2]})       # never writes <answer>
     r = generate_with_prime(model, tok, QUESTION, tools=tools)
     assert r.forced_sections == ["answer"] and r.answer == "ok"
-    assert r.verification["answer_present"].passed and r.verification["well_formed"].passed
+    assert r.checks["answer_present"].passed and r.checks["well_formed"].passed
     # the interceptor on its own: <|end|> inside an open <attack> closes it, then opens <pragmatist>
     forcer = SectionForcer(tok, ("advocate", "attack", "pragmatist"), intercept_answer=True)
     ids = [tok.token_id("<advocate>"), 50, tok.token_id("</advocate>"), tok.token_id("<attack>"), 51,
@@ -190,15 +190,15 @@ def test_batch_matches_single_calls_and_keeps_order(tok, tools):
 def test_plain_mode_and_prerendered_ids(tok, tools):
     model = ScriptedModel(tok, {"Natalia": CALC})
     r = generate_with_prime(model, tok, QUESTION, enable_prime=False, tools=tools)
-    assert r.routing.budget is Budget.MINIMAL and r.routing.reasons == ["PRIME disabled"]
+    assert r.routing.budget is ReasoningBudget.MINIMAL and r.routing.reasons == ["PRIME disabled"]
     assert r.routing.max_new_tokens == 256
     # no tools in plain mode: the call is written but never executed
     assert r.tool_calls == [] and "<tool_result>" not in r.text and r.text.endswith("<|end|>")
-    assert r.verification["tool_calls_succeeded"].passed is False
+    assert r.checks["tool_calls_succeeded"].passed is False
     # prompt ids rendered by the caller (as eval does) go through unchanged, routed on the user turn
     ids = [tok.render_prompt([{"role": "user", "content": QUESTION}])]
     [r2] = generate_with_prime(model, tok, ids, tools=tools)
-    assert r2.prompt == QUESTION and r2.routing.budget is Budget.MEDIUM and r2.answer == "72"
+    assert r2.prompt == QUESTION and r2.routing.budget is ReasoningBudget.MEDIUM and r2.answer == "72"
 
 
 def test_errors_are_clear(tok, tools):
@@ -224,7 +224,7 @@ def test_random_tiny_havoc_model_runs_every_budget(tok, tools):
     assert [r.routing.budget.value for r in results] == ["minimal", "light", "medium", "heavy"]
     for r in results:
         assert 0 < r.num_tokens <= 8 and r.finish_reason in ("stop", "length", "tool_limit")
-        assert set(r.verification.checks) >= {"well_formed", "answer_present"}
+        assert set(r.checks.checks) >= {"well_formed", "answer_present"}
         # the record accounts for exactly what the engine ran and the model wrote
         parsed = parse(r.text)
         assert len(r.tool_calls) == len(r.tool_results) == len(parsed.tool_calls)

@@ -1,7 +1,7 @@
 """PRIME router: a labelled prompt set, recorded reasons, configurable thresholds."""
 import pytest
 
-from havoc_lite.prime import BUDGET_SECTIONS, Budget, RouterConfig, route
+from havoc_lite.prime import BUDGET_SECTIONS, ReasoningBudget, RouterConfig, route
 
 # (prompt, expected budget), written by hand: what a person would give each prompt.
 LABELLED = [
@@ -53,15 +53,15 @@ def test_labelled_prompt_set_accuracy_and_reasons():
     accuracy = 1 - len(wrong) / len(LABELLED)
     assert accuracy >= 0.9, wrong
     # each budget is represented and reached
-    assert {e for _, e in LABELLED} == {b.value for b in Budget}
+    assert {e for _, e in LABELLED} == {b.value for b in ReasoningBudget}
 
 
 def test_reasons_name_the_rule_that_fired():
     heavy = route("Should we buy the cheaper machine?")
-    assert heavy.budget is Budget.HEAVY and "should we" in heavy.reasons[0]
+    assert heavy.budget is ReasoningBudget.HEAVY and "should we" in heavy.reasons[0]
     assert heavy.features["adversarial"] == ["should we"]
     medium = route("What is 12 + 30?")
-    assert medium.budget is Budget.MEDIUM
+    assert medium.budget is ReasoningBudget.MEDIUM
     assert any("arithmetic expression" in r for r in medium.reasons)
     assert medium.tools_enabled and not route("Hello").tools_enabled
     assert route("Hello").reasons[0].startswith("no cue fired")
@@ -70,29 +70,29 @@ def test_reasons_name_the_rule_that_fired():
 def test_word_boundaries_in_terms():
     # 'sum' must not fire on 'summer', 'doe' not on 'does', 'times' on 'sometimes'
     r = route("Does summer sometimes feel short?")
-    assert r.budget is Budget.MINIMAL, r.reasons
+    assert r.budget is ReasoningBudget.MINIMAL, r.reasons
 
 
 def test_thresholds_are_configurable():
     prompt = "Tell me a story about a brave little toaster please"   # 10 words, no cues
-    assert route(prompt).budget is Budget.MINIMAL
-    assert route(prompt, RouterConfig(light_min_words=10)).budget is Budget.LIGHT
+    assert route(prompt).budget is ReasoningBudget.MINIMAL
+    assert route(prompt, RouterConfig(light_min_words=10)).budget is ReasoningBudget.LIGHT
     numbers = "Apples cost 3 dollars"
-    assert route(numbers).budget is Budget.MINIMAL          # one number < medium_min_numbers=2
-    assert route(numbers, RouterConfig(medium_min_numbers=1)).budget is Budget.MEDIUM
-    cfg = RouterConfig(max_new_tokens={b: 7 for b in Budget})
+    assert route(numbers).budget is ReasoningBudget.MINIMAL          # one number < medium_min_numbers=2
+    assert route(numbers, RouterConfig(medium_min_numbers=1)).budget is ReasoningBudget.MEDIUM
+    cfg = RouterConfig(max_new_tokens={b: 7 for b in ReasoningBudget})
     assert route("Should we?", cfg).max_new_tokens == 7
     # switching the adversarial rule off: "should we" prompts fall through to the next rule
     off = RouterConfig(heavy_min_cues=99)
-    assert route("Should we switch if it is 8% cheaper and 3 days slower?", off).budget is Budget.MEDIUM
+    assert route("Should we switch if it is 8% cheaper and 3 days slower?", off).budget is ReasoningBudget.MEDIUM
 
 
 def test_bad_input():
     with pytest.raises(TypeError, match="string"):
         route(["not", "a", "string"])
     with pytest.raises(ValueError, match="unknown budget"):
-        Budget.parse("enormous")
-    assert Budget.parse("HEAVY") is Budget.HEAVY
+        ReasoningBudget.parse("enormous")
+    assert ReasoningBudget.parse("HEAVY") is ReasoningBudget.HEAVY
 
 
 def test_heldout_router_accuracy_meets_the_documented_threshold():

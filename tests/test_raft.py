@@ -1,10 +1,10 @@
-"""RAFT: the keep filter, and one real cycle on a tiny model (sampling with tools, verification,
+"""RAFT: the keep filter, and one real cycle on a tiny model (sampling with tools, grading,
 SFT through the Trainer, checkpoint + stats, resume skipping a finished cycle)."""
 import json
 
 import torch
 
-from havoc_lite.eval.verifiers import Verdict
+from havoc_lite.eval.graders import Verdict
 from havoc_lite.raft import RaftConfig, run_raft, select_samples
 
 
@@ -27,7 +27,7 @@ def test_one_raft_cycle_trains_checkpoints_and_resumes(tmp_path):
     from synth.offline import generate_offline
     from havoc_lite.data import trace_to_messages
     from havoc_lite.config import ModelConfig
-    from havoc_lite.eval.verifiers import ToolAnswerVerifier
+    from havoc_lite.eval.graders import ToolAnswerGrader
     from havoc_lite.model import HavocModel, lm_loss
     from havoc_lite.tokenizer import train_tokenizer
 
@@ -40,7 +40,7 @@ def test_one_raft_cycle_trains_checkpoints_and_resumes(tmp_path):
     items = [{"id": tr["id"], "prompt": trace_to_messages(tr)[:-1], "answer": tr["answer"]}
              for tr in traces[:6]]
     # Warm start: the model learns the right answer for items 0-2 and a wrong one (+1) for 3-5,
-    # so the real verifier (the tool-trace answer match) passes half of the samples and RAFT must
+    # so the real grader (the tool-trace answer match) passes half of the samples and RAFT must
     # keep exactly the right half.
     rows = [tok.render_chat(it["prompt"] + [{"role": "assistant", "content":
             f"<answer>{int(it['answer']) + (i >= 3)}</answer>"}]) for i, it in enumerate(items)]
@@ -54,13 +54,13 @@ def test_one_raft_cycle_trains_checkpoints_and_resumes(tmp_path):
         opt.zero_grad()
         lm_loss(model(x), y).backward()
         opt.step()
-    verifier = ToolAnswerVerifier()
+    grader = ToolAnswerGrader()
 
     cfg = RaftConfig(checkpoint="", cycles=1, samples_per_prompt=2, temperature=1.0,
                      max_new_tokens=12, gen_batch_size=12, train_batch_size=4, seq_len=96,
                      lr=1e-3, out_dir=str(tmp_path / "raft"), progress=False, device="cpu")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    hist = run_raft(cfg, model=model, tokenizer=tok, items=items, verifier=verifier, tools=None)
+    hist = run_raft(cfg, model=model, tokenizer=tok, items=items, grader=grader, tools=None)
     stats = hist[-1]
     # at temperature 1 a right-answer sample can still go astray, so at most half pass
     assert stats["samples"] == 12 and 0 < stats["pass_rate"] <= 0.5 and stats["prompts_solved"] == 3
@@ -68,7 +68,7 @@ def test_one_raft_cycle_trains_checkpoints_and_resumes(tmp_path):
     assert stats["kept"] == 3      # two identical right samples per solved prompt, kept once
     assert [r["id"] for r in kept] == [it["id"] for it in items[:3]]
     by_id = {it["id"]: it for it in items}
-    assert all(verifier(by_id[r["id"]], r["output"], []).passed for r in kept)
+    assert all(grader(by_id[r["id"]], r["output"], []).passed for r in kept)
     assert stats["train_steps"] == -(-stats["kept"] // 4)  # one epoch
     assert stats["loss"] > 0 and stats["checkpoint"]
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -80,7 +80,7 @@ def test_one_raft_cycle_trains_checkpoints_and_resumes(tmp_path):
 
     # a rerun finds cycle 1 complete, loads its weights and does nothing else
     again = run_raft(cfg, model=HavocModel(model.config), tokenizer=tok, items=items,
-                     verifier=verifier, tools=None)
+                     grader=grader, tools=None)
     assert again[-1]["kept"] == stats["kept"]
 
 
@@ -110,7 +110,7 @@ def test_raft_trains_fp32_master_weights_of_a_bf16_model(tmp_path):
     cfg = RaftConfig(checkpoint="", cycles=1, samples_per_prompt=2, temperature=1.0, max_new_tokens=8,
                      gen_batch_size=8, train_batch_size=8, seq_len=64, lr=1e-5,
                      out_dir=str(tmp_path / "raft"), progress=False, device="cpu")
-    assert run_raft(cfg, model=model, tokenizer=tok, items=items, verifier=Oracle(), tools=None)[-1]["kept"]
+    assert run_raft(cfg, model=model, tokenizer=tok, items=items, grader=Oracle(), tools=None)[-1]["kept"]
     w = next(k for k in start if k.endswith("gate_proj.weight"))
     after = model.state_dict()[w]
     assert after.dtype == torch.float32

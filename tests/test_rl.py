@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from havoc_lite.config import ModelConfig
-from havoc_lite.eval.verifiers import Verdict
+from havoc_lite.eval.graders import Verdict
 from havoc_lite.model import HavocModel
 from havoc_lite.eval.metrics import wilson_interval
-from havoc_lite.grpo import SafeVerifier, build_batch, format_score, group_advantages, policy_loss, token_logprobs
+from havoc_lite.grpo import SafeGrader, build_batch, format_score, group_advantages, policy_loss, token_logprobs
 from havoc_lite.rl import GrpoConfig, GrpoRunner, PromptOrder, main
 
 
@@ -104,10 +104,10 @@ def test_engine_written_tokens_get_zero_gradient_through_the_model():
 
 
 # --- rewards and small pieces ---------------------------------------------------------------------
-def test_safe_verifier_format_score_order_and_wilson():
+def test_safe_grader_format_score_order_and_wilson():
     def broken(item, text, calls):
         raise KeyError("answer")
-    v = SafeVerifier(broken)
+    v = SafeGrader(broken)
     out = v({}, "x", [])
     assert not out.passed and out.reward == 0.0 and v.errors == ["KeyError: 'answer'"]
 
@@ -187,7 +187,7 @@ def test_tiny_run_learns_a_trivial_task(tiny_setup, tmp_path):
     cfg = GrpoConfig(group_size=8, prompts_per_step=8, max_steps=12, temperature=1.0,
                      max_new_tokens=1, lr=2e-2, gen_batch_size=64, train_batch_size=64,
                      save_every=100, out_dir=str(tmp_path / "run"), resume="none", device="cpu")
-    hist = GrpoRunner(cfg, model=model, tokenizer=tok, items=items, verifier=FirstTokenIn(tok, ids),
+    hist = GrpoRunner(cfg, model=model, tokenizer=tok, items=items, grader=FirstTokenIn(tok, ids),
                       tools=None).train()
     after = _first_token_mass(model, tok, items, ids)
     rates = [h["pass_rate"] for h in hist]
@@ -209,7 +209,7 @@ def test_resumed_run_equals_uninterrupted_run_bitwise(tiny_setup, tmp_path):
                          gen_batch_size=12, train_batch_size=4, save_every=2, out_dir=str(out),
                          resume=resume, device="cpu", seed=5)
         r = GrpoRunner(cfg, model=_model(tok), tokenizer=tok, items=items,
-                       verifier=FirstTokenIn(tok, ids), tools=None)
+                       grader=FirstTokenIn(tok, ids), tools=None)
         return r, r.train()
 
     full, hist_full = run(tmp_path / "a")
@@ -224,20 +224,20 @@ def test_resumed_run_equals_uninterrupted_run_bitwise(tiny_setup, tmp_path):
     assert any(h["kl"] > 0 for h in hist_full)   # the reference and the KL term were used
 
 
-def test_raising_verifier_scores_zero_and_the_run_continues(tiny_setup, tmp_path, capsys):
+def test_raising_grader_scores_zero_and_the_run_continues(tiny_setup, tmp_path, capsys):
     tok, items = tiny_setup
 
     def flaky(item, text, calls):
         if item["id"] == items[0]["id"]:
-            raise RuntimeError("verifier bug")
+            raise RuntimeError("grader bug")
         return Verdict(True, 1.0)
 
     cfg = GrpoConfig(group_size=2, prompts_per_step=len(items), max_steps=1, max_new_tokens=2,
                      save_every=5, out_dir=str(tmp_path / "r"), resume="none", device="cpu")
-    hist = GrpoRunner(cfg, model=_model(tok), tokenizer=tok, items=items, verifier=flaky,
+    hist = GrpoRunner(cfg, model=_model(tok), tokenizer=tok, items=items, grader=flaky,
                       tools=None).train()
-    assert hist[-1]["verifier_errors"] == 2 and hist[-1]["pass_rate"] == pytest.approx(1 - 2 / (2 * len(items)))
-    assert "RuntimeError: verifier bug" in capsys.readouterr().err
+    assert hist[-1]["grader_errors"] == 2 and hist[-1]["pass_rate"] == pytest.approx(1 - 2 / (2 * len(items)))
+    assert "RuntimeError: grader bug" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flag,value,field", [("--group-size", "1", "group_size"), ("--lr", "0", "lr"),
@@ -267,7 +267,7 @@ def test_lora_adapters_train_checkpoint_and_resume_exactly(tiny_setup, tmp_path)
                          max_steps=4, stop_at_step=stop, max_new_tokens=1, lr=1e-2, lora_r=4,
                          lora_targets="q_proj,v_proj,down_proj", save_every=2, out_dir=str(out),
                          resume=resume, device="cpu")
-        r = GrpoRunner(cfg, items=items, verifier=FirstTokenIn(tok, ids), tools=None)
+        r = GrpoRunner(cfg, items=items, grader=FirstTokenIn(tok, ids), tools=None)
         r.train()
         return r
 
@@ -310,7 +310,7 @@ def test_lora_grpo_step_on_smollm2_gguf(tmp_path):
     cfg = GrpoConfig(checkpoint=str(path), group_size=2, prompts_per_step=2, max_steps=1,
                      max_new_tokens=3, lora_r=2, lora_targets="q_proj", save_every=1,
                      out_dir=str(tmp_path / "g"), resume="none", device="cpu")
-    r = GrpoRunner(cfg, items=items, verifier=lambda it, text, calls: Verdict(bool(text), float(bool(text))),
+    r = GrpoRunner(cfg, items=items, grader=lambda it, text, calls: Verdict(bool(text), float(bool(text))),
                    tools=None)
     assert hasattr(r.tokenizer, "hf") and r.tokenizer.token_id("<tool>") < r.model.config.vocab_size
     hist = r.train()

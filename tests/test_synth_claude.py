@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from synth.claude import Budget, Usage, price_for
+from synth.claude import UsdBudget, Usage, price_for
 from synth.generate import load_topic, run_generation, side_paths
 from synth_fake import KEY, Fake, api_key, registry, args, good_trace, lines, message, outcomes
 
@@ -181,7 +181,7 @@ def test_prices_and_budget():
         price_for("claude-unknown-9")
     u = Usage(input_tokens=1_000_000, output_tokens=2_000_000, cache_read_input_tokens=1_000_000)
     assert u.cost_usd((3.0, 15.0)) == pytest.approx(3.0 + 30.0 + 0.3)
-    b = Budget(1.0)
+    b = UsdBudget(1.0)
     assert b.reserve(0.6) and not b.reserve(0.5)
     b.settle(0.6, 0.2)
     assert b.reserve(0.5) and b.spent == pytest.approx(0.2)

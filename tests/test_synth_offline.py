@@ -1,4 +1,4 @@
-"""Offline generators, the verifier's rules and the GSM8K converter (no network)."""
+"""Offline generators, the validation rules and the GSM8K converter (no network)."""
 import ast
 import json
 import operator
@@ -9,7 +9,7 @@ from scipy import stats
 
 from synth.gsm8k import classify, convert, read_jsonl
 from synth.offline import generate_offline
-from synth.verify import answer_agrees, extract_numbers, question_key, verify_trace
+from synth.validation import answer_agrees, question_key, validate_trace
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def py_eval(expr: str):
     return ev(ast.parse(expr, mode="eval").body)
 
 
-def test_arithmetic_reproducible_correct_and_reverifies(registry):
+def test_arithmetic_reproducible_correct_and_revalidates(registry):
     a = generate_offline("arithmetic", 300, seed=3, registry=registry)
     assert a == generate_offline("arithmetic", 300, seed=3, registry=registry)
     assert a != generate_offline("arithmetic", 300, seed=4, registry=registry)
@@ -52,7 +52,7 @@ def test_arithmetic_reproducible_correct_and_reverifies(registry):
                 assert str(prev) in expr                           # the chain uses the real result
             prev = value
         assert t["answer"] == str(int(prev))
-        v = verify_trace(t, registry)
+        v = validate_trace(t, registry)
         assert v.ok and v.trace == t and v.corrected == 0
     assert steps[1] > 100 and steps[2] > 30 and steps[3] > 5     # mostly short, a few longer
 
@@ -70,7 +70,7 @@ def test_stats_traces_match_scipy(registry):
     traces = generate_offline("stats_tests", 40, seed=1, registry=registry)
     checked = 0
     for t in traces:
-        assert verify_trace(t, registry).ok
+        assert validate_trace(t, registry).ok
         call = t["reasoning"][0]["tool_call"]["args"]
         res = t["reasoning"][0]["tool_result"]["result"]
         if call["operation"] == "t_test" and not call.get("paired"):
@@ -85,38 +85,36 @@ def test_stats_traces_match_scipy(registry):
 
 
 @pytest.mark.parametrize("topic,n", [("algebra_calculus", 12), ("doe", 12), ("retrieval", 8)])
-def test_other_topics_reverify(registry, topic, n):
+def test_other_topics_revalidate(registry, topic, n):
     traces = generate_offline(topic, n, seed=0, registry=registry)
-    assert len(traces) == n and all(verify_trace(t, registry).ok for t in traces)
+    assert len(traces) == n and all(validate_trace(t, registry).ok for t in traces)
     tool = {"algebra_calculus": "symbolic_math", "doe": "dsl_executor", "retrieval": "rag"}[topic]
     assert all(st["tool_call"]["name"] == tool for t in traces for st in t["reasoning"])
 
 
-def test_verifier_rejections(registry):
+def test_validation_rejections(registry):
     t = generate_offline("arithmetic", 40, seed=5, registry=registry)
     two = next(x for x in t if len(x["reasoning"]) == 2)
     one = next(x for x in t if len(x["reasoning"]) == 1)
     real = one["tool_result"]["result"]
 
     bad = json.loads(json.dumps(one)); bad["answer"] = str(real + 3)
-    assert verify_trace(bad, registry).reason == "answer_mismatch"
+    assert validate_trace(bad, registry).reason == "answer_mismatch"
     fixed = json.loads(json.dumps(one)); fixed["reasoning"][0]["tool_result"] = {"status": "success", "result": real + 3}
-    v = verify_trace(fixed, registry)
+    v = validate_trace(fixed, registry)
     assert v.ok and v.corrected == 1 and v.trace["tool_result"]["result"] == real
     mid = json.loads(json.dumps(two)); mid["reasoning"][0]["tool_result"]["result"] += 1
-    assert verify_trace(mid, registry).reason == "intermediate_mismatch"
+    assert validate_trace(mid, registry).reason == "intermediate_mismatch"
     err = json.loads(json.dumps(one)); err["reasoning"][0]["tool_call"]["args"] = {"expression": "1/0"}
-    assert verify_trace(err, registry).reason == "tool_error"
+    assert validate_trace(err, registry).reason == "tool_error"
     none = {"question": "q?", "reasoning": [{"content": "think"}], "answer": "4"}
-    assert verify_trace(none, registry).reason == "no_tool_call"
+    assert validate_trace(none, registry).reason == "no_tool_call"
     for broken in ([], {"question": "q"}, {"question": "q", "answer": "1", "reasoning": [{"content": 3}]},
                    {**one, "reasoning": [{"content": "x", "tool_call": {"name": "rm_rf", "args": {}}}]}):
-        assert verify_trace(broken, registry).reason == "malformed"
+        assert validate_trace(broken, registry).reason == "malformed"
 
 
 def test_number_agreement_rules():
-    assert [n.value for n in extract_numbers("Tom has 1,234.5 apples, -3 pears, 3-4 figs, p=3.4e-05, 35%")] \
-        == [1234.5, -3, 3, 4, 3.4e-05, 35]
     assert answer_agrees("p = 0.035, so reject", {"statistic": -2.3, "pvalue": 0.03466})   # rounded
     assert answer_agrees("34.7% of the time", {"share": 0.3466})                            # percent
     assert not answer_agrees("p = 0.04", {"pvalue": 0.03466})
@@ -144,7 +142,7 @@ def test_gsm8k_classify_and_convert(registry):
     assert (a["total"], a["equal"], a["disagree"]) == (5, 3, 2)
     assert [t["id"] for t in res.traces] == ["t-00001", "t-00003"]
     assert res.traces[1]["tool_result"]["result"] == 4          # the real value replaced the wrong 5
-    assert res.report["verification"]["rejected"]["intermediate_mismatch"] == 1
+    assert res.report["validation"]["rejected"]["intermediate_mismatch"] == 1
     assert res.report["bad_records"] == 1 and "t line 4" in res.report["bad_record_examples"][0]
 
 
@@ -180,11 +178,11 @@ def _skeleton(question: str, words) -> str:
     return s
 
 
-def test_heldout_phrasings_share_no_sentence_shape_with_training_and_verify():
+def test_heldout_phrasings_share_no_sentence_shape_with_training_and_validate():
     from havoc_lite.eval.arith_heldout import NUM_KINDS, PEOPLE
     from havoc_lite.tools import default_registry
     from synth.offline import ITEMS, NAMES
-    from synth.verify import verify_trace
+    from synth.validation import validate_trace
     words = list(NAMES) + list(ITEMS) + list(PEOPLE)
     train = generate_offline("arithmetic", 600, seed=0)
     held = generate_offline("arithmetic", 200, seed=0, split="test", phrasing="heldout")
@@ -195,7 +193,7 @@ def test_heldout_phrasings_share_no_sentence_shape_with_training_and_verify():
     registry = default_registry()
     for t in held:
         assert t["phrasing"] == "heldout" and t["id"].startswith("offline-arithmetic-heldout-s0-")
-        assert verify_trace(t, registry).ok
+        assert validate_trace(t, registry).ok
         # numbers in the training templates' range, so phrasing is the only difference
         calls = [s["tool_call"]["args"]["expression"] for s in t["reasoning"]]
         assert calls and float(t["answer"]) == registry.execute("calculator", {"expression": calls[-1]}).result
@@ -224,10 +222,10 @@ def test_trap_traces_carry_checked_prime_sections():
         first = t["reasoning"][0]["tool_result"]["result"]
         attack = next(s for s in t["reasoning"] if s.get("role") == "attack")
         assert str(first) in attack["content"] and float(t["answer"]) != float(first)
-        assert verify_trace(t, registry).ok
+        assert validate_trace(t, registry).ok
 
 
-def test_verify_rejects_an_attack_that_checks_nothing():
+def test_validation_rejects_an_attack_that_checks_nothing():
     import copy
     from havoc_lite.tools import default_registry
     registry = default_registry()
@@ -235,17 +233,17 @@ def test_verify_rejects_an_attack_that_checks_nothing():
     first = t["reasoning"][0]["tool_result"]["result"]
     vague = copy.deepcopy(t)
     next(s for s in vague["reasoning"] if s.get("role") == "attack")["content"] = "Something is off here."
-    assert verify_trace(vague, registry).reason == "unchecked_attack"
+    assert validate_trace(vague, registry).reason == "unchecked_attack"
     unfixed = copy.deepcopy(t)       # the answer keeps the result the attack called wrong
     unfixed["reasoning"] = [s for s in unfixed["reasoning"] if s.get("role") not in ("pragmatist", "verify")]
     unfixed["answer"] = str(first)
-    assert verify_trace(unfixed, registry).reason == "unchecked_attack"
+    assert validate_trace(unfixed, registry).reason == "unchecked_attack"
     bad_role = copy.deepcopy(t)
     bad_role["reasoning"][1]["role"] = "critic"
-    assert verify_trace(bad_role, registry).reason == "malformed"
+    assert validate_trace(bad_role, registry).reason == "malformed"
 
 
-def test_claude_topic_for_prime_sections_asks_for_roles_and_verifies_like_offline():
+def test_claude_topic_for_prime_sections_asks_for_roles_and_validates_like_offline():
     """The Claude topic lets a step name its section; a trace written to it goes through the same
     checks (tool calls re-executed, the attack checked) as the offline traps."""
     from havoc_lite.tools import default_registry
@@ -265,4 +263,4 @@ def test_claude_topic_for_prime_sections_asks_for_roles_and_verifies_like_offlin
                         "tool_call": {"name": "calculator", "args": {"expression": "6*12"}}},
                        {"role": "verify", "content": "72 litres is twice 36, as half-hours are twice as many as hours."}],
                    "answer": "72 litres"}
-    assert verify_trace(claude_like, default_registry()).ok
+    assert validate_trace(claude_like, default_registry()).ok

@@ -8,7 +8,8 @@ import pytest
 import sentencepiece as spm
 from hypothesis import given, settings, strategies as st
 
-from havoc_lite.tokenizer import SPECIAL_TOKENS, HavocTokenizer, train_tokenizer
+from havoc_lite.markup import SPECIAL_TOKENS
+from havoc_lite.tokenizer import HavocTokenizer, train_tokenizer
 
 ASSETS = Path(__file__).resolve().parents[1] / "havoc_lite" / "assets"
 CORPUS = [ASSETS / "tinyshakespeare_200k.txt", ASSETS / "gsm8k_train_500.jsonl"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from ..errors import DataError
+from ..markup import ANSWER, REASON, STEP_ROLES, TOOL, TOOL_RESULT, open_tag, wrap
 from .readers import PathLike, iter_jsonl, list_data_files
 
 _GSM8K_CALL = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
@@ -52,11 +53,11 @@ def render_trace(trace: dict, where: str = "trace") -> str:
     for i, st in enumerate(steps):
         if not isinstance(st, dict) or not isinstance(st.get("content"), str):
             raise DataError(f"{where}: reasoning step {i} needs a string 'content'")
-        tag = st.get("role") or "reason"
-        if tag not in ("reason", "advocate", "attack", "pragmatist", "verify"):
-            raise DataError(f"{where}: reasoning step {i} has role {tag!r}; one of advocate, attack, "
-                            "pragmatist, verify (or none for <reason>)")
-        parts.append(f"<{tag}>{st['content']}</{tag}>")
+        tag = st.get("role") or REASON
+        if tag not in (REASON, *STEP_ROLES):
+            raise DataError(f"{where}: reasoning step {i} has role {tag!r}; one of {', '.join(STEP_ROLES)} "
+                            f"(or none for {open_tag(REASON)})")
+        parts.append(wrap(tag, st['content']))
         call = st.get("tool_call")
         if call is None:
             continue
@@ -68,9 +69,9 @@ def render_trace(trace: dict, where: str = "trace") -> str:
             result = trace["tool_result"]
         else:
             raise DataError(f"{where}: reasoning step {i} calls {call['name']!r} but has no tool_result")
-        parts.append(f"<tool>{format_call(call['name'], call.get('args', {}))}</tool>"
-                     f"<tool_result>{_tool_result_json(result, f'{where} step {i}')}</tool_result>")
-    parts.append(f"<answer>{trace['answer']}</answer>")
+        parts.append(wrap(TOOL, format_call(call['name'], call.get('args', {})))
+                     + wrap(TOOL_RESULT, _tool_result_json(result, f'{where} step {i}')))
+    parts.append(wrap(ANSWER, trace['answer']))
     return "".join(parts)
 
 

@@ -3,6 +3,7 @@ GSM8K), through `datasets`."""
 from __future__ import annotations
 
 from ..errors import DataError
+from ..markup import ANSWER, REASON, wrap
 from .formats import record_to_messages
 
 # name -> (hub id, config, default split). Column names are those of the published data sets.
@@ -46,11 +47,11 @@ def hub_record_to_messages(name: str, record: dict, where: str = "record") -> li
 
     if name == "openmathinstruct2":
         return [{"role": "user", "content": col("problem")},
-                {"role": "assistant", "content": f"<reason>{col('generated_solution')}</reason>"
-                                                 f"<answer>{col('expected_answer')}</answer>"}]
+                {"role": "assistant", "content": wrap(REASON, col('generated_solution'))
+                                                 + wrap(ANSWER, col('expected_answer'))}]
     if name == "cot_collection":
         return [{"role": "user", "content": col("source")},
-                {"role": "assistant", "content": f"<reason>{col('rationale')}</reason><answer>{col('target')}</answer>"}]
+                {"role": "assistant", "content": wrap(REASON, col('rationale')) + wrap(ANSWER, col('target'))}]
     if name == "slimorca":
         conv = record.get("conversations")
         if not isinstance(conv, list) or not conv:

@@ -2,7 +2,7 @@
 
     python -m havoc_lite.eval --model checkpoints/sft --benchmarks gsm8k --samples 10 --k 1,5,10 \
         --output results/sft.json
-    python -m havoc_lite.eval --model DIR --benchmarks prompts --prompts p.jsonl --verifier tool
+    python -m havoc_lite.eval --model DIR --benchmarks prompts --prompts p.jsonl --grader tool
 
 Writes the summary JSON to --output, per-sample records next to it (`<output>.<bench>.jsonl`), and
 prints markdown tables: the metrics, then the success criteria beside the measured values.
@@ -32,8 +32,8 @@ class EvalArgs:
     """GSM8K JSONL, or 'hub' for datasets.load_dataset('openai/gsm8k', 'main') (default: the packaged 100)"""
     prompts: Optional[str] = None
     """prompts JSONL for the 'prompts' benchmark"""
-    verifier: str = "tool"
-    """verifier for 'prompts': gsm8k | tool | pytest"""
+    grader: str = "tool"
+    """grader for 'prompts': gsm8k | tool | pytest"""
     limit: Optional[int] = None
     samples: int = 1
     k: str = "1"
@@ -60,7 +60,7 @@ class EvalArgs:
 
 
 BENCHMARKS = ("gsm8k", "prompts")
-VERIFIERS = ("gsm8k", "tool", "pytest")
+GRADERS = ("gsm8k", "tool", "pytest")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -80,7 +80,7 @@ def check_args(args: EvalArgs) -> None:
     """Every flag checked before the model loads, so a typo costs a second, not a GSM8K run.
 
     Raises:
-        ConfigError: one line naming the flag: an unknown benchmark, verifier or dtype, a value
+        ConfigError: one line naming the flag: an unknown benchmark, grader or dtype, a value
             out of range (samples, k, batch size, temperature, top_p, ...), or --benchmarks prompts
             without --prompts.
         FileNotFoundError: --data, --prompts or --reward-model names nothing.
@@ -94,8 +94,8 @@ def check_args(args: EvalArgs) -> None:
         raise ConfigError(f"--benchmarks {args.benchmarks!r}: choose from {', '.join(BENCHMARKS)}")
     if "prompts" in benches and not args.prompts:
         raise ConfigError("--benchmarks prompts needs --prompts FILE")
-    if args.verifier not in VERIFIERS:
-        raise ConfigError(f"--verifier {args.verifier!r}: choose one of {', '.join(VERIFIERS)}")
+    if args.grader not in GRADERS:
+        raise ConfigError(f"--grader {args.grader!r}: choose one of {', '.join(GRADERS)}")
     for name in ("samples", "batch_size", "max_new_tokens"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -127,7 +127,7 @@ def main(args: Optional[EvalArgs] = None) -> dict:
     from .gsm8k import SYSTEM_PROMPT, evaluate_gsm8k, load_gsm8k
     from .report import criteria_markdown, metrics_markdown, success_criteria
     from .runner import load_prompt_items, make_generate_fn, measure_latency, run_eval, write_json
-    from .verifiers import get_verifier
+    from .graders import get_grader
 
     args = args or tyro.cli(EvalArgs)
     check_args(args)
@@ -153,7 +153,7 @@ def main(args: Optional[EvalArgs] = None) -> dict:
             if not args.prompts:
                 raise ValueError("--benchmarks prompts needs --prompts FILE")
             items = load_prompt_items(args.prompts, system=SYSTEM_PROMPT, limit=args.limit)
-            s = run_eval(items, get_verifier(args.verifier), gen, samples=args.samples, k=ks,
+            s = run_eval(items, get_grader(args.grader), gen, samples=args.samples, k=ks,
                          batch_size=args.batch_size, output_jsonl=records, seed=args.seed)
         else:
             raise ValueError(f"unknown benchmark {bench!r}; choose gsm8k or prompts")
@@ -175,7 +175,7 @@ def main(args: Optional[EvalArgs] = None) -> dict:
         rm = RewardModel.from_pretrained(args.reward_model, device=str(next(model.parameters()).device))
         catch = rm.catch_rate(tok, planted_error_pairs(load_gsm8k(args.data, limit=args.limit or 100),
                                                         seed=args.seed))
-        results["verifier_catch"] = catch
+        results["reward_model_catch"] = catch
     rows = success_criteria(gsm, catch=catch, latency=latency, model_cfg=model.config)
     results["success_criteria"] = rows
     print(criteria_markdown(rows))

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from ..markup import ANSWER, REASON, wrap
 from .extract import extract_gold
 
 ASSET_TEST = Path(__file__).resolve().parent.parent / "assets" / "gsm8k_test_100.jsonl"
@@ -52,7 +53,7 @@ COT_EXEMPLARS: list[tuple[str, str, str]] = [
 ]
 
 SYSTEM_PROMPT = ("Solve the math word problem step by step. Use the calculator tool for arithmetic "
-                 "when it helps, and put the final number in <answer></answer>.")
+                 f"when it helps, and put the final number in {wrap(ANSWER, '')}.")
 
 
 def load_gsm8k(path: Optional[str | Path] = None, split: str = "test",
@@ -107,7 +108,7 @@ def build_messages(question: str, shots: int = 0, system: Optional[str] = SYSTEM
     messages = [{"role": "system", "content": system}] if system else []
     for q, cot, ans in COT_EXEMPLARS[:shots]:
         messages.append({"role": "user", "content": q})
-        messages.append({"role": "assistant", "content": f"<reason>{cot}</reason><answer>{ans}</answer>"})
+        messages.append({"role": "assistant", "content": wrap(REASON, cot) + wrap(ANSWER, ans)})
     messages.append({"role": "user", "content": question})
     return messages
 
@@ -148,7 +149,7 @@ def evaluate_gsm8k(model=None, tokenizer=None, examples: Optional[Sequence[dict]
         "latency": ..., "tokens_per_s"}, "num_examples", "samples", ...}.
     """
     from .runner import make_generate_fn, run_eval
-    from .verifiers import GSM8KVerifier
+    from .graders import GSM8KGrader
 
     if examples is None:
         examples = load_gsm8k(path, limit=limit)
@@ -163,7 +164,7 @@ def evaluate_gsm8k(model=None, tokenizer=None, examples: Optional[Sequence[dict]
         generate_fn = make_generate_fn(model, tokenizer, max_new_tokens=max_new_tokens,
                                        temperature=temperature, top_p=top_p, tools=tools,
                                        prime=prime, batch_size=batch_size)
-    summary = run_eval(items, GSM8KVerifier(), generate_fn, samples=samples, k=k,
+    summary = run_eval(items, GSM8KGrader(), generate_fn, samples=samples, k=k,
                        batch_size=batch_size, output_jsonl=output_jsonl, seed=seed, progress=progress)
     summary["config"] = {"benchmark": "gsm8k", "shots": shots, "prompt_style": prompt_style,
                          "prime": prime, "temperature": temperature, "max_new_tokens": max_new_tokens}

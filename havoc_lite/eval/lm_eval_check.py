@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from ..markup import ANSWER, END, close_tag, open_tag
+
 TASK = "havoc_gsm8k_text"
 LM_EVAL_STRICT = r"The answer is (\-?[0-9\.\,]+)."
 LM_EVAL_FLEXIBLE = r"(-?[$0-9.,]{2,})|(-?[0-9]+)"
@@ -45,7 +47,7 @@ def task_yaml(data_jsonl: Path, max_new_tokens: int) -> str:
         "test_split": "test", "output_type": "generate_until",
         "doc_to_text": "Q: {{question}}\nA:", "doc_to_target": "{{answer.split('####')[-1].strip()}}",
         "num_fewshot": 0, "target_delimiter": " ",
-        "generation_kwargs": {"until": [STOP, "<|end|>"], "do_sample": False, "max_gen_toks": max_new_tokens},
+        "generation_kwargs": {"until": [STOP, END], "do_sample": False, "max_gen_toks": max_new_tokens},
         "filter_list": [
             {"name": "strict-match", "filter": [{"function": "regex", "regex_pattern": LM_EVAL_STRICT},
                                                 {"function": "take_first"}]},
@@ -79,7 +81,7 @@ def _lm_eval_norm(s: str) -> str:
 
 def without_markup(text: str) -> str:
     """The text the harness sees: special tokens are decoded away there."""
-    from ..tokenizer import SPECIAL_TOKENS
+    from ..markup import SPECIAL_TOKENS
     for t in SPECIAL_TOKENS:
         text = text.replace(t, "")
     return text.strip()
@@ -92,7 +94,9 @@ def explain(kit: dict, harness: dict) -> str:
     if k_text != harness["text"].strip():
         return "generation"
     if kit["which"] == "strict":
-        if re.search(r"<answer>|####", kit["output"]) and extract_strict(re.sub(r"<answer>.*?</answer>|####\s*\S+", "", kit["output"])) is None:
+        marks = re.escape(open_tag(ANSWER)) + ".*?" + re.escape(close_tag(ANSWER)) + r"|####\s*\S+"
+        if re.search(re.escape(open_tag(ANSWER)) + "|####", kit["output"]) \
+                and extract_strict(re.sub(marks, "", kit["output"])) is None:
             return "markup"
         return "strict regex"
     if _lm_eval_extract(k_text, LM_EVAL_FLEXIBLE, -1) != harness["extracted"]:

@@ -1,4 +1,4 @@
-"""Metrics: pass@k, maj@k, tool use, verifier catch-rate, latency and throughput.
+"""Metrics: pass@k, maj@k, tool use, reward-model catch rate, latency and throughput.
 
 Every function takes plain Python numbers/lists, so it works on results JSONL read back later.
 """
@@ -74,10 +74,10 @@ def tool_success_rate(tool_calls_per_sample: Sequence[Sequence[dict]]) -> float:
 
 
 def catch_rate(flagged: Sequence[bool], is_wrong: Sequence[bool]) -> dict[str, float]:
-    """How well a verifier flags wrong answers.
+    """How well a reward model (or any grader) flags wrong answers.
 
     Args:
-        flagged: per item, True when the verifier rejected it.
+        flagged: per item, True when it was rejected.
         is_wrong: per item, True when the item is (planted) wrong.
 
     Returns:

@@ -1,7 +1,7 @@
 """Results as markdown: a metrics table, and the success criteria next to what was measured.
 
 The success criteria (the project brief): GSM8K accuracy > 50 %, tool calls executing correctly > 90 %,
-the verifier catching obvious errors > 80 %, a typical query answered in < 2 s, and inference that
+the reward model catching obvious errors > 80 %, a typical query answered in < 2 s, and inference that
 fits a 40 GB card.
 """
 from __future__ import annotations
@@ -70,7 +70,7 @@ def success_criteria(summary: Optional[dict] = None, *, catch: Optional[dict] = 
     return [
         row("GSM8K accuracy (strict)", "> 50 %", acc, "%", lambda v: v > 0.5),
         row("tool calls executing correctly", "> 90 %", tools, "%", lambda v: v > 0.9),
-        row("verifier catches obvious errors", "> 80 %", caught, "%", lambda v: v > 0.8),
+        row("reward model catches obvious errors", "> 80 %", caught, "%", lambda v: v > 0.8),
         row("latency, typical query (p50)", "< 2 s", lat, "s", lambda v: v < 2.0),
         row("inference memory", "<= 40 GB card", memory_bytes, "GB", lambda v: v <= CARD_BYTES),
     ]

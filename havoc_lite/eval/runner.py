@@ -100,14 +100,14 @@ def make_generate_fn(model, tokenizer, *, max_new_tokens: int = 256, temperature
     return generate_fn
 
 
-def run_eval(items: Sequence[dict], verifier: Callable, generate_fn: GenerateFn, *, samples: int = 1,
+def run_eval(items: Sequence[dict], grader: Callable, generate_fn: GenerateFn, *, samples: int = 1,
              k: Sequence[int] = (1,), batch_size: int = 16,
              output_jsonl: Optional[str | Path] = None, seed: int = 0, progress: bool = True) -> dict:
-    """Generate `samples` outputs per item, verify each, write per-sample records, summarise.
+    """Generate `samples` outputs per item, grade each, write per-sample records, summarise.
 
     Args:
-        items: dicts with "prompt" (chat messages or a string), an "id", and what the verifier needs.
-        verifier: `verifier(item, text, tool_calls) -> Verdict` (see verifiers.py).
+        items: dicts with "prompt" (chat messages or a string), an "id", and what the grader needs.
+        grader: `grader(item, text, tool_calls) -> Verdict` (see graders.py).
         generate_fn: see the module docstring; called with up to `batch_size` prompts at a time.
         samples: n samples per item; k: pass@k / maj@k values to report (each <= samples).
         output_jsonl: one line per sample: id, sample, prompt, output, answers, checks, passed,
@@ -132,7 +132,7 @@ def run_eval(items: Sequence[dict], verifier: Callable, generate_fn: GenerateFn,
         sink = open(output_jsonl, "w", encoding="utf-8")
     t_start = time.perf_counter()
     try:
-        for i, s, out, v, dt in sample_and_verify(items, verifier, generate_fn, samples=samples,
+        for i, s, out, v, dt in sample_and_grade(items, grader, generate_fn, samples=samples,
                                                   batch_size=batch_size, seed=seed, progress=progress):
             verdicts[i].append(v)
             latency = out.elapsed_s or dt
@@ -150,11 +150,11 @@ def run_eval(items: Sequence[dict], verifier: Callable, generate_fn: GenerateFn,
     finally:
         if sink:
             sink.close()
-    wall = time.perf_counter() - t_start  # generation + verification, wall clock
+    wall = time.perf_counter() - t_start  # generation + grading, wall clock
     return summarize(items, verdicts, ks, tool_calls, latencies, total_tokens, wall)
 
 
-def sample_and_verify(items: Sequence[dict], verifier: Callable, generate_fn: GenerateFn, *,
+def sample_and_grade(items: Sequence[dict], grader: Callable, generate_fn: GenerateFn, *,
                       samples: int = 1, batch_size: int = 16, seed: int = 0, progress: bool = True):
     """Yield (item index, sample index, Sample, Verdict, batch seconds) for `samples` generations
     of every item, `batch_size` prompts per `generate_fn` call (seeded `seed` + offset)."""
@@ -162,7 +162,7 @@ def sample_and_verify(items: Sequence[dict], verifier: Callable, generate_fn: Ge
         if "prompt" not in item:
             raise ValueError(f"item {i} (id={item.get('id')!r}) has no 'prompt'")
     jobs = [(i, s) for i in range(len(items)) for s in range(samples)]
-    bar = tqdm(total=len(jobs), desc="generate+verify", disable=not progress)
+    bar = tqdm(total=len(jobs), desc="generate+grade", disable=not progress)
     try:
         for start in range(0, len(jobs), batch_size):
             batch = jobs[start:start + batch_size]
@@ -172,7 +172,7 @@ def sample_and_verify(items: Sequence[dict], verifier: Callable, generate_fn: Ge
             if len(outs) != len(batch):
                 raise RuntimeError(f"generate_fn returned {len(outs)} samples for {len(batch)} prompts")
             for (i, s), out in zip(batch, outs):
-                yield i, s, out, verifier(items[i], out.text, out.tool_calls), dt
+                yield i, s, out, grader(items[i], out.text, out.tool_calls), dt
             bar.update(len(batch))
     finally:
         bar.close()
@@ -237,7 +237,7 @@ def write_json(obj: dict, path: str | Path) -> None:
 def load_prompt_items(path: str | Path, system: Optional[str] = None, limit: Optional[int] = None) -> list[dict]:
     """Read a prompts JSONL into run_eval items. Each line holds "messages" (chat), "prompt" (a
     string: a plain-text prompt) or "question" (made into a user turn, after `system` if given),
-    plus whatever the verifier needs ("answer", "gold", "tests"); "id" defaults to file:line.
+    plus whatever the grader needs ("answer", "gold", "tests"); "id" defaults to file:line.
 
     Raises:
         FileNotFoundError: no such file. ValueError: bad JSON or no prompt field (names file:line).

@@ -1,4 +1,4 @@
-"""generate_with_prime: route a prompt, generate with tools and section forcing, verify.
+"""generate_with_prime: route a prompt, generate with tools and section forcing, checks.
 
 One call does:
 1. route: `router.route(prompt)` picks MINIMAL / LIGHT / MEDIUM / HEAVY (or the caller's `budget`);
@@ -6,7 +6,7 @@ One call does:
    registry's tool list when tools are on), then `tokenizer.render_prompt`;
 3. generate: `engine.generate` with the registry (tool calls run inside the decode loop) and an
    interceptor that keeps the required sections (below);
-4. read back: `markup.parse` of the decoded turn, `verifier.verify` (re-runs every tool call),
+4. read back: `markup.parse` of the decoded turn, `checks.run_checks` (re-runs every tool call),
    `roles.extract_roles`.
 
 Section forcing (the interceptor). The turn stops at `<|end|>`, `<|eos|>` or `</answer>`. When the
@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence, Union
 
 from .. import engine
-from .markup import SECTION_TAGS, Parsed, parse
+from ..markup import ANSWER, USER, Parsed, close_tag, open_sections, open_tag, parse, tag_ids
 from .roles import extract_roles, system_prompt
-from .router import Budget, RouterConfig, Routing, make_routing, route
-from .verifier import Verification, verify
+from .router import ReasoningBudget, RouterConfig, Routing, make_routing, route
+from .checks import CheckReport, run_checks
 
 Prompt = Union[str, Sequence[dict], Sequence[int]]
 
@@ -47,14 +47,14 @@ class PrimeResult:
         routing: the `Routing` (budget, reasons, features, max_new_tokens, sections).
         tool_calls: the engine's call records: dicts with name, args, text, result (ToolResult), step.
         tool_results: the `ToolResult` of each call, in order.
-        verification: `Verification` (`.passed`, `.checks[name]`).
+        checks: `CheckReport` (`.passed`, `.checks[name]`): PRIME's named checks of the turn.
         roles: content of `<advocate>`, `<attack>`, `<pragmatist>`, `<verify>` written.
         forced_sections: sections the interceptor opened, in order.
         parsed: the `markup.Parsed` of `text`.
         tokens, engine_mask: the new ids and where the engine wrote them (1) vs the model (0).
         finish_reason: the engine's ("stop", "length", "tool_limit").
         num_tokens: len(tokens), engine-written tokens included.
-        elapsed_s: wall-clock seconds (generation of its batch group + its own verification).
+        elapsed_s: wall-clock seconds (generation of its batch group + its own checks).
     """
 
     prompt: str
@@ -63,7 +63,7 @@ class PrimeResult:
     routing: Routing
     tool_calls: list
     tool_results: list
-    verification: Verification
+    checks: CheckReport
     roles: dict
     forced_sections: list
     parsed: Parsed
@@ -80,7 +80,7 @@ class PrimeResult:
             "budget": self.routing.budget.value, "reasons": self.routing.reasons,
             "tool_calls": [{"name": c.get("name"), "args": c.get("args"), **c["result"].to_dict()}
                            for c in self.tool_calls],
-            "verification": self.verification.to_dict(),
+            "checks": self.checks.to_dict(),
             "roles": self.roles, "forced_sections": self.forced_sections,
             "finish_reason": self.finish_reason, "num_tokens": self.num_tokens,
             "elapsed_s": self.elapsed_s,
@@ -118,7 +118,7 @@ def _question_of(prompt: Prompt, tokenizer) -> str:
             raise ValueError("generate_with_prime: the messages have no 'user' message to answer")
         return users[-1]
     ids = list(prompt)
-    user_id = tokenizer.special_ids.get("<|user|>")   # a pretrained base's chat template has none of ours
+    user_id = tokenizer.special_ids.get(USER)   # a pretrained base's chat template has none of ours
     if user_id is not None and user_id in ids:
         start = len(ids) - ids[::-1].index(user_id)
         end = ids.index(tokenizer.end_id, start) if tokenizer.end_id in ids[start:] else len(ids)
@@ -184,11 +184,10 @@ class SectionForcer:
     def __init__(self, tokenizer, required: Sequence[str], intercept_answer: bool):
         tid = tokenizer.token_id
         self.required = tuple(required)
-        self.open_ids = {tid(f"<{t}>"): t for t in SECTION_TAGS}
-        self.close_ids = {tid(f"</{t}>"): t for t in SECTION_TAGS}
+        self.tags = tag_ids(tid)
         self.tid = tid
-        self.answer_open = tid("<answer>")
-        self.stops = {tokenizer.end_id, tokenizer.eos_id, tid("</answer>")}
+        self.answer_open = tid(open_tag(ANSWER))
+        self.stops = {tokenizer.end_id, tokenizer.eos_id, tid(close_tag(ANSWER))}
         self.triggers = self.stops | ({self.answer_open} if intercept_answer else set())
         self.forced: dict[int, list[str]] = {}
 
@@ -198,25 +197,15 @@ class SectionForcer:
         intercepted (so the engine lets this class replace it)."""
         return sorted(self.triggers)
 
-    def _state(self, ids: Sequence[int]) -> tuple[set, Optional[str]]:
-        opened, current = set(), None
-        for i in ids:
-            if i in self.open_ids:
-                current = self.open_ids[i]
-                opened.add(current)
-            elif i in self.close_ids and self.close_ids[i] == current:
-                current = None
-        return opened, current
-
     def __call__(self, row: int, generated: list) -> Optional[tuple[list[int], bool]]:
         last = generated[-1] if generated else None
         if last not in self.triggers:
             return None
-        opened, current = self._state(generated[:-1])
+        opened, current = open_sections(self.tags[i] for i in generated[:-1] if i in self.tags)
         done = opened | set(self.forced.get(row, ()))
-        closing = [self.tid(f"</{current}>")] if current and last != self.tid(f"</{current}>") else []
+        closing = [self.tid(close_tag(current))] if current and last != self.tid(close_tag(current)) else []
         if last == self.answer_open:
-            missing = [s for s in self.required if s != "answer" and s not in done]
+            missing = [s for s in self.required if s != ANSWER and s not in done]
             if not missing:   # nothing skipped: let the model's <answer> through
                 return (closing + [self.answer_open], bool(closing))
         else:
@@ -224,21 +213,21 @@ class SectionForcer:
             if not missing:
                 return None   # a real stop
         self.forced.setdefault(row, []).append(missing[0])
-        return (closing + [self.tid(f"<{missing[0]}>")], True)
+        return (closing + [self.tid(open_tag(missing[0]))], True)
 
 
 # --- generate ---------------------------------------------------------------------------------
 def generate_with_prime(model, tokenizer, prompt: Union[Prompt, Sequence[Prompt]],
-                        enable_prime: bool = True, budget: Union[Budget, str, None] = None,
+                        enable_prime: bool = True, budget: Union[ReasoningBudget, str, None] = None,
                         max_new_tokens: Optional[int] = None, tools: Any = None,
                         temperature: float = 0.0, seed: Optional[int] = None,
                         system: Optional[str] = None,
                         stream: Optional[Callable[[int, list], None]] = None, *,
                         top_k: Optional[int] = None, top_p: Optional[float] = None,
                         router_config: Optional[RouterConfig] = None, prime_system: bool = True,
-                        max_tool_calls: int = 8, verify_tools: bool = True,
+                        max_tool_calls: int = 8, rerun_tools: bool = True,
                         describe_tools: bool = False) -> Union[PrimeResult, list[PrimeResult]]:
-    """Generate an answer with PRIME: routing, tool calls, forced sections, verification.
+    """Generate an answer with PRIME: routing, tool calls, forced sections, checks.
 
     Args:
         model: a `HavocModel` (or anything `engine.generate` accepts).
@@ -247,7 +236,7 @@ def generate_with_prime(model, tokenizer, prompt: Union[Prompt, Sequence[Prompt]
             already rendered (list of int; used as they are: no system turn is added); or a LIST of
             any of these for a batch, which returns a list of results in order.
         enable_prime: False = plain generation: MINIMAL budget with 256 new tokens, no tools, no
-            PRIME system turn, no forcing (verification and roles are still filled in).
+            PRIME system turn, no forcing (checks and roles are still filled in).
         budget: force a budget ("minimal" | "light" | "medium" | "heavy") instead of routing.
         max_new_tokens: overrides the budget's token allowance (tokens, engine-written included).
         tools: a `ToolRegistry`; None = `tools.default_registry()` (one per process); False = none.
@@ -261,7 +250,7 @@ def generate_with_prime(model, tokenizer, prompt: Union[Prompt, Sequence[Prompt]
         router_config: thresholds for `route`.
         prime_system: False = send only `system` (for a model trained without PRIME's system turn).
         max_tool_calls: per row, as `engine.generate`.
-        verify_tools: re-run tool calls in the verifier (`tool_results_match`).
+        rerun_tools: re-run tool calls in the checks (`tool_results_match`).
 
     Returns:
         A `PrimeResult`, or a list of them for a list of prompts.
@@ -280,11 +269,11 @@ def generate_with_prime(model, tokenizer, prompt: Union[Prompt, Sequence[Prompt]
     for p in prompts:
         question = _question_of(p, tokenizer)
         if not enable_prime:
-            routing = make_routing(Budget.MINIMAL, ["PRIME disabled"], config=router_config,
+            routing = make_routing(ReasoningBudget.MINIMAL, ["PRIME disabled"], config=router_config,
                                    max_new_tokens=PLAIN_MAX_NEW_TOKENS)
             routing.sections = ()
         elif budget is not None:
-            routing = make_routing(budget, [f"budget {Budget.parse(budget).value} set by caller"],
+            routing = make_routing(budget, [f"budget {ReasoningBudget.parse(budget).value} set by caller"],
                                    config=router_config)
         else:
             routing = route(question, router_config)
@@ -306,7 +295,7 @@ def generate_with_prime(model, tokenizer, prompt: Union[Prompt, Sequence[Prompt]
         stop_ids = [tokenizer.end_id, tokenizer.eos_id]
         if enable_prime:
             required = routing0.forced_sections
-            forcer = SectionForcer(tokenizer, required, intercept_answer=bud is Budget.HEAVY)
+            forcer = SectionForcer(tokenizer, required, intercept_answer=bud is ReasoningBudget.HEAVY)
             stop_ids = forcer.stop_ids
         row_stream = None
         if stream is not None:
@@ -321,7 +310,7 @@ def generate_with_prime(model, tokenizer, prompt: Union[Prompt, Sequence[Prompt]
             question, routing, _ = plans[i]
             forced = forcer.forced.get(r, []) if forcer is not None else []
             results[i] = _read_back(question, routing, gen, tokenizer,
-                                    registry if verify_tools else None, forced, enable_prime)
+                                    registry if rerun_tools else None, forced, enable_prime)
             results[i].elapsed_s = gen.elapsed_s + (time.perf_counter() - t0)
     return results[0] if single else results
 
@@ -331,12 +320,12 @@ def _read_back(question: str, routing: Routing, gen, tokenizer, registry, forced
     text = tokenizer.decode(gen.tokens)
     parsed = parse(text)
     required = routing.forced_sections if enable_prime else ()
-    verification = verify(parsed, registry, prompt=question, required_sections=required)
+    checks = run_checks(parsed, registry, prompt=question, required_sections=required)
     answer = parsed.answer if parsed.answer is not None else (parsed.outside or None)
     return PrimeResult(
         prompt=question, text=text, answer=answer, routing=routing,
         tool_calls=list(gen.tool_calls), tool_results=[c["result"] for c in gen.tool_calls],
-        verification=verification,
+        checks=checks,
         roles=extract_roles(parsed), forced_sections=list(forced), parsed=parsed,
         tokens=list(gen.tokens), engine_mask=list(gen.engine_mask),
         finish_reason=gen.finish_reason, num_tokens=gen.num_tokens)

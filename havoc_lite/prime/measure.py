@@ -2,7 +2,7 @@
 
 The smoke run's SFT model is trained on for a third of its SFT steps more, on its own traces plus
 `synth.offline` "arithmetic_traps" traces, whose <advocate>/<attack>/<pragmatist>/<verify>
-sections catch a planted trap (`verify.attack_problem` checks them). It then answers unseen trap
+sections catch a planted trap (`synth.validation.attack_problem` checks them). It then answers unseen trap
 problems (the hash split's test side) under each forced budget, MINIMAL, LIGHT, MEDIUM and HEAVY,
 greedy, with the calculator: accuracy, mean generated tokens (engine-written included) and seconds
 per problem. Writes `<out>/prime_budgets.json`.

@@ -10,22 +10,23 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from .markup import ROLE_TAGS, Parsed
+from ..markup import (ADVOCATE, ANSWER, ATTACK, PRAGMATIST, REASON, STEP_ROLES, TOOL, TOOL_RESULT, VERIFY,
+                      Parsed, open_tag, wrap)
 
 ROLE_INSTRUCTIONS: dict[str, str] = {
-    "advocate": "argue for the working answer: the strongest evidence for it, citing tool results.",
-    "attack": "look for the flaw: a misread quantity, a wrong assumption, an arithmetic slip, a "
+    ADVOCATE: "argue for the working answer: the strongest evidence for it, citing tool results.",
+    ATTACK: "look for the flaw: a misread quantity, a wrong assumption, an arithmetic slip, a "
               "missing case. Name it or say none was found.",
-    "pragmatist": "weigh the advocate against the attack and say what to conclude and what stays "
+    PRAGMATIST: "weigh the advocate against the attack and say what to conclude and what stays "
                   "uncertain.",
-    "verify": "check the chosen answer against the tool results and the question's constraints.",
+    VERIFY: "check the chosen answer against the tool results and the question's constraints.",
 }
 
 _FORMAT = {
-    "reason": "Think in <reason>…</reason>.",
-    "tool": ('Call a tool with <tool>{"tool": NAME, "args": {…}}</tool>; its result comes back in '
-             "<tool_result>…</tool_result>. Use tools for every calculation."),
-    "answer": "End with the final answer alone in <answer>…</answer>.",
+    REASON: f"Think in {wrap(REASON, '…')}.",
+    TOOL: (f'Call a tool with {wrap(TOOL, """{"tool": NAME, "args": {…}}""")}; its result comes back in '
+           f"{wrap(TOOL_RESULT, '…')}. Use tools for every calculation."),
+    ANSWER: f"End with the final answer alone in {wrap(ANSWER, '…')}.",
 }
 
 
@@ -37,17 +38,17 @@ def system_prompt(sections: tuple[str, ...], tools_description: Optional[str] = 
     the registry's full `describe()` if given (long: ~2,000 characters for `default_registry()`),
     else the call format and the `tool_names`; one line per adversarial role present.
     """
-    lines = [_FORMAT["reason"]] if "reason" in sections else []
-    if "tool" in sections:  # the registry's description already says how to call
+    lines = [_FORMAT[REASON]] if REASON in sections else []
+    if TOOL in sections:  # the registry's description already says how to call
         if tools_description:
             lines.append(tools_description.strip())
         else:
-            lines.append(_FORMAT["tool"] + (f" Tools: {', '.join(tool_names)}." if tool_names else ""))
-    roles = [s for s in (*ROLE_TAGS, "verify") if s in sections]
+            lines.append(_FORMAT[TOOL] + (f" Tools: {', '.join(tool_names)}." if tool_names else ""))
+    roles = [s for s in STEP_ROLES if s in sections]
     if roles:
         lines.append("Before answering, write each of these sections:")
-        lines += [f"<{r}>: {ROLE_INSTRUCTIONS[r]}" for r in roles]
-    lines.append(_FORMAT["answer"])
+        lines += [f"{open_tag(r)}: {ROLE_INSTRUCTIONS[r]}" for r in roles]
+    lines.append(_FORMAT[ANSWER])
     return "\n".join(lines)
 
 
@@ -55,7 +56,7 @@ def extract_roles(parsed: Parsed) -> dict[str, str]:
     """Content of each role section and `<verify>` (several sections of one role are joined with a
     blank line); roles the model did not write are absent."""
     found = {}
-    for role in (*ROLE_TAGS, "verify"):
+    for role in STEP_ROLES:
         parts = [p for p in parsed.get(role) if p]
         if parts or parsed.has(role):
             found[role] = "\n\n".join(parts)

@@ -1,4 +1,4 @@
-"""Budget router: how much reasoning machinery a prompt gets.
+"""Reasoning-budget router (`ReasoningBudget`): how much reasoning machinery a prompt gets.
 
 Four budgets, cheapest first:
 - MINIMAL: a direct `<answer>`; no tools.
@@ -28,23 +28,24 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Optional
 
-from .markup import find_numbers
+from ..markup import ANSWER, REASON, STEP_ROLES, TOOL
+from ..numbers import find_literals
 
 
-class Budget(str, Enum):
+class ReasoningBudget(str, Enum):
     MINIMAL = "minimal"
     LIGHT = "light"
     MEDIUM = "medium"
     HEAVY = "heavy"
 
     @classmethod
-    def parse(cls, value: "Budget | str") -> "Budget":
-        """Budget from an enum member or its name in any case ("heavy", "HEAVY").
+    def parse(cls, value: "ReasoningBudget | str") -> "ReasoningBudget":
+        """ReasoningBudget from an enum member or its name in any case ("heavy", "HEAVY").
 
         Raises:
             ValueError: naming the allowed budgets.
         """
-        if isinstance(value, Budget):
+        if isinstance(value, ReasoningBudget):
             return value
         try:
             return cls(str(value).lower())
@@ -54,19 +55,19 @@ class Budget(str, Enum):
 
 
 # Sections each budget writes, in order. `tool` is allowed, never forced (a call cannot be invented).
-BUDGET_SECTIONS: dict[Budget, tuple[str, ...]] = {
-    Budget.MINIMAL: ("answer",),
-    Budget.LIGHT: ("reason", "answer"),
-    Budget.MEDIUM: ("reason", "tool", "answer"),
-    Budget.HEAVY: ("reason", "tool", "advocate", "attack", "pragmatist", "verify", "answer"),
+BUDGET_SECTIONS: dict[ReasoningBudget, tuple[str, ...]] = {
+    ReasoningBudget.MINIMAL: (ANSWER,),
+    ReasoningBudget.LIGHT: (REASON, ANSWER),
+    ReasoningBudget.MEDIUM: (REASON, TOOL, ANSWER),
+    ReasoningBudget.HEAVY: (REASON, TOOL, *STEP_ROLES, ANSWER),
 }
 # Sections the engine forces open when the model tries to finish without them: the answer always,
 # and in HEAVY every role and <verify> (in this order).
-FORCED_SECTIONS: dict[Budget, tuple[str, ...]] = {
-    Budget.MINIMAL: ("answer",),
-    Budget.LIGHT: ("answer",),
-    Budget.MEDIUM: ("answer",),
-    Budget.HEAVY: ("advocate", "attack", "pragmatist", "verify", "answer"),
+FORCED_SECTIONS: dict[ReasoningBudget, tuple[str, ...]] = {
+    ReasoningBudget.MINIMAL: (ANSWER,),
+    ReasoningBudget.LIGHT: (ANSWER,),
+    ReasoningBudget.MEDIUM: (ANSWER,),
+    ReasoningBudget.HEAVY: (*STEP_ROLES, ANSWER),
 }
 
 _ADVERSARIAL = ("should we", "should i", "prove", "compare", "trade-off", "tradeoff", "trade off",
@@ -108,7 +109,7 @@ class RouterConfig:
     heavy_min_cues: int = 1
     heavy_min_words: int = 60
     max_new_tokens: dict = field(default_factory=lambda: {
-        Budget.MINIMAL: 64, Budget.LIGHT: 256, Budget.MEDIUM: 512, Budget.HEAVY: 1024})
+        ReasoningBudget.MINIMAL: 64, ReasoningBudget.LIGHT: 256, ReasoningBudget.MEDIUM: 512, ReasoningBudget.HEAVY: 1024})
     adversarial_terms: tuple[str, ...] = _ADVERSARIAL
     math_terms: tuple[str, ...] = _MATH
     stats_terms: tuple[str, ...] = _STATS
@@ -121,14 +122,14 @@ class Routing:
     """The router's decision.
 
     Attributes:
-        budget: the chosen `Budget`.
+        budget: the chosen `ReasoningBudget`.
         reasons: one line per rule that fired (or "forced by caller").
         features: the numbers and matched terms the rules looked at.
         max_new_tokens: tokens the generation may add.
         sections: sections this budget writes, in order.
     """
 
-    budget: Budget
+    budget: ReasoningBudget
     reasons: list[str]
     features: dict
     max_new_tokens: int
@@ -164,7 +165,7 @@ def prompt_features(prompt: str, config: Optional[RouterConfig] = None) -> dict:
     return {
         "n_chars": len(prompt),
         "n_words": len(prompt.split()),
-        "n_numbers": len(find_numbers(prompt)),
+        "n_numbers": len(find_literals(prompt, "prime")),
         "has_expression": bool(_EXPRESSION_RE.search(prompt)),
         "adversarial": _matches(text, config.adversarial_terms),
         "math": _matches(text, config.math_terms),
@@ -174,12 +175,12 @@ def prompt_features(prompt: str, config: Optional[RouterConfig] = None) -> dict:
     }
 
 
-def make_routing(budget: "Budget | str", reasons: list[str], features: Optional[dict] = None,
+def make_routing(budget: "ReasoningBudget | str", reasons: list[str], features: Optional[dict] = None,
                  config: Optional[RouterConfig] = None,
                  max_new_tokens: Optional[int] = None) -> Routing:
     """A `Routing` for a given budget (used for caller-forced budgets)."""
     config = config or RouterConfig()
-    budget = Budget.parse(budget)
+    budget = ReasoningBudget.parse(budget)
     return Routing(budget=budget, reasons=list(reasons), features=dict(features or {}),
                    max_new_tokens=int(max_new_tokens or config.max_new_tokens[budget]),
                    sections=BUDGET_SECTIONS[budget])
@@ -219,10 +220,10 @@ def route(prompt: str, config: Optional[RouterConfig] = None) -> Routing:
         light.append(f"multi-step/explanation cue(s) {f['multi_step']}")
     if f["n_words"] >= config.light_min_words:
         light.append(f"{f['n_words']} words (>= {config.light_min_words})")
-    for budget, fired in ((Budget.HEAVY, heavy), (Budget.MEDIUM, medium), (Budget.LIGHT, light)):
+    for budget, fired in ((ReasoningBudget.HEAVY, heavy), (ReasoningBudget.MEDIUM, medium), (ReasoningBudget.LIGHT, light)):
         if fired:
             return make_routing(budget, heavy + medium + light, f, config)
-    return make_routing(Budget.MINIMAL, [f"no cue fired ({f['n_words']} words, "
+    return make_routing(ReasoningBudget.MINIMAL, [f"no cue fired ({f['n_words']} words, "
                                          f"{f['n_numbers']} numbers)"], f, config)
 
 
@@ -246,9 +247,9 @@ def evaluate_router(rows: Optional[list[dict]] = None, config: Optional[RouterCo
     if not rows:
         raise ValueError("evaluate_router: no labelled prompts")
     confusion: dict[str, int] = {}
-    mistakes, per = [], {b.value: [0, 0] for b in Budget}
+    mistakes, per = [], {b.value: [0, 0] for b in ReasoningBudget}
     for row in rows:
-        label, routed = Budget.parse(row["budget"]).value, route(row["prompt"], config).budget.value
+        label, routed = ReasoningBudget.parse(row["budget"]).value, route(row["prompt"], config).budget.value
         key = f"{label}->{routed}"
         confusion[key] = confusion.get(key, 0) + 1
         per[label][0] += label == routed

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from ..markup import TOOL, TOOL_RESULT, wrap
 from .worker import WorkerPool
 
 MAX_CALL_CHARS = 20_000          # a <tool> body longer than this is rejected before json.loads
@@ -276,8 +277,8 @@ class ToolRegistry:
 
     def describe(self) -> str:
         """Text for a system prompt: how to call, then each tool's name, description and args."""
-        lines = ['Call a tool by writing <tool>{"tool": NAME, "args": {...}}</tool>; the result '
-                 'comes back inside <tool_result>…</tool_result>.', "Tools:"]
+        lines = [f'Call a tool by writing {wrap(TOOL, """{"tool": NAME, "args": {...}}""")}; the result '
+                 f'comes back inside {wrap(TOOL_RESULT, "…")}.', "Tools:"]
         for t in self._tools.values():
             req = t.schema.get("required", [])
             opt = [k for k in t.schema.get("properties", {}) if k not in req]

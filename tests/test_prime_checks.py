@@ -1,10 +1,10 @@
-"""PRIME markup parsing, verifier checks on planted errors, and roles."""
+"""Markup parsing, PRIME's checks on planted errors, and roles."""
 import json
 
 import pytest
 
-from havoc_lite.prime import (Budget, extract_roles, find_numbers, parse,
-                              system_prompt, verify)
+from havoc_lite.markup import parse
+from havoc_lite.prime import ReasoningBudget, extract_roles, run_checks, system_prompt
 from havoc_lite.prime.router import BUDGET_SECTIONS
 from havoc_lite.tools import default_registry, format_call
 
@@ -81,14 +81,9 @@ def test_parse_edge_cases():
     assert parse("<answer>x</answer><|end|><|eos|>").problems == []
 
 
-def test_find_numbers():
-    assert find_numbers("sold 1,234.5 apples, -3 pears; 10-5=5; [1,2,3]; x2 12% 3.5e-05 v1.2.3") == [
-        "1,234.5", "-3", "10", "5", "5", "1", "2", "3", "12%", "3.5e-05"]
-
-
-# --- verifier: correct texts pass ---------------------------------------------------------------
+# --- checks: correct texts pass ---------------------------------------------------------------
 def test_correct_text_passes_every_check(tools):
-    v = verify(good_text(tools), tools, prompt=QUESTION)
+    v = run_checks(good_text(tools), tools, prompt=QUESTION)
     assert v.passed, v.to_dict()
     assert all(c.passed and not c.skipped for c in v.checks.values())
     assert set(v.checks) == {"well_formed", "answer_present", "tool_calls_succeeded",
@@ -100,35 +95,35 @@ def test_one_step_derivation_and_rounding_are_supported(tools):
     # calculator gives 24; the model adds the 48 from the question itself: 48 + 24 = 72
     text = ("<reason>half of 48</reason>" + call("calculator", {"expression": "48/2"}, tools=tools)
             + "<answer>72 clips</answer>")
-    assert not verify(text, tools, prompt=QUESTION)["answer_supported"].passed    # strict default
-    assert verify(text, tools, prompt=QUESTION, allow_derivation=True)["answer_supported"].passed
+    assert not run_checks(text, tools, prompt=QUESTION)["answer_supported"].passed    # strict default
+    assert run_checks(text, tools, prompt=QUESTION, allow_derivation=True)["answer_supported"].passed
     # without the question, 48 is not available: 72 = 24 + 48 cannot be derived (24*3 needs a 3)
-    assert not verify(text, tools, allow_derivation=True)["answer_supported"].passed
+    assert not run_checks(text, tools, allow_derivation=True)["answer_supported"].passed
     # statistics: p-value 0.3466 reported rounded, statistic restated
     args = {"operation": "t_test", "group1": [1, 2, 3, 4, 5], "group2": [2, 3, 4, 5, 6]}
     stats = "<reason>compare means</reason>" + call("python_math", args, tools=tools)
     for answer, ok in [("t = -1.0, p = 0.35, not significant at 0.05", True),
                        ("p = 0.3466", True), ("p = 34.66%", True), ("p = 0.31", False),
                        ("p = 0.035", False)]:
-        v = verify(stats + f"<answer>{answer}</answer>", tools,
+        v = run_checks(stats + f"<answer>{answer}</answer>", tools,
                    prompt="Is the difference significant at 0.05? Group 1 = [1, 2, 3, 4, 5] "
                           "and group 2 = [2, 3, 4, 5, 6].")
         assert v["answer_supported"].passed is ok, (answer, v["answer_supported"].detail)
 
 
-# --- verifier: planted errors, each caught by its named check -----------------------------------
+# --- checks: planted errors, each caught by its named check -----------------------------------
 def test_wrong_answer_is_caught_by_answer_supported(tools):
     for wrong in ("73", "100", "70"):
-        v = verify(good_text(tools, answer=wrong), tools, prompt=QUESTION)
+        v = run_checks(good_text(tools, answer=wrong), tools, prompt=QUESTION)
         assert failed(v) == {"answer_supported"}, (wrong, v.to_dict())
         assert wrong in v["answer_supported"].detail
     # 96 = 24 + 72 is one step from the tool results: caught by default, let through with
     # allow_derivation (the documented price of that option)
-    assert failed(verify(good_text(tools, answer="96"), tools, prompt=QUESTION)) == {"answer_supported"}
-    assert verify(good_text(tools, answer="96"), tools, prompt=QUESTION, allow_derivation=True).passed
+    assert failed(run_checks(good_text(tools, answer="96"), tools, prompt=QUESTION)) == {"answer_supported"}
+    assert run_checks(good_text(tools, answer="96"), tools, prompt=QUESTION, allow_derivation=True).passed
     # a number the question gives is not an answer the tools support
     half = "<reason>half of 48</reason>" + call("calculator", {"expression": "48/2"}, tools=tools)
-    v = verify(half + "<answer>48</answer>", tools, prompt=QUESTION)
+    v = run_checks(half + "<answer>48</answer>", tools, prompt=QUESTION)
     assert failed(v) == {"answer_supported"} and "restates" in v["answer_supported"].detail
 
 
@@ -136,21 +131,21 @@ def test_tampered_tool_result_is_caught_by_tool_results_match(tools):
     # the first result is forged (25); the model carries it on honestly: 48 + 25 = 73
     tampered = good_text(tools).replace('"result": 24}', '"result": 25}').replace("48 + 24", "48 + 25")
     tampered = tampered.replace('"result": 72}', '"result": 73}').replace("<answer>72", "<answer>73")
-    v = verify(tampered, tools, prompt=QUESTION)
+    v = run_checks(tampered, tools, prompt=QUESTION)
     assert failed(v) == {"tool_results_match"}, v.to_dict()
     assert v.replayed == {0: False, 1: True}
     assert "re-run gives" in v["tool_results_match"].detail
     # without a registry the check is skipped, not passed silently as checked
-    v = verify(tampered, None, prompt=QUESTION)
+    v = run_checks(tampered, None, prompt=QUESTION)
     assert v["tool_results_match"].skipped and v.passed
 
 
 def test_missing_answer_is_caught_by_answer_present(tools):
     text = good_text(tools).split("<answer>")[0]
-    v = verify(text, tools, prompt=QUESTION)
+    v = run_checks(text, tools, prompt=QUESTION)
     assert failed(v) == {"answer_present"}
     assert v["answer_supported"].skipped
-    v = verify(good_text(tools, answer="  "), tools, prompt=QUESTION)
+    v = run_checks(good_text(tools, answer="  "), tools, prompt=QUESTION)
     assert "answer_present" in failed(v) and "empty" in v["answer_present"].detail
 
 
@@ -158,7 +153,7 @@ def test_malformed_tool_json_is_caught(tools):
     text = ('<reason>half</reason><tool>{"tool": "calculator", "args": {"expression": "48/2"}</tool>'
             '<tool_result>{"status": "error", "error": "tool call is not valid JSON"}</tool_result>'
             '<answer>24</answer>')
-    v = verify(text, tools, prompt=QUESTION)
+    v = run_checks(text, tools, prompt=QUESTION)
     assert {"well_formed", "tool_calls_succeeded"} <= failed(v)
     assert "not valid JSON" in v["well_formed"].detail
     assert "call 0" in v["tool_calls_succeeded"].detail
@@ -167,16 +162,16 @@ def test_malformed_tool_json_is_caught(tools):
 def test_failing_tool_and_missing_result_fail_tool_calls_succeeded(tools):
     bad = call("calculator", {"expression": "1/0"}, tools=tools)
     assert '"status": "error"' in bad
-    v = verify(f"<reason>r</reason>{bad}<answer>0</answer>", tools)
+    v = run_checks(f"<reason>r</reason>{bad}<answer>0</answer>", tools)
     assert "tool_calls_succeeded" in failed(v) and "tool_results_match" not in failed(v)
     text = f'<reason>r</reason><tool>{format_call("calculator", {"expression": "2+2"})}</tool><answer>4</answer>'
-    v = verify(text, tools)
+    v = run_checks(text, tools)
     assert "no <tool_result>" in v["tool_calls_succeeded"].detail and "tool_results_match" in failed(v)
 
 
 def test_required_sections(tools):
-    heavy = BUDGET_SECTIONS[Budget.HEAVY]
-    v = verify(good_text(tools), tools, prompt=QUESTION, required_sections=heavy[2:])
+    heavy = BUDGET_SECTIONS[ReasoningBudget.HEAVY]
+    v = run_checks(good_text(tools), tools, prompt=QUESTION, required_sections=heavy[2:])
     assert failed(v) == {"sections_present"}
     assert "advocate" in v["sections_present"].detail
 
@@ -189,24 +184,24 @@ def test_roles_extracted_from_a_verified_heavy_answer(tools):
         + "<advocate>8 runs fit</advocate><attack>none</attack><pragmatist>ok</pragmatist>" \
         + "<verify>8 <= 8</verify><answer>A full factorial, 2 levels per factor: 8 runs</answer>"
     parsed = parse(text)
-    v = verify(parsed, tools, prompt=prompt)
+    v = run_checks(parsed, tools, prompt=prompt)
     assert v.passed, v.to_dict()
     assert extract_roles(parsed) == {"advocate": "8 runs fit", "attack": "none",
                                      "pragmatist": "ok", "verify": "8 <= 8"}
 
 
 def test_system_prompt_per_budget(tools):
-    heavy = system_prompt(BUDGET_SECTIONS[Budget.HEAVY], tools.describe())
+    heavy = system_prompt(BUDGET_SECTIONS[ReasoningBudget.HEAVY], tools.describe())
     for tag in ("<reason>", "<advocate>", "<attack>", "<pragmatist>", "<verify>", "<answer>", "calculator"):
         assert tag in heavy
-    light = system_prompt(BUDGET_SECTIONS[Budget.LIGHT])
+    light = system_prompt(BUDGET_SECTIONS[ReasoningBudget.LIGHT])
     assert "<reason>" in light and "<tool>" not in light and "<attack>" not in light
 
 
 def test_gsm8k_gold_traces_pass_and_planted_answers_are_caught(tools):
     """On real data: the shipped GSM8K slice rendered as calculator traces (the SFT format).
     Gold solutions whose last step is annotated pass; gold+1 answers are caught. Measured on the
-    first 1,000 train solutions: 95.6% pass, 98.0% caught (see the verifier's docstring)."""
+    first 1,000 train solutions: 95.6% pass, 98.0% caught (see prime/checks.py's docstring)."""
     from importlib.resources import files
 
     from havoc_lite.data import gsm8k_to_trace, render_trace
@@ -216,12 +211,12 @@ def test_gsm8k_gold_traces_pass_and_planted_answers_are_caught(tools):
         ex = json.loads(line)
         trace = gsm8k_to_trace(ex)
         text = render_trace(trace)
-        v = verify(text, tools, prompt=ex["question"])
+        v = run_checks(text, tools, prompt=ex["question"])
         passed += v.passed
         replay_fail += not v["tool_results_match"].passed
         wrong = str(int(float(trace["answer"].replace(",", ""))) + 1)
         planted = text.rsplit("<answer>", 1)[0] + f"<answer>{wrong}</answer>"
-        caught += not verify(planted, None, prompt=ex["question"])["answer_supported"].passed
+        caught += not run_checks(planted, None, prompt=ex["question"])["answer_supported"].passed
     n = len(lines)
     assert replay_fail == 0                    # every annotated <<a=b>> agrees with the calculator
     assert passed / n >= 0.93 and caught / n >= 0.95, (passed / n, caught / n)

@@ -1,6 +1,6 @@
-"""Verifier: named checks of an assistant turn against its own tool results.
+"""PRIME's checks: named checks of an assistant turn against its own tool results.
 
-`verify(text_or_parsed, tools, prompt=None, required_sections=())` runs:
+`run_checks(text_or_parsed, tools, prompt=None, required_sections=())` runs:
 
 - `well_formed`: the markup parses with no problems (no unclosed or stray tags, no text outside
   sections, every tool call and tool result is valid JSON of the right shape).
@@ -30,18 +30,18 @@ answers pass 95.6% without derivations and 98.0% with them, while answers plante
 caught 98.0% without and 77.6% with (gold×2: 92.7% vs 57.0%).
 An answer with no numbers passes (there is nothing numeric to support).
 
-Checks are independent: a turn fails as a whole (`Verification.passed` False) when any check that
+Checks are independent: a turn fails as a whole (`CheckReport.passed` False) when any check that
 was not skipped fails.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from itertools import product
 from typing import Any, Iterable, Optional, Union
 
-from .markup import Parsed, find_numbers, numbers_in, parse, to_float
+from ..numbers import Number, find_numbers, numbers_in, same_value, states_value
+from ..markup import ANSWER, TOOL_RESULT, Parsed, open_tag, parse
 
 CHECK_NAMES = ("well_formed", "answer_present", "tool_calls_succeeded", "tool_results_match",
                "answer_supported", "sections_present")
@@ -60,7 +60,7 @@ class Check:
 
 
 @dataclass
-class Verification:
+class CheckReport:
     """All checks of one turn. `passed` is True when no check that ran failed. `replayed` maps a
     tool call's step to whether its re-run gave the injected result."""
 
@@ -84,8 +84,8 @@ class Verification:
                            for n, c in self.checks.items()}}
 
 
-def verify(text_or_parsed: Union[str, Parsed], tools=None, prompt: Optional[str] = None,
-           required_sections: Iterable[str] = (), allow_derivation: bool = False) -> Verification:
+def run_checks(text_or_parsed: Union[str, Parsed], tools=None, prompt: Optional[str] = None,
+           required_sections: Iterable[str] = (), allow_derivation: bool = False) -> CheckReport:
     """Run the named checks on an assistant turn (module docstring gives each rule).
 
     Args:
@@ -97,7 +97,7 @@ def verify(text_or_parsed: Union[str, Parsed], tools=None, prompt: Optional[str]
         allow_derivation: accept answer numbers one arithmetic step from the tool results.
 
     Returns:
-        `Verification`; never raises on malformed text (that is what the checks report).
+        `CheckReport`; never raises on malformed text (that is what the checks report).
     """
     parsed = text_or_parsed if isinstance(text_or_parsed, Parsed) else parse(text_or_parsed)
     checks: dict[str, Check] = {}
@@ -109,15 +109,15 @@ def verify(text_or_parsed: Union[str, Parsed], tools=None, prompt: Optional[str]
 
     answer = parsed.answer
     if answer is None:
-        add("answer_present", False, "no <answer> section")
+        add("answer_present", False, f"no {open_tag(ANSWER)} section")
     elif not answer.strip():
-        add("answer_present", False, "<answer> is empty")
+        add("answer_present", False, f"{open_tag(ANSWER)} is empty")
     else:
         add("answer_present", True, f"answer: {answer[:80]!r}")
 
     calls = parsed.tool_calls
     bad = [f"call {c.step}: " + (c.call_error or c.result_error or
-                                 ("no <tool_result>" if c.result is None else
+                                 (f"no {open_tag(TOOL_RESULT)}" if c.result is None else
                                   f"status {c.result.get('status')!r}: {c.result.get('error')}"))
            for c in calls if not c.succeeded]
     add("tool_calls_succeeded", not bad, "; ".join(bad) or f"{len(calls)} call(s) succeeded")
@@ -145,7 +145,7 @@ def verify(text_or_parsed: Union[str, Parsed], tools=None, prompt: Optional[str]
     missing = [s for s in required_sections if not parsed.has(s)]
     if required_sections:
         add("sections_present", not missing, f"missing {missing}" if missing else "all present")
-    return Verification(checks=checks, replayed=replayed)
+    return CheckReport(checks=checks, replayed=replayed)
 
 
 def _same_result(a: Any, b: Any) -> bool:
@@ -158,33 +158,15 @@ def _same_result(a: Any, b: Any) -> bool:
         return len(a) == len(b) and all(_same_result(x, y) for x, y in zip(a, b))
     num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
     if num(a) and num(b):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) or (math.isnan(a) and math.isnan(b))
+        return same_value(a, b)
     return a == b
 
 
-def _half_ulp(literal: str) -> float:
-    """Half a unit in the last written digit: '0.35' -> 0.005, '24' -> 0, '1.5e-3' -> 5e-5."""
-    try:
-        exponent = Decimal(literal.replace(",", "").replace("−", "-").rstrip("%")).as_tuple().exponent
-    except InvalidOperation:
-        return 0.0
-    return 0.5 * 10.0 ** exponent if isinstance(exponent, int) and exponent < 0 else 0.0
-
-
-def _matches(literal: str, x: float, whole_rounding: bool = True) -> bool:
-    """Does the written number `literal` state the value x (rounding rules of the module doc)?
+def _matches(a: Number, x: float, whole_rounding: bool = True) -> bool:
+    """Does the written number `a` state the value x (rounding rules of the module doc)?
     `whole_rounding` allows a whole-number answer to be x rounded/floored/ceiled."""
-    a, tol = to_float(literal), _half_ulp(literal)
-    targets = [(a, tol)]
-    if literal.endswith("%"):
-        targets.append((a / 100.0, tol / 100.0))
-    for value, t in targets:
-        if math.isclose(value, x, rel_tol=1e-9, abs_tol=1e-12) or abs(value - x) <= t + 1e-12:
-            return True
-        whole = whole_rounding and t == 0.0 and math.isfinite(x) and abs(x) >= 1
-        if whole and value in (round(x), math.floor(x), math.ceil(x)):
-            return True
-    return False
+    return states_value(a, x, rel_tol=1e-9, whole_is_exact=True, zero_is_exact=False,
+                        whole_rounding=whole_rounding)
 
 
 def _derived(r_pool: list[float], pool: list[float]) -> Iterable[float]:
@@ -205,25 +187,25 @@ def _answer_supported(parsed: Parsed, prompt: Optional[str], allow_derivation: b
     name = "answer_supported"
     if parsed.answer is None or not parsed.answer.strip():
         return name, False, "no answer to check", True
-    literals = find_numbers(parsed.answer)
+    literals = find_numbers(parsed.answer, "prime")
     if not literals:
         return name, True, "no numbers in the answer"
     results = [n for c in parsed.tool_calls if c.succeeded
-               for n in numbers_in(c.result.get("result"))]
+               for n in numbers_in(c.result.get("result"), "prime")]
     if not results:
         return name, False, "no successful tool result to check the answer against", True
-    given = [to_float(s) for s in find_numbers(prompt or "")]
+    given = [n.value for n in find_numbers(prompt or "", "prime")]
     r_pool = list(dict.fromkeys(results))[:_MAX_POOL]
     pool = list(dict.fromkeys(results + given))[:_MAX_POOL]
 
-    def supported(literal: str, allow_given: bool) -> bool:
+    def supported(literal: Number, allow_given: bool) -> bool:
         candidates = r_pool + (pool if allow_given else [])
         if any(_matches(literal, x) for x in candidates):
             return True
         return allow_derivation and any(_matches(literal, d, whole_rounding=False)
                    for d in _derived(r_pool, pool) if math.isfinite(d))
 
-    problems = [f"{lit} is neither given nor a tool result"
+    problems = [f"{lit.text} is neither given nor a tool result"
                 + (" nor one step from them" if allow_derivation else "")
                 for lit in literals if not supported(lit, allow_given=True)]
     if not problems and not any(supported(lit, allow_given=False) for lit in literals):

@@ -1,13 +1,20 @@
-"""Parse an assistant turn into its PRIME sections (docs/architecture.md, "Markup and loss masks").
+"""The markup, in one place: the special tokens, the section tags, rendering and parsing sections,
+stripping chat tokens, and which tokens of an assistant turn the model wrote (docs/architecture.md,
+"Markup and loss masks"). Changing a tag's spelling is a change to this file alone.
+
+Tokens (position in `SPECIAL_TOKENS` == id in our sentencepiece tokenizer):
+`<|bos|> <|eos|> <|pad|> <unk> <|system|> <|user|> <|assistant|> <|end|>` (`chat_token`), then an
+opening and closing tag per section of `SECTION_TAGS` (`MARKUP_TOKENS`, what `HFTokenizer` adds to
+a pretrained vocabulary).
 
 The model writes flat, non-nested sections:
 `<reason>…</reason> <tool>{json}</tool> <tool_result>{json}</tool_result> <advocate>…</advocate>
 <attack>…</attack> <pragmatist>…</pragmatist> <verify>…</verify> <answer>…</answer>`.
 A sampled model gets this wrong in every way: unclosed tags, stray closing tags, text between
 sections, truncation mid-section, broken JSON. `parse` never raises on such text: it keeps what it can
-and lists each defect in `Parsed.problems`, so the verifier can report it as a named check.
+and lists each defect in `Parsed.problems`, so PRIME's checks can report it as a named check.
 
-Rules (one pass, left to right over the tags):
+Rules (one pass, left to right over the tags; `parse` on text, `open_sections` on token ids):
 - an opening tag while another section is open closes the open one (problem "unclosed <x>");
 - a closing tag that matches no open section is ignored (problem "stray </x>");
 - text at the end of an unclosed section still belongs to it (problem "unclosed <x> at end");
@@ -19,22 +26,104 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
-SECTION_TAGS = ("reason", "tool", "tool_result", "advocate", "attack", "pragmatist", "verify", "answer")
-ROLE_TAGS = ("advocate", "attack", "pragmatist")
+# --- names and tokens -----------------------------------------------------------------------------
+REASON, TOOL, TOOL_RESULT, ANSWER = "reason", "tool", "tool_result", "answer"
+ADVOCATE, ATTACK, PRAGMATIST, VERIFY = "advocate", "attack", "pragmatist", "verify"
+# Order fixes the token ids (SPECIAL_TOKENS below): append, never reorder.
+SECTION_TAGS = (REASON, TOOL, TOOL_RESULT, ADVOCATE, ATTACK, PRAGMATIST, VERIFY, ANSWER)
+ROLE_TAGS = (ADVOCATE, ATTACK, PRAGMATIST)
+# The sections a tool-trace step may be written in instead of <reason> (its "role" field)
+STEP_ROLES = (*ROLE_TAGS, VERIFY)
+ROLES = ("system", "user", "assistant")   # chat roles, each with its own token in our tokenizer
 
-_TAG_RE = re.compile(r"<(/?)(" + "|".join(SECTION_TAGS) + r")>")
-# Ours, plus the turn tokens of the pretrained bases' chat templates (ChatML: SmolLM2, Qwen2.5;
-# Llama-3 headers), which `HFTokenizer.decode` keeps as literal strings.
-_CHAT_TOKEN_RE = re.compile(r"<\|(?:bos|eos|pad|system|user|assistant|end|im_start|im_end|endoftext|"
-                            r"eot_id|start_header_id|end_header_id|begin_of_text|end_of_text)\|>")
+
+def open_tag(name: str) -> str:
+    """`<name>`: the opening tag of section `name` (one of `SECTION_TAGS`)."""
+    return f"<{name}>"
 
 
 def close_tag(name: str) -> str:
+    """`</name>`: the closing tag of section `name`."""
     return f"</{name}>"
 
 
+def chat_token(name: str) -> str:
+    """`<|name|>`: a chat-structure token of our tokenizer ("bos", "eos", "pad", a role, "end")."""
+    return f"<|{name}|>"
+
+
+BOS, EOS, PAD, END = chat_token("bos"), chat_token("eos"), chat_token("pad"), chat_token("end")
+SYSTEM, USER, ASSISTANT = (chat_token(r) for r in ROLES)
+UNK = "<unk>"   # sentencepiece's own unknown piece (never produced: byte fallback covers all)
+# Position in this list == token id of `HavocTokenizer`.
+SPECIAL_TOKENS: list[str] = ([BOS, EOS, PAD, UNK] + [chat_token(r) for r in ROLES] + [END]
+                             + [t for name in SECTION_TAGS for t in (open_tag(name), close_tag(name))])
+CONTROL_SYMBOLS = SPECIAL_TOKENS[4:]  # everything sentencepiece does not reserve itself
+# The reasoning and tool markup, without the chat-structure tokens: what HFTokenizer adds to a
+# pretrained model's vocabulary (its own chat template provides the structure).
+MARKUP_TOKENS = SPECIAL_TOKENS[8:]
+
+TAG_RE = re.compile(r"<(/?)(" + "|".join(SECTION_TAGS) + r")>")
+"""A section tag in text: group 1 is "/" for a closing tag, group 2 the section name."""
+# Ours, plus the turn tokens of the pretrained bases' chat templates (ChatML: SmolLM2, Qwen2.5;
+# Llama-3 headers), which `HFTokenizer.decode` keeps as literal strings.
+_TEMPLATE_TOKENS = [f"<|{t}|>" for t in ("im_start", "im_end", "endoftext", "eot_id", "start_header_id",
+                                         "end_header_id", "begin_of_text", "end_of_text")]
+_CHAT_TOKEN_RE = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS[:8] + _TEMPLATE_TOKENS if t != UNK))
+
+
+# --- rendering ------------------------------------------------------------------------------------
+def wrap(name: str, content: str) -> str:
+    """`<name>content</name>`: one section as the model writes it."""
+    return f"{open_tag(name)}{content}{close_tag(name)}"
+
+
+def section_bodies(text: str, name: str) -> list[str]:
+    """The contents of every closed `<name>…</name>` in `text`, in order, as written (no parse
+    rules: graders read the first `<answer>` of any output this way)."""
+    return re.findall(re.escape(open_tag(name)) + "(.*?)" + re.escape(close_tag(name)), text, re.DOTALL)
+
+
+# --- token ids --------------------------------------------------------------------------------------
+def tag_ids(token_id: Callable[[str], int]) -> dict[int, tuple[bool, str]]:
+    """{id: (closing, section name)} of every section tag, from a tokenizer's `token_id`."""
+    return {token_id(tag(name)): (tag is close_tag, name)
+            for name in SECTION_TAGS for tag in (open_tag, close_tag)}
+
+
+def open_sections(tags: Iterable[tuple[bool, str]]) -> tuple[set[str], Optional[str]]:
+    """(every section opened, the section still open) after `tags` ((closing, name) in order),
+    with `parse`'s rules: an opening tag closes any open section; a closing tag closes only its
+    own section."""
+    opened, current = set(), None
+    for closing, name in tags:
+        if not closing:
+            current = name
+            opened.add(name)
+        elif name == current:
+            current = None
+    return opened, current
+
+
+def assistant_mask(ids: Sequence[int], special_ids: dict[str, int]) -> list[int]:
+    """Loss mask for one assistant turn's ids: 1 everywhere except <tool_result> … </tool_result>
+    (inclusive), which the engine writes. An unclosed <tool_result> masks to the end of the turn;
+    only its own closing tag ends it (everything between was written by the engine).
+    Shared by both tokenizer backends (`special_ids` maps markup strings to ids)."""
+    open_id, close_id = special_ids[open_tag(TOOL_RESULT)], special_ids[close_tag(TOOL_RESULT)]
+    mask, inside = [], False
+    for i in ids:
+        if i == open_id:
+            inside = True
+        mask.append(0 if inside else 1)
+        if i == close_id:
+            inside = False
+    return mask
+
+
+# --- parsing ----------------------------------------------------------------------------------------
 @dataclass
 class Section:
     """One `<tag>content</tag>` span. `start`/`end` are character offsets of the content in the
@@ -124,7 +213,7 @@ def parse(text: str) -> Parsed:
     open_name: Optional[str] = None
     open_at = 0          # content start of the open section
     cursor = 0           # end of the last consumed tag
-    for m in _TAG_RE.finditer(text):
+    for m in TAG_RE.finditer(text):
         closing, name = m.group(1) == "/", m.group(2)
         if open_name is None:
             outside.append(text[cursor:m.start()])
@@ -185,40 +274,3 @@ def _pair_tool_calls(sections: list[Section], problems: list[str]) -> list[ToolC
                 call.result_error = f"result is not valid JSON: {e}"
                 problems.append(f"tool result {call.step}: {call.result_error}")
     return calls
-
-
-# --- numbers ----------------------------------------------------------------------------------
-# A number: optional sign (not after a word char or ')' so "10-5" is 10 and 5), thousands groups
-# "1,234" or plain digits, optional decimals and exponent, optional percent sign. "[1,2,3]" is
-# three numbers because ",2" is not a three-digit group.
-_NUMBER_RE = re.compile(
-    r"(?:(?<![\w)\]])[-−])?(?<![\w.])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.]*\d)%?")
-
-
-def find_numbers(text: str) -> list[str]:
-    """Number literals in `text`, as written (e.g. ['48', '1,234.5', '-3', '12%'])."""
-    return [m.group(0) for m in _NUMBER_RE.finditer(text)]
-
-
-def numbers_in(value: Any) -> list[float]:
-    """Every number in a JSON-like value: numeric leaves, and number literals inside strings
-    (symbolic results such as "x = 3"). Booleans are not numbers here."""
-    found: list[float] = []
-    if isinstance(value, bool) or value is None:
-        return found
-    if isinstance(value, (int, float)):
-        found.append(float(value))
-    elif isinstance(value, str):
-        found.extend(to_float(s) for s in find_numbers(value))
-    elif isinstance(value, dict):
-        for v in value.values():
-            found.extend(numbers_in(v))
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            found.extend(numbers_in(v))
-    return found
-
-
-def to_float(literal: str) -> float:
-    """'1,234.5' -> 1234.5, '−3' -> -3.0, '12%' -> 12.0 (the percent sign is dropped here)."""
-    return float(literal.replace(",", "").replace("−", "-").rstrip("%"))

@@ -1,12 +1,12 @@
-"""Verifiers: decide whether one model output solves one example.
+"""Graders: decide whether one model output solves one example.
 
-Every verifier is a callable `verifier(example: dict, output: str, tool_calls: list[dict]) -> Verdict`.
-- `GSM8KVerifier`: the extracted number equals the gold number (strict and flexible both reported).
-- `ToolAnswerVerifier`: the `<answer>` of a tool trace equals the expected answer (numbers within a
+Every grader is a callable `grader(example: dict, output: str, tool_calls: list[dict]) -> Verdict`.
+- `GSM8KGrader`: the extracted number equals the gold number (strict and flexible both reported).
+- `ToolAnswerGrader`: the `<answer>` of a tool trace equals the expected answer (numbers within a
   relative tolerance, text after case/space folding), and reports whether every tool call succeeded.
-- `PytestVerifier`: the output's Python code passes the example's unit tests, run by pytest in a
-  subprocess with CPU-time, memory and wall-clock limits (as halo-forge's pytest verifier).
-A verifier never raises on model output: anything unparsable is a failed verdict with a reason.
+- `PytestGrader`: the output's Python code passes the example's unit tests, run by pytest in a
+  subprocess with CPU-time, memory and wall-clock limits (as halo-forge's pytest grader).
+A grader never raises on model output: anything unparsable is a failed verdict with a reason.
 """
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .extract import extract_flexible, extract_gold, extract_strict, normalize_number, numbers_match
+from ..markup import ANSWER, section_bodies, wrap
+from ..numbers import normalize_number, normalized_equal
+from .extract import extract_flexible, extract_gold, extract_strict
 
 
 @dataclass
@@ -40,13 +42,13 @@ class Verdict:
     detail: dict = field(default_factory=dict)
 
 
-class GSM8KVerifier:
+class GSM8KGrader:
     """GSM8K match. The example needs "gold" (normalised) or "answer" (a solution with `#### N`).
     `primary` ("strict" | "flexible") picks which extraction decides `passed`."""
 
     def __init__(self, primary: str = "strict"):
         if primary not in ("strict", "flexible"):
-            raise ValueError(f"GSM8KVerifier primary must be 'strict' or 'flexible', got {primary!r}")
+            raise ValueError(f"GSM8KGrader primary must be 'strict' or 'flexible', got {primary!r}")
         self.primary = primary
 
     def __call__(self, example: dict, output: str, tool_calls: Sequence[dict] = ()) -> Verdict:
@@ -57,14 +59,11 @@ class GSM8KVerifier:
         return Verdict(ok, float(ok), checks, answers, {"gold": gold})
 
 
-_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-
-
 def _fold(text: str) -> str:
     return " ".join(str(text).casefold().split()).rstrip(".")
 
 
-class ToolAnswerVerifier:
+class ToolAnswerGrader:
     """Tool-trace answer match. The example needs "answer" (the expected final answer: a number or
     text). The output's first `<answer>…</answer>` is compared: as numbers within `rel_tol` when
     both are numeric, else as case- and space-folded text. `require_tool_success` also fails an
@@ -75,13 +74,13 @@ class ToolAnswerVerifier:
 
     def __call__(self, example: dict, output: str, tool_calls: Sequence[dict] = ()) -> Verdict:
         expected = str(example["answer"])
-        m = _ANSWER_RE.search(output)
-        got = m.group(1).strip() if m else None
+        bodies = section_bodies(output, ANSWER)
+        got = bodies[0].strip() if bodies else None
         gold_num = normalize_number(expected)
         if got is None:
             correct = False
         elif gold_num is not None:
-            correct = numbers_match(extract_strict(f"<answer>{got}</answer>"), gold_num, self.rel_tol)
+            correct = normalized_equal(extract_strict(wrap(ANSWER, got)), gold_num, self.rel_tol)
         else:
             correct = _fold(got) == _fold(expected)
         tools_ok = all(c.get("status") == "success" for c in tool_calls)
@@ -99,8 +98,8 @@ def extract_code(output: str) -> Optional[str]:
     blocks = _CODE_RE.findall(output)
     if blocks:
         return blocks[-1]
-    m = _ANSWER_RE.search(output)
-    return m.group(1) if m else None
+    bodies = section_bodies(output, ANSWER)
+    return bodies[0] if bodies else None
 
 
 def _limit_child(cpu_s: int, memory_bytes: int):
@@ -113,7 +112,7 @@ def _limit_child(cpu_s: int, memory_bytes: int):
     return apply
 
 
-class PytestVerifier:
+class PytestGrader:
     """Run the example's unit tests against the output's code, in a subprocess sandbox.
 
     The example needs "tests": pytest source that imports the solution (`from solution import *`).
@@ -174,9 +173,9 @@ class PytestVerifier:
                 "elapsed_s": time.perf_counter() - t0}
 
 
-def get_verifier(name: str, **kwargs):
-    """'gsm8k' | 'tool' | 'pytest' -> a verifier instance."""
-    table = {"gsm8k": GSM8KVerifier, "tool": ToolAnswerVerifier, "pytest": PytestVerifier}
+def get_grader(name: str, **kwargs):
+    """'gsm8k' | 'tool' | 'pytest' -> a grader instance."""
+    table = {"gsm8k": GSM8KGrader, "tool": ToolAnswerGrader, "pytest": PytestGrader}
     if name not in table:
-        raise ValueError(f"unknown verifier {name!r}; choose one of {sorted(table)}")
+        raise ValueError(f"unknown grader {name!r}; choose one of {sorted(table)}")
     return table[name](**kwargs)

@@ -4,7 +4,7 @@ A trace is the tool-trace record of docs/architecture.md:
 `{"id", "question", "reasoning": [{"step", "content", "tool_call"?: {"name", "args"},
 "tool_result"?}], "tool_result", "answer"}`.
 
-`verify_trace` runs every `tool_call` through a `havoc_lite.tools.ToolRegistry` and returns a
+`validate_trace` runs every `tool_call` through a `havoc_lite.tools.ToolRegistry` and returns a
 cleaned trace whose tool results are the real ones, or a rejection reason:
 
 - `malformed`            a field is missing or has the wrong type, or a tool name is unknown
@@ -41,94 +41,40 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
-from havoc_lite.tokenizer import SPECIAL_TOKENS
+from havoc_lite.numbers import SYNTH_LITERAL, Number, find_numbers, numbers_in, numeric_leaves, states_value
+from havoc_lite.markup import SPECIAL_TOKENS, STEP_ROLES
 
 REJECT_REASONS = ("malformed", "no_tool_call", "tool_error", "intermediate_mismatch",
                   "answer_mismatch", "markup_injection", "unchecked_attack", "duplicate")
-# PRIME sections a reasoning step may be written in ("role"; default <reason>)
-ROLES = ("advocate", "attack", "pragmatist", "verify")
-
-# A number in free text: optional sign (not after a letter/digit/bracket, so "3-4" is 3 and 4),
-# thousands groups or plain digits, decimals, exponent, optional percent sign.
-_NUM_RE = re.compile(
-    r"(?<![\w.)\]])(-?)((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?|\.(\d+))(?:[eE]([-+]?\d+))?(\s?%)?")
 
 
-@dataclass(frozen=True)
-class Number:
-    """A number read from text: its value, the half-unit of its last written digit, percent flag."""
-    value: float
-    half_ulp: float
-    percent: bool = False
+
+def _matches(a: Number, v: float, rel_tol: float) -> bool:
+    """The written `a` states `v` (module docstring); a written 0 only matches a real 0."""
+    return states_value(a, v, rel_tol=rel_tol, zero_is_exact=True)
 
 
-def extract_numbers(text: str) -> list[Number]:
-    """All numbers written in `text`, in order, with the precision they were written to.
-
-    "1,234.50" -> 1234.5 (half_ulp 0.005); "3.4e-05" -> 3.4e-05 (half_ulp 5e-07); "35%" -> 35
-    with percent=True. Words ("twelve") are not read.
-    """
-    out = []
-    for m in _NUM_RE.finditer(text):
-        sign, body, dec, lead_dec, exp, pct = m.groups()
-        decimals = len(dec or lead_dec or "")
-        e = int(exp) if exp else 0
-        try:
-            value = float(sign + body.replace(",", "") + (f"e{e}" if exp else ""))
-        except ValueError:
-            continue
-        if math.isfinite(value):
-            out.append(Number(value, 0.5 * 10.0 ** (e - decimals), bool(pct)))
-    return out
+def _numbers(text: str) -> list[Number]:
+    return find_numbers(text, "synth")
 
 
-def result_values(result: Any) -> list[float]:
-    """Every number inside a tool result: ints/floats anywhere in nested dicts/lists, and numbers
-    written inside strings (a symbolic result "2*x + 3", a passage). Booleans are not numbers."""
-    out: list[float] = []
-    if isinstance(result, bool) or result is None:
-        return out
-    if isinstance(result, (int, float)):
-        if math.isfinite(result):
-            out.append(float(result))
-    elif isinstance(result, str):
-        out.extend(n.value for n in extract_numbers(result))
-    elif isinstance(result, dict):
-        for v in result.values():
-            out.extend(result_values(v))
-    elif isinstance(result, (list, tuple)):
-        for v in result:
-            out.extend(result_values(v))
-    return out
-
-
-def number_matches(a: Number, v: float, rel_tol: float = 1e-6) -> bool:
-    """True when the written number `a` is `v` (relative tolerance) or `v` rounded to the precision
-    `a` was written with; a percent also tries a/100. A written 0 only matches a real 0 (within
-    rel/abs tolerance), so "0" never passes for 0.3."""
-    for value, half in ((a.value, a.half_ulp), (a.value / 100.0, a.half_ulp / 100.0)) if a.percent \
-            else ((a.value, a.half_ulp),):
-        if math.isclose(value, v, rel_tol=rel_tol, abs_tol=1e-12):
-            return True
-        if value != 0 and abs(value - v) <= half * (1 + 1e-9):
-            return True
-    return False
+def _values(result: Any) -> list[float]:
+    return numbers_in(result, "synth")
 
 
 def answer_agrees(answer: str, result: Any, rel_tol: float = 1e-6) -> bool:
     """Whether a final answer states a number of the last tool result (rule 1 of the module
     docstring; an answer or a result without numbers passes here)."""
-    stated = extract_numbers(str(answer))
-    real = result_values(result)
+    stated = _numbers(str(answer))
+    real = _values(result)
     if not stated or not real:
         return True
-    return any(number_matches(a, v, rel_tol) for a in stated for v in real)
+    return any(_matches(a, v, rel_tol) for a in stated for v in real)
 
 
 def _has_prose(result: Any) -> bool:
@@ -138,16 +84,6 @@ def _has_prose(result: Any) -> bool:
         return len(result.split()) >= 5
     items = result.values() if isinstance(result, dict) else result if isinstance(result, (list, tuple)) else ()
     return any(_has_prose(x) for x in items)
-
-
-def numeric_leaves(result: Any) -> list[float]:
-    """Numbers of a tool result that are JSON numbers (not digits inside strings)."""
-    if isinstance(result, bool) or result is None or isinstance(result, str):
-        return []
-    if isinstance(result, (int, float)):
-        return [float(result)] if math.isfinite(result) else []
-    items = result.values() if isinstance(result, dict) else result if isinstance(result, (list, tuple)) else ()
-    return [v for x in items for v in numeric_leaves(x)]
 
 
 # Labels an answer may put on a number, the result fields they name (python_math's keys and the
@@ -166,7 +102,7 @@ _LABELS: list[tuple[str, tuple[str, ...], bool]] = [
     (r"eta[- ]?squared|η²", ("eta_squared",), False), (r"cohen'?s d|d", ("d",), True),
 ]
 _SEP = {True: r"\s*(?:=|:|≈)\s*", False: r"\s*(?:=|:|≈|~|is|was|of|equals|equal to)?\s*"}
-_NUM = r"(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|-?\.\d+(?:[eE][-+]?\d+)?)"
+_NUM = "(" + SYNTH_LITERAL + ")"
 _LABEL_RES = [(re.compile(r"(?<![\w.])(?:" + lab + r")" + _SEP[short] + _NUM, re.IGNORECASE), keys)
               for lab, keys, short in _LABELS]
 _DF_AFTER = re.compile(r"(?<![\w.])(\d+)\s*(?:degrees? of freedom|df)\b", re.IGNORECASE)
@@ -184,11 +120,11 @@ def _labelled(answer: str):
     """(label text, Number, field keys) for each labelled number in the answer."""
     for rx, keys in _LABEL_RES:
         for m in rx.finditer(answer):
-            nums = extract_numbers(m.group(1))
+            nums = _numbers(m.group(1))
             if nums:
                 yield m.group(0), nums[0], keys
     for m in _DF_AFTER.finditer(answer):
-        yield m.group(0), extract_numbers(m.group(1))[0], ("df", "dof")
+        yield m.group(0), _numbers(m.group(1))[0], ("df", "dof")
 
 
 _BOUND = re.compile(r"(?:<=|>=|≤|≥|<|>)\s*" + _NUM)
@@ -218,7 +154,7 @@ def answer_problem(answer: str, results: list[Any], question: str = "", args: It
     """
     answer = str(answer)
     last = results[-1] if results else None
-    stated = extract_numbers(answer)
+    stated = _numbers(answer)
     if numeric_leaves(last) and not _has_prose(last):
         if not stated:
             return f"the answer states no number; the last tool result is {json.dumps(last)[:200]}"
@@ -228,7 +164,7 @@ def answer_problem(answer: str, results: list[Any], question: str = "", args: It
         for r in reversed(results):            # the latest result that has the field
             vals = _field_values(r, keys)
             if vals is not None:
-                if not any(number_matches(num, v, rel_tol) for v in vals):
+                if not any(_matches(num, v, rel_tol) for v in vals):
                     return f"'{text.strip()}' does not match the result's {'/'.join(keys[:2])} {vals[:4]}"
                 break
     for m in _P_BOUND.finditer(answer):        # "p < 0.001": the bound must hold
@@ -240,11 +176,11 @@ def answer_problem(answer: str, results: list[Any], question: str = "", args: It
                 if not ok:
                     return f"'{m.group(0).strip()}' does not hold for the result's p-value {vals[0]:g}"
                 break
-    pool = [v for r in results for v in result_values(r)] + result_values(list(args))
-    for n in extract_numbers(question):
+    pool = [v for r in results for v in _values(r)] + _values(list(args))
+    for n in _numbers(question):
         pool += [n.value, n.value / 100.0] if n.percent else [n.value]
-    for a in extract_numbers(_BOUND.sub(" ", answer)):   # a bound ("< 0.001") is no result value
-        if any(number_matches(a, v, rel_tol) for v in pool):
+    for a in _numbers(_BOUND.sub(" ", answer)):   # a bound ("< 0.001") is no result value
+        if any(_matches(a, v, rel_tol) for v in pool):
             continue
         return f"the answer's number {a.value:g} appears in no tool result, argument or the question"
     p = next((vals[0] for r in reversed(results)
@@ -260,7 +196,7 @@ def answer_problem(answer: str, results: list[Any], question: str = "", args: It
 
 
 def markup_in(obj: Any) -> Optional[str]:
-    """The first markup token (`havoc_lite.tokenizer.SPECIAL_TOKENS`) found in any string inside
+    """The first markup token (`havoc_lite.markup.SPECIAL_TOKENS`) found in any string inside
     `obj` (dict keys included), or None."""
     if isinstance(obj, str):
         return next((t for t in SPECIAL_TOKENS if t in obj), None)
@@ -275,13 +211,13 @@ def _stated_disagrees(stated: Any, real: Any, rel_tol: float) -> bool:
         stated = stated["result"]
     if isinstance(real, dict) and "result" in real:
         real = real["result"]
-    real_vals = result_values(real)
-    stated_nums = extract_numbers(json.dumps(stated)) if not isinstance(stated, str) else extract_numbers(stated)
+    real_vals = _values(real)
+    stated_nums = _numbers(json.dumps(stated)) if not isinstance(stated, str) else _numbers(stated)
     if not stated_nums:
         return False
     if not real_vals:
         return True
-    return any(not any(number_matches(a, v, rel_tol) for v in real_vals) for a in stated_nums)
+    return any(not any(_matches(a, v, rel_tol) for v in real_vals) for a in stated_nums)
 
 
 def attack_problem(steps: list[dict], answer: str, rel_tol: float = 1e-6) -> Optional[str]:
@@ -298,14 +234,14 @@ def attack_problem(steps: list[dict], answer: str, rel_tol: float = 1e-6) -> Opt
     before = [s["tool_result"].get("result") for s in steps[:i] if "tool_result" in s]
     if not before:
         return "the attack comes before any tool result: there is no first attempt to attack"
-    values = [v for r in before for v in result_values(r)]
-    named = [n for n in extract_numbers(steps[i]["content"]) if any(number_matches(n, v, rel_tol) for v in values)]
+    values = [v for r in before for v in _values(r)]
+    named = [n for n in _numbers(steps[i]["content"]) if any(_matches(n, v, rel_tol) for v in values)]
     if not named:
         return "the attack names no result of the first attempt"
     if not any("tool_result" in s for s in steps[i + 1:]):
         return "no tool call after the attack computes the fix"
     attacked = [a.value for a in named]
-    if any(number_matches(n, v, rel_tol) for n in extract_numbers(answer) for v in attacked):
+    if any(_matches(n, v, rel_tol) for n in _numbers(answer) for v in attacked):
         return f"the final answer repeats a result the attack called wrong ({attacked})"
     return None
 
@@ -321,7 +257,7 @@ def question_key(question: str) -> str:
 
 @dataclass
 class Verdict:
-    """Outcome of `verify_trace`: `ok`, the cleaned `trace` (None when rejected), the rejection
+    """Outcome of `validate_trace`: `ok`, the cleaned `trace` (None when rejected), the rejection
     `reason` (one of REJECT_REASONS) and a human `detail`; `corrected` counts stated tool results
     that were replaced because they were wrong."""
     ok: bool
@@ -343,7 +279,7 @@ def _execute(registry, name: str, args: dict):
         return ToolResult(status="error", error=f"{type(e).__name__}: {e}")
 
 
-def verify_trace(trace: Any, registry, *, require_tool: bool = True, rel_tol: float = 1e-6,
+def validate_trace(trace: Any, registry, *, require_tool: bool = True, rel_tol: float = 1e-6,
                  allowed_tools: Optional[Iterable[str]] = None, check_answer: bool = True) -> Verdict:
     """Validate `trace`, run its tool calls with `registry`, and return a `Verdict`.
 
@@ -391,8 +327,8 @@ def verify_trace(trace: Any, registry, *, require_tool: bool = True, rel_tol: fl
         out = {"step": i + 1, "content": content.strip()}
         role = step.get("role")
         if role is not None:
-            if role not in ROLES:
-                return _reject("malformed", f"{where}.role must be one of {', '.join(ROLES)}, got {role!r}")
+            if role not in STEP_ROLES:
+                return _reject("malformed", f"{where}.role must be one of {', '.join(STEP_ROLES)}, got {role!r}")
             out["role"] = role
         call = step.get("tool_call")
         if call is not None:
