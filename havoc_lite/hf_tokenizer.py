@@ -236,12 +236,6 @@ class HFTokenizer(BatchCodec):
         """The vocabulary string of id i (byte-level BPE writes a space as 'Ġ')."""
         return self.hf.convert_ids_to_tokens(int(i))
 
-    def __len__(self) -> int:
-        return self.vocab_size
-
-    def __repr__(self) -> str:
-        return f"HFTokenizer(vocab_size={self.vocab_size}, source={self.source!r})"
-
     # --- chat --------------------------------------------------------------------------------------
     def _template(self, messages: Sequence[dict], generation_prompt: bool) -> str:
         return self.hf.apply_chat_template(list(messages), tokenize=False,

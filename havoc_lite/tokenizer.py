@@ -156,7 +156,14 @@ def train_tokenizer(inputs: Inputs, output_dir: Union[str, os.PathLike], vocab_s
 
 
 class BatchCodec:
-    """`encode_batch` / `decode_batch` for any tokenizer backend with `encode` and `decode`."""
+    """What every tokenizer backend shares, given its `encode`, `decode`, `vocab_size` and
+    `source`: `encode_batch` / `decode_batch`, `len()` and the repr."""
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(vocab_size={self.vocab_size}, source={self.source!r})"
 
     def encode_batch(self, texts: Sequence[str], **kwargs) -> list[list[int]]:
         """`encode` for each text (same keyword arguments)."""
@@ -323,12 +330,6 @@ class HavocTokenizer(BatchCodec):
     def id_to_piece(self, i: int) -> str:
         """The sentencepiece piece string of id i (U+2581 for spaces, <0xNN> for bytes)."""
         return self.sp.id_to_piece(int(i))
-
-    def __len__(self) -> int:
-        return self.vocab_size
-
-    def __repr__(self) -> str:
-        return f"HavocTokenizer(vocab_size={self.vocab_size}, source={self.source!r})"
 
     # --- chat ----------------------------------------------------------------------------------
     def _assistant_mask(self, ids: list[int]) -> list[int]:
