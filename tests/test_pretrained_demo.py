@@ -33,10 +33,11 @@ def test_quick_demo_runs_every_stage_and_writes_the_table(tiny_base, tmp_path, c
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     for stage in ("base", "tuned"):
-        assert res[stage]["heldout"]["n"] == 4 and res[stage]["gsm8k"]["n"] == 2
+        assert res[stage]["heldout"]["n"] == 4 and res[stage]["validation"]["n"] == 4 and res[stage]["gsm8k"]["n"] == 2
         assert 0.0 <= res[stage]["heldout"]["flexible"] <= 1.0
         assert len((out / f"{stage}_heldout.jsonl").read_text().splitlines()) == 4
     tune = res["tune"]
+    assert tune["train_data"] == "phrasings" and tune["sources"]["calculator"] == 40
     assert tune["steps"] == 3 and len(tune["losses"]) == 3 and all(l == l for l in tune["losses"])
     assert tune["command"].endswith("--batch-size 4")
     # the tuned folder holds a merged model one row per token of its tokenizer (markup added) ...
@@ -54,6 +55,21 @@ def test_quick_demo_runs_every_stage_and_writes_the_table(tiny_base, tmp_path, c
     assert not torch.allclose(tuned.layers[0].attn.q_proj.weight.float(), base.layers[0].attn.q_proj.weight.float())
     table = (out / "table.md").read_text()
     assert re.search(r"\| held-out arithmetic \(new phrasings\) \| 4 \| [\d.]+ / [\d.]+ \| [\d.]+ / [\d.]+ \|", table)
+    assert re.search(r"\| validation arithmetic \(settings chosen here\) \| 4 \| [\d.]+ / ", table)
+
+
+def test_training_data_is_the_varied_grammar_unless_asked_for_the_old_templates(tiny_base):
+    from synth.arith_phrasings import generate_phrasings
+    from synth.offline import generate_offline
+    _, tok = pretrained_demo.load_base(tiny_base)
+    questions = lambda d: [m[1]["content"] for m in d["calculator"]]  # noqa: E731
+    varied = pretrained_demo.training_examples(30, 5, tok, 4096)
+    old = pretrained_demo.training_examples(30, 5, tok, 4096, train_data="templates")
+    assert questions(varied) == [t["question"] for t in generate_phrasings(30)]
+    assert questions(old) == [t["question"] for t in generate_offline("arithmetic", 30)]
+    assert varied["gsm8k"] == old["gsm8k"] and 0 < len(varied["gsm8k"]) <= 5
+    with pytest.raises(ValueError, match="--train-data"):
+        pretrained_demo.training_examples(3, 1, tok, 224, train_data="heldout")
 
 
 def test_markup_rows_start_at_the_mean_of_their_pieces(tiny_base):
@@ -72,3 +88,5 @@ def test_bad_base_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("pretrained_demo:") and "missing.gguf" in err and "\n" not in err
     assert pretrained_demo.main(["--stages", "base,oops", "--out-dir", str(tmp_path / "o")]) == 2
+    assert pretrained_demo.main(["--sets", "heldout,train", "--out-dir", str(tmp_path / "o")]) == 2
+    assert "--sets" in capsys.readouterr().err
