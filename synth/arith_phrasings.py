@@ -17,7 +17,7 @@ checks it with a pattern built from each held-out sentence.
 
 `generate_phrasings(n, seed)` returns traces in `synth.offline`'s record format (topic
 "arithmetic", phrasing "varied"), each step's calculator call really run and the whole trace
-passed through `synth.verify.verify_trace` before it is kept.
+passed through `synth.validation.validate_trace` before it is kept.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import random
 from typing import Callable, Literal, Optional
 
 from .offline import _fmt, _Run
-from .verify import Deduper, verify_trace
+from .validation import Deduper, validate_trace
 
 Family = Literal["train", "validation"]
 Problem = tuple[str, list[tuple[str, str]], int]   # question, [(why, calculator expression)], answer
@@ -402,7 +402,7 @@ def generate_phrasings(n: int, seed: int = 0, family: Family = "train", registry
     "arithmetic", "source": "offline", "split": "train", "phrasing": "varied" (train) or
     "validation", "question", "reasoning", "tool_result", "answer"}`.
     Raises ValueError for n < 1, an unknown family, or too few distinct questions in `max_draws`;
-    AssertionError when a template writes a trace that fails `verify_trace` (a template bug).
+    AssertionError when a template writes a trace that fails `validate_trace` (a template bug).
     """
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"arith_phrasings: n must be a positive integer, got {n!r}")
@@ -427,7 +427,7 @@ def generate_phrasings(n: int, seed: int = 0, family: Family = "train", registry
         trace = {"id": f"phrasings-{family}-s{seed}-{len(out):06d}", "topic": "arithmetic", "source": "offline",
                  "split": "train", "phrasing": "varied" if family == "train" else family, "question": question,
                  "reasoning": run.steps, "answer": _fmt(result)}
-        verdict = verify_trace(trace, registry)
+        verdict = validate_trace(trace, registry)
         if not verdict.ok:
             raise AssertionError(f"arith_phrasings: a template made a trace that fails verification: "
                                  f"{verdict.reason}: {verdict.detail}")

@@ -1,4 +1,4 @@
-"""The varied-phrasing grammar (synth.arith_phrasings): its traces verify, and neither of its
+"""The varied-phrasing grammar (synth.arith_phrasings): its traces pass validation, and neither of its
 families writes a sentence shape of the held-out problems (eval.arith_heldout), nor does the
 training family write a validation shape. The shapes are derived from arith_heldout's own
 generator, so copying a held-out sentence into the grammar fails here."""
@@ -13,7 +13,7 @@ from havoc_lite.eval.arith_heldout import NUM_KINDS, PEOPLE, heldout_problem
 from havoc_lite.tools import default_registry
 from synth.arith_phrasings import (NAMES, TRAIN, VALIDATION, generate_phrasings, phrasing_problem,
                                    phrasing_rows)
-from synth.verify import verify_trace
+from synth.validation import validate_trace
 
 ALL_NAMES = sorted(set(NAMES) | set(PEOPLE), key=len, reverse=True)
 _NAME_RE = re.compile(r"\b(?:" + "|".join(ALL_NAMES) + r")\b")
@@ -109,7 +109,7 @@ def test_training_family_varies_its_shapes():
     assert len(TRAIN) >= 20 and len(shapes) >= 10 * len(TRAIN)
 
 
-def test_traces_verify_reproduce_and_hold_one_or_two_steps():
+def test_traces_pass_validation_reproduce_and_hold_one_or_two_steps():
     registry = default_registry()
     traces = generate_phrasings(300, seed=3)
     assert traces == generate_phrasings(300, seed=3)
@@ -117,7 +117,7 @@ def test_traces_verify_reproduce_and_hold_one_or_two_steps():
     steps = {len(t["reasoning"]) for t in traces}
     assert steps == {1, 2}
     for t in traces:
-        assert verify_trace(t, registry).ok and t["phrasing"] == "varied"
+        assert validate_trace(t, registry).ok and t["phrasing"] == "varied"
         last = t["reasoning"][-1]["tool_call"]["args"]["expression"]
         assert float(t["answer"]) == registry.execute("calculator", {"expression": last}).result
 
