@@ -18,6 +18,10 @@ found by re-applying each side's rule to the other side's text:
   the last of them; the kit takes the last well-formed number;
 - `normalisation`: both read the same number written differently ("10.00" vs "10"): the kit compares
   numbers, lm-eval strings.
+`--data` takes another GSM8K-format JSONL; `--templated N` writes N unseen `synth.offline`
+arithmetic problems (test side of the hash split; `--phrasing heldout` for the held-out shapes) in
+that format first (`offline_as_gsm8k`) and scores those: problems a small model can solve without
+tools, so the two can be compared on a model that scores above 0.
 Writes `<out>/comparison.json` (accuracies, per-problem rows, reasons). Needs `pip install lm-eval`
 (not a dependency of the kit: it is large); without it, one line and exit 2.
 """
@@ -131,12 +135,30 @@ def run_lm_eval(hf_dir: Path, data_jsonl: Path, n: int, max_new_tokens: int, out
             "rows": [per[i] for i in sorted(per)]}
 
 
+def offline_as_gsm8k(traces: list[dict]) -> list[dict]:
+    """`synth.offline` traces as GSM8K rows {"question", "answer": "<each step with its expression
+    and value>\n#### <answer>"}: the format `load_gsm8k` and the harness's task read."""
+    rows = []
+    for t in traces:
+        steps = []
+        for s in t["reasoning"]:
+            call, res = s.get("tool_call"), s.get("tool_result")
+            value = f" {call['args']['expression']} = {res['result']}" if call and res else ""
+            steps.append(s["content"] + value)
+        rows.append({"question": t["question"], "answer": "\n".join(steps) + f"\n#### {t['answer']}"})
+    return rows
+
+
 @dataclass
 class CheckArgs:
     """Score one model on local GSM8K with the kit and with lm-evaluation-harness."""
     model: str                          # our folder, a HF folder, a .gguf or a hub id (`hub.load_model`)
     tokenizer: Optional[str] = None     # default: the model folder's own (`tokenizer.load_tokenizer`)
     data: str = ""                      # GSM8K JSONL; default the bundled 100 test problems
+    templated: int = 0
+    """score this many unseen synth.offline arithmetic problems (written as GSM8K JSONL) instead"""
+    phrasing: str = "train"             # with --templated: "train" (in-template) or "heldout"
+    seed: int = 0                       # with --templated
     limit: int = 100
     max_new_tokens: int = 64
     out: str = "checkpoints/lm_eval_check"
@@ -151,6 +173,11 @@ def compare(args: CheckArgs) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = Path(args.data) if args.data else ASSET_TEST
+    if args.templated:
+        from synth.offline import generate_offline
+        traces = generate_offline("arithmetic", args.templated, seed=args.seed, split="test", phrasing=args.phrasing)
+        data = out / "templated.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in offline_as_gsm8k(traces)), encoding="utf-8")
     examples = load_gsm8k(data, limit=args.limit)
     data_copy = out / "gsm8k.jsonl"    # the same rows, for the harness to load itself
     data_copy.write_text("".join(json.dumps({"question": e["question"], "answer": e["answer"]}) + "\n"
