@@ -50,7 +50,7 @@ def test_measure_quick_with_the_no_roles_arm(tmp_path):
                           env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     stages = json.loads((out / "prime_budgets.json").read_text())["stages"]
-    assert [s for s in stages] == ["reuse_smoke", "sft_traps", "sft_no_roles", "budgets", "compare"]
+    assert list(stages) == ["reuse_smoke", "sft_traps", "sft_no_roles", "budgets", "compare"]
     traps = [json.loads(line) for line in open(out / "sft" / "traps_no_roles.jsonl")]
     assert len(traps) == 100 and not any("role" in s for t in traps for s in t["reasoning"])
     budgets = stages["budgets"]
@@ -61,3 +61,8 @@ def test_measure_quick_with_the_no_roles_arm(tmp_path):
             c = stages["compare"][set_name][budget]
             assert c["diff"] == pytest.approx((r["correct"] - p["correct"]) / 8, abs=1e-3)
             assert c["only_roles_right"] - c["only_no_roles_right"] == r["correct"] - p["correct"]
+            assert r["per_problem"].count("1") == r["correct"] and len(r["per_problem"]) == 8
+        m = stages["compare"][set_name]["matched"]
+        heavy, medium = budgets["roles"][set_name]["heavy"], budgets["no_roles"][set_name]["medium"]
+        assert m["only_roles_right"] == sum(a > b for a, b in zip(heavy["per_problem"], medium["per_problem"]))
+        assert m["only_no_roles_right"] == sum(a < b for a, b in zip(heavy["per_problem"], medium["per_problem"]))

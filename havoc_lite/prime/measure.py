@@ -12,9 +12,12 @@ how many answers contain an <attack>.
 `--no-roles` adds the comparison: a second model trained from the same checkpoint, on the same
 data, for the same steps and seed, with every trap trace passed through `synth.traps.strip_roles`
 (no sections: the trace solves the problem directly). Both are scored on the same problems per
-budget, and the difference roles - no-roles at HEAVY gets a 95 % Newcombe interval
+budget, and each difference roles - no-roles gets a 95 % Newcombe interval
 (`eval.metrics.diff_of_proportions_ci`, conservative for paired answers), the discordant counts
-and an exact McNemar p-value (a two-sided binomial test on the discordant pairs).
+and an exact McNemar p-value (a two-sided binomial test on the discordant pairs): at every budget,
+and "matched", the roles model at HEAVY against the no-roles model at MEDIUM. HEAVY forces the four
+sections on a model that never saw them, which breaks its output (as withholding a tool breaks a
+tool model), so only the matched figure compares what the two trainings taught.
 
 Writes `<out>/prime_budgets.json`; exit 1 if a training stage fails.
 """
@@ -130,19 +133,24 @@ class Measure(Ablation):
                         "mean_tokens": round(sum(o.num_tokens for o in outs) / len(outs), 1),
                         "seconds_per_problem": round(s["seconds"] / len(outs), 3),
                         "with_attack": sum(1 for o in outs if o.roles.get("attack")),
+                        "per_problem": "".join("1" if c else "0" for c in s["correct"]),
                         "example": outs[0].text[:400]}
         return info
 
     def stage_compare(self) -> dict:
-        """Roles minus no-roles at every budget, both sets (HEAVY is the one the issue asks for)."""
+        """Roles minus no-roles at every budget, both sets (HEAVY is the one the issue asks for),
+        and "matched": each model at the budget whose output its training matches, the roles model
+        at HEAVY against the no-roles model at MEDIUM (HEAVY forces sections the no-roles model
+        never saw, so the HEAVY-against-HEAVY figure is partly a forced-tags effect)."""
         info = {"interval": "Newcombe 1998 hybrid score (method 10), Wilson intervals; "
                             "McNemar exact test on the discordant pairs"}
+        pairs = [(b, b, b) for b in BUDGETS] + [("matched", "heavy", "medium")]
         for set_name in ("in_template", "heldout"):
-            for budget in BUDGETS:
-                c = paired_comparison(self.correct["roles", set_name, budget],
-                                      self.correct["no_roles", set_name, budget])
+            for name, roles_budget, plain_budget in pairs:
+                c = paired_comparison(self.correct["roles", set_name, roles_budget],
+                                      self.correct["no_roles", set_name, plain_budget])
                 c["only_roles_right"], c["only_no_roles_right"] = c.pop("only_a_right"), c.pop("only_b_right")
-                info.setdefault(set_name, {})[budget] = c
+                info.setdefault(set_name, {})[name] = c
         return info
 
     def run(self) -> int:
@@ -162,10 +170,11 @@ def print_tables(stages: dict) -> None:
                 f"{b} {r['accuracy']:.2f} ({r['correct']}/{budgets['problems'][set_name]}, {r['mean_tokens']} tok, "
                 f"{r['with_attack']} attacks)" for b, r in rows.items()))
     for set_name, rows in stages.get("compare", {}).items():
-        if isinstance(rows, dict):
-            h = rows["heavy"]
-            print(f"roles - no_roles at HEAVY, {set_name}: {h['diff']:+.3f} {h['ci95']}, "
-                  f"discordant {h['only_roles_right']}/{h['only_no_roles_right']}, McNemar p {h['mcnemar_exact_p']}")
+        for name, label in (("heavy", "both at HEAVY"), ("matched", "roles at HEAVY, no_roles at MEDIUM")):
+            if isinstance(rows, dict):
+                h = rows[name]
+                print(f"roles - no_roles, {label}, {set_name}: {h['diff']:+.3f} {h['ci95']}, discordant "
+                      f"{h['only_roles_right']}/{h['only_no_roles_right']}, McNemar p {h['mcnemar_exact_p']}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
