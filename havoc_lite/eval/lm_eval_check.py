@@ -81,18 +81,25 @@ def _lm_eval_norm(s: str) -> str:
     return s.lower()
 
 
-def without_markup(text: str) -> str:
-    """The text the harness sees: special tokens are decoded away there."""
+def without_markup(text: str, specials: tuple[str, ...] = ()) -> str:
+    """The text the harness sees: special tokens are decoded away there, the kit's markup and
+    `specials` (a Hugging Face tokenizer's own, e.g. SmolLM2's "<|im_end|>")."""
     from ..tokenizer import SPECIAL_TOKENS
-    for t in SPECIAL_TOKENS:
+    for t in (*SPECIAL_TOKENS, *specials):
         text = text.replace(t, "")
     return text.strip()
 
 
-def explain(kit: dict, harness: dict) -> str:
-    """Why the kit and lm-eval disagree on one problem (`kit`: its record; `harness`: lm-eval's)."""
+def tokenizer_specials(tokenizer) -> tuple[str, ...]:
+    """The special tokens of a Hugging Face backed tokenizer (`.hf`); () for the kit's own."""
+    return tuple(getattr(getattr(tokenizer, "hf", None), "all_special_tokens", ()) or ())
+
+
+def explain(kit: dict, harness: dict, specials: tuple[str, ...] = ()) -> str:
+    """Why the kit and lm-eval disagree on one problem (`kit`: its record; `harness`: lm-eval's;
+    `specials`: the model tokenizer's own special tokens, see `without_markup`)."""
     from .extract import extract_strict
-    k_text = without_markup(kit["output"])
+    k_text = without_markup(kit["output"], specials)
     if k_text != harness["text"].strip():
         return "generation"
     if kit["which"] == "strict":
@@ -190,6 +197,7 @@ def compare(args: CheckArgs) -> dict:
         tok_cfg = json.loads(cfg_path.read_text())
         tok_cfg["add_bos_token"] = True
         cfg_path.write_text(json.dumps(tok_cfg, indent=2))
+    specials = tokenizer_specials(tokenizer)
     kit = run_kit(model, tokenizer, examples, args.max_new_tokens, out)
     harness = run_lm_eval(hf_dir, data_copy, len(examples), args.max_new_tokens, out)
     m = kit["summary"]["metrics"]
@@ -197,7 +205,7 @@ def compare(args: CheckArgs) -> dict:
               "lm_eval": {"strict": harness["strict"], "flexible": harness["flexible"]}, "disagreements": [],
               "same_text": 0, "problems": [], "extraction_differences": []}
     for i, (k, h) in enumerate(zip(kit["rows"], harness["rows"])):
-        same = without_markup(k["output"]) == h["text"].strip()
+        same = without_markup(k["output"], specials) == h["text"].strip()
         result["same_text"] += same
         result["problems"].append({"problem": i, "same_text": same, "kit_text": k["output"],
                                    "lm_eval_text": h["text"], "kit": k["answers"],
@@ -209,7 +217,7 @@ def compare(args: CheckArgs) -> dict:
                 result["extraction_differences"].append({
                     "problem": i, "which": which, "kit": k["answers"].get(which), "lm_eval": h[hname]["extracted"],
                     "reason": explain({"output": k["output"], "which": which},
-                                      {"text": h["text"], "extracted": h[hname]["extracted"]})})
+                                      {"text": h["text"], "extracted": h[hname]["extracted"]}, specials)})
         for which, hname in (("strict", "strict-match"), ("flexible", "flexible-extract")):
             k_ok = bool(k["checks"][which])
             if k_ok != h[hname]["correct"]:
@@ -217,7 +225,7 @@ def compare(args: CheckArgs) -> dict:
                 result["disagreements"].append({
                     "problem": i, "which": which, "kit_correct": k_ok, "lm_eval_correct": h[hname]["correct"],
                     "kit_extracted": k["answers"].get(which), "lm_eval_extracted": h[hname]["extracted"],
-                    "reason": explain(rec, {"text": h["text"], "extracted": h[hname]["extracted"]})})
+                    "reason": explain(rec, {"text": h["text"], "extracted": h[hname]["extracted"]}, specials)})
     result["equal"] = result["kit"] == result["lm_eval"]
     result["explained"] = all(d["reason"] != "generation" for d in result["disagreements"])
     (out / "comparison.json").write_text(json.dumps(result, indent=2))
