@@ -51,7 +51,7 @@ def test_measure_quick_with_the_no_roles_arm(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     stages = json.loads((out / "prime_budgets.json").read_text())["stages"]
     assert list(stages) == ["reuse_smoke", "sft_traps", "sft_no_roles", "budgets", "compare"]
-    traps = [json.loads(line) for line in open(out / "sft" / "traps_no_roles.jsonl")]
+    traps = [json.loads(line) for line in (out / "sft" / "traps_no_roles.jsonl").read_text().splitlines()]
     assert len(traps) == 100 and not any("role" in s for t in traps for s in t["reasoning"])
     budgets = stages["budgets"]
     assert budgets["problems"] == {"in_template": 8, "heldout": 8}

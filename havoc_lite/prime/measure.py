@@ -104,7 +104,8 @@ class Measure(Ablation):
         from synth.offline import write_jsonl
         from synth.traps import strip_roles
         sft = self.out / "sft"
-        rows = [json.loads(line) for line in open(sft / "traps.jsonl", encoding="utf-8")]
+        with open(sft / "traps.jsonl", encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f]
         write_jsonl([strip_roles(r) for r in rows], sft / "traps_no_roles.jsonl")
         self.models["no_roles"], info = self._train_on_traps("traps_no_roles.jsonl", "sft_no_roles_run")
         return {"traps": len(rows), **info}
