@@ -9,16 +9,17 @@ Train/test split is by a hash of the normalised question (`validation.question_k
 in "test" when its hash falls in the lowest `test_fraction` of the range, so the two splits can
 never share a question, whatever the seeds.
 
-Held-out phrasings (`phrasing="heldout"`, arithmetic only so far): a second template family,
-`havoc_lite.eval.arith_heldout` (other contexts, verbs, orders and question forms), with numbers
-drawn in the training templates' range. The hash split only separates questions of one family; a
+Held-out phrasings (`phrasing="heldout"`): a second template family, for arithmetic
+`havoc_lite.eval.arith_heldout` (other contexts, verbs, orders and question forms, with numbers
+drawn in the training templates' range), for arithmetic_traps `synth.traps.HELDOUT_TRAPS` (other
+kinds of trap in other sentence shapes). The hash split only separates questions of one family; a
 held-out family measures whether a model learnt the arithmetic or the sentences. Every templated
 accuracy should be reported both ways: in-template (`split="test"`) and held-out-template.
 
 Topics: arithmetic (calculator; short regular word problems, 1-3 steps, for the ~1M-param smoke
 model), arithmetic_traps (calculator; a planted trap, a first attempt that falls in, and the
 <advocate>/<attack>/<pragmatist>/<verify> sections that catch and fix it: `verify.attack_problem`
-checks the attack names the wrong result and the answer is not it), stats_tests (python_math), algebra_calculus (symbolic_math), doe (dsl_executor),
+checks the attack names the wrong result and the answer is not it; templates in `synth/traps.py`), stats_tests (python_math), algebra_calculus (symbolic_math), doe (dsl_executor),
 retrieval (rag over the bundled corpus). A topic whose tool is missing from the registry raises.
 
 CLI: `python -m synth.offline --topic arithmetic --num-examples 2000 --seed 0 --output data/x.jsonl`
@@ -129,50 +130,15 @@ def _arithmetic_heldout(rng: random.Random, run: _Run) -> tuple[str, str]:
     return question, _fmt(r)
 
 
-# --- arithmetic with a planted trap, worked through PRIME's sections (calculator) ----------------
+# --- arithmetic with a planted trap, worked through PRIME's sections: synth/traps.py -----------
 def _arithmetic_traps(rng: random.Random, run: _Run) -> tuple[str, str]:
-    """A problem with a trap a hasty reader falls into. The first attempt (<reason> + a real
-    calculator call) falls in; <advocate> states what it did; <attack> names the flaw and the
-    wrong result; <pragmatist> recomputes; <verify> checks the fix against the question."""
-    name, other = rng.sample(NAMES, 2)
-    item = rng.choice(ITEMS)
-    kind = rng.randrange(3)
-    if kind == 0:   # given away, then some returned: a hasty reader adds everything
-        a, b = rng.randint(20, 60), rng.randint(3, 15)
-        c = rng.randint(1, b - 1)
-        q = (f"{name} had {a} {item}. {name} gave {b} of them to {other}, and {other} later handed "
-             f"{c} back. How many {item} does {name} have now?")
-        wrong = run(f"Put the numbers together: {a}, {b} and {c}.", "calculator", {"expression": f"{a}+{b}+{c}"})
-        run.say(f"The first attempt adds all three numbers and gets {wrong}.", "advocate")
-        run.say(f"That is wrong: the {b} {item} were given away, so they must be subtracted; {wrong} "
-                f"is more than {name} ever had.", "attack")
-        r = run(f"Subtract the {b} given away and add the {c} handed back.", "calculator",
-                {"expression": f"{a}-{b}+{c}"}, role="pragmatist")
-        run.say(f"{r} is below {a} because more left than came back, as the story says.", "verify")
-    elif kind == 1:  # a price per item: a hasty reader takes the note minus one price
-        price, n = rng.randint(2, 9), rng.randint(3, 9)
-        note = 50 if price * n < 50 else 100
-        q = (f"{name} buys {n} {item} at {price} dollars each and pays with a {note}-dollar note. "
-             f"How much change does {name} get?")
-        wrong = run(f"Take the price from the {note} dollars.", "calculator", {"expression": f"{note}-{price}"})
-        run.say(f"The first attempt takes one price from the note and gets {wrong}.", "advocate")
-        run.say(f"That is wrong: {price} dollars is the price of one of the {n} {item}, so {wrong} "
-                f"ignores the other {n - 1}.", "attack")
-        r = run(f"The {n} {item} cost {n} times {price} dollars; the change is the {note} dollars minus "
-                "that.", "calculator", {"expression": f"{note}-{n}*{price}"}, role="pragmatist")
-        run.say(f"{r} plus the {n * price} paid makes the {note}-dollar note.", "verify")
-    else:            # "times as many", asked for the total: a hasty reader gives one share
-        a, c = rng.randint(3, 20), rng.randint(2, 5)
-        q = (f"{name} has {a} {item} and {other} has {c} times as many. "
-             f"How many {item} do the two of them have altogether?")
-        wrong = run(f"{other} has {c} times {a}.", "calculator", {"expression": f"{c}*{a}"})
-        run.say(f"The first attempt answers with {other}'s {wrong}.", "advocate")
-        run.say(f"That is wrong: {wrong} is only {other}'s share; the question asks for both of them.",
-                "attack")
-        r = run(f"Add {name}'s {a} to {other}'s {wrong}.", "calculator", {"expression": f"{a}+{wrong}"},
-                role="pragmatist")
-        run.say(f"{r} is {c + 1} times {a}, one share for {name} and {c} for {other}.", "verify")
-    return q, _fmt(r)
+    from .traps import train_trap      # here, not at the top: traps.py imports this module
+    return train_trap(rng, run)
+
+
+def _arithmetic_traps_heldout(rng: random.Random, run: _Run) -> tuple[str, str]:
+    from .traps import heldout_trap
+    return heldout_trap(rng, run)
 
 
 # --- statistics (python_math) ---------------------------------------------------------------------
@@ -376,6 +342,7 @@ GENERATORS: dict[str, tuple[str, Callable]] = {
 # Held-out template families, for evaluation only (never trained on).
 HELDOUT_GENERATORS: dict[str, tuple[str, Callable]] = {
     "arithmetic": ("calculator", _arithmetic_heldout),
+    "arithmetic_traps": ("calculator", _arithmetic_traps_heldout),
 }
 
 
@@ -480,7 +447,7 @@ class OfflineArgs:
     output: str = "data/offline_traces.jsonl"
     test_fraction: float = 0.1
     phrasing: Literal["train", "heldout"] = "train"
-    """heldout: sentence shapes no training template makes (arithmetic; needs --split test)"""
+    """heldout: sentence shapes no training template makes (arithmetic, arithmetic_traps; needs --split test)"""
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -16,8 +16,14 @@ found by re-applying each side's rule to the other side's text:
   the kit's accepts the end of the text, "final answer" and a "$";
 - `flexible regex`: lm-eval's "(-?[$0-9.,]{2,})|(-?[0-9]+)" also matches runs of "." or "," and takes
   the last of them; the kit takes the last well-formed number;
+- `minus sign`: the kit's number pattern takes a minus followed by a space as the sign of the
+  number after it ("35 - 2" reads -2), lm-eval's does not (2);
 - `normalisation`: both read the same number written differently ("10.00" vs "10"): the kit compares
   numbers, lm-eval strings.
+`--data` takes another GSM8K-format JSONL; `--templated N` writes N unseen `synth.offline`
+arithmetic problems (test side of the hash split; `--phrasing heldout` for the held-out shapes) in
+that format first (`offline_as_gsm8k`) and scores those: problems a small model can solve without
+tools, so the two can be compared on a model that scores above 0.
 Writes `<out>/comparison.json` (accuracies, per-problem rows, reasons). Needs `pip install lm-eval`
 (not a dependency of the kit: it is large); without it, one line and exit 2.
 """
@@ -79,18 +85,25 @@ def _lm_eval_norm(s: str) -> str:
     return s.lower()
 
 
-def without_markup(text: str) -> str:
-    """The text the harness sees: special tokens are decoded away there."""
+def without_markup(text: str, specials: tuple[str, ...] = ()) -> str:
+    """The text the harness sees: special tokens are decoded away there, the kit's markup and
+    `specials` (a Hugging Face tokenizer's own, e.g. SmolLM2's "<|im_end|>")."""
     from ..markup import SPECIAL_TOKENS
-    for t in SPECIAL_TOKENS:
+    for t in (*SPECIAL_TOKENS, *specials):
         text = text.replace(t, "")
     return text.strip()
 
 
-def explain(kit: dict, harness: dict) -> str:
-    """Why the kit and lm-eval disagree on one problem (`kit`: its record; `harness`: lm-eval's)."""
-    from .extract import extract_strict
-    k_text = without_markup(kit["output"])
+def tokenizer_specials(tokenizer) -> tuple[str, ...]:
+    """The special tokens of a Hugging Face backed tokenizer (`.hf`); () for the kit's own."""
+    return tuple(getattr(getattr(tokenizer, "hf", None), "all_special_tokens", ()) or ())
+
+
+def explain(kit: dict, harness: dict, specials: tuple[str, ...] = ()) -> str:
+    """Why the kit and lm-eval disagree on one problem (`kit`: its record; `harness`: lm-eval's;
+    `specials`: the model tokenizer's own special tokens, see `without_markup`)."""
+    from .extract import extract_flexible, extract_strict
+    k_text = without_markup(kit["output"], specials)
     if k_text != harness["text"].strip():
         return "generation"
     if kit["which"] == "strict":
@@ -101,6 +114,8 @@ def explain(kit: dict, harness: dict) -> str:
         return "strict regex"
     if _lm_eval_extract(k_text, LM_EVAL_FLEXIBLE, -1) != harness["extracted"]:
         return "flexible regex"
+    if extract_flexible(kit["output"]) == "-" + _lm_eval_norm(harness["extracted"]):
+        return "minus sign"
     return "normalisation"
 
 
@@ -135,12 +150,30 @@ def run_lm_eval(hf_dir: Path, data_jsonl: Path, n: int, max_new_tokens: int, out
             "rows": [per[i] for i in sorted(per)]}
 
 
+def offline_as_gsm8k(traces: list[dict]) -> list[dict]:
+    """`synth.offline` traces as GSM8K rows {"question", "answer": "<each step with its expression
+    and value>\n#### <answer>"}: the format `load_gsm8k` and the harness's task read."""
+    rows = []
+    for t in traces:
+        steps = []
+        for s in t["reasoning"]:
+            call, res = s.get("tool_call"), s.get("tool_result")
+            value = f" {call['args']['expression']} = {res['result']}" if call and res else ""
+            steps.append(s["content"] + value)
+        rows.append({"question": t["question"], "answer": "\n".join(steps) + f"\n#### {t['answer']}"})
+    return rows
+
+
 @dataclass
 class CheckArgs:
     """Score one model on local GSM8K with the kit and with lm-evaluation-harness."""
     model: str                          # our folder, a HF folder, a .gguf or a hub id (`hub.load_model`)
     tokenizer: Optional[str] = None     # default: the model folder's own (`tokenizer.load_tokenizer`)
     data: str = ""                      # GSM8K JSONL; default the bundled 100 test problems
+    templated: int = 0
+    """score this many unseen synth.offline arithmetic problems (written as GSM8K JSONL) instead"""
+    phrasing: str = "train"             # with --templated: "train" (in-template) or "heldout"
+    seed: int = 0                       # with --templated
     limit: int = 100
     max_new_tokens: int = 64
     out: str = "checkpoints/lm_eval_check"
@@ -155,6 +188,11 @@ def compare(args: CheckArgs) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = Path(args.data) if args.data else ASSET_TEST
+    if args.templated:
+        from synth.offline import generate_offline
+        traces = generate_offline("arithmetic", args.templated, seed=args.seed, split="test", phrasing=args.phrasing)
+        data = out / "templated.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in offline_as_gsm8k(traces)), encoding="utf-8")
     examples = load_gsm8k(data, limit=args.limit)
     data_copy = out / "gsm8k.jsonl"    # the same rows, for the harness to load itself
     data_copy.write_text("".join(json.dumps({"question": e["question"], "answer": e["answer"]}) + "\n"
@@ -167,6 +205,7 @@ def compare(args: CheckArgs) -> dict:
         tok_cfg = json.loads(cfg_path.read_text())
         tok_cfg["add_bos_token"] = True
         cfg_path.write_text(json.dumps(tok_cfg, indent=2))
+    specials = tokenizer_specials(tokenizer)
     kit = run_kit(model, tokenizer, examples, args.max_new_tokens, out)
     harness = run_lm_eval(hf_dir, data_copy, len(examples), args.max_new_tokens, out)
     m = kit["summary"]["metrics"]
@@ -174,7 +213,7 @@ def compare(args: CheckArgs) -> dict:
               "lm_eval": {"strict": harness["strict"], "flexible": harness["flexible"]}, "disagreements": [],
               "same_text": 0, "problems": [], "extraction_differences": []}
     for i, (k, h) in enumerate(zip(kit["rows"], harness["rows"])):
-        same = without_markup(k["output"]) == h["text"].strip()
+        same = without_markup(k["output"], specials) == h["text"].strip()
         result["same_text"] += same
         result["problems"].append({"problem": i, "same_text": same, "kit_text": k["output"],
                                    "lm_eval_text": h["text"], "kit": k["answers"],
@@ -186,7 +225,7 @@ def compare(args: CheckArgs) -> dict:
                 result["extraction_differences"].append({
                     "problem": i, "which": which, "kit": k["answers"].get(which), "lm_eval": h[hname]["extracted"],
                     "reason": explain({"output": k["output"], "which": which},
-                                      {"text": h["text"], "extracted": h[hname]["extracted"]})})
+                                      {"text": h["text"], "extracted": h[hname]["extracted"]}, specials)})
         for which, hname in (("strict", "strict-match"), ("flexible", "flexible-extract")):
             k_ok = bool(k["checks"][which])
             if k_ok != h[hname]["correct"]:
@@ -194,7 +233,7 @@ def compare(args: CheckArgs) -> dict:
                 result["disagreements"].append({
                     "problem": i, "which": which, "kit_correct": k_ok, "lm_eval_correct": h[hname]["correct"],
                     "kit_extracted": k["answers"].get(which), "lm_eval_extracted": h[hname]["extracted"],
-                    "reason": explain(rec, {"text": h["text"], "extracted": h[hname]["extracted"]})})
+                    "reason": explain(rec, {"text": h["text"], "extracted": h[hname]["extracted"]}, specials)})
     result["equal"] = result["kit"] == result["lm_eval"]
     result["explained"] = all(d["reason"] != "generation" for d in result["disagreements"])
     (out / "comparison.json").write_text(json.dumps(result, indent=2))
