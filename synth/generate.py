@@ -48,10 +48,9 @@ from typing import Optional
 import anthropic
 
 from .aio import run_sync
-from .claude import (BATCH_DISCOUNT, DEFAULT_MODEL, FATAL_ERRORS, BatchResultsUnreadable, UsdBudget, Reply,
-                     Usage, batch_replies,
-                     build_request, make_client, price_for, request_trace, submit_batch, wait_batch,
-                     worst_case_usd)
+from .batches import run_batches
+from .claude import (BATCH_DISCOUNT, DEFAULT_MODEL, FATAL_ERRORS, Reply, Usage, UsdBudget, build_request,
+                     make_client, price_for, request_trace, worst_case_usd)
 from .ledger import Ledger, append_line, read_jsonl_repair
 from .spec import TopicSpec, load_topic, trace_schema, system_prompt, plan, user_prompt, trace_id
 from .validation import REJECT_REASONS, Deduper, Verdict, validate_trace
@@ -59,8 +58,6 @@ from .validation import REJECT_REASONS, Deduper, Verdict, validate_trace
 log = logging.getLogger("synth")
 TOOL_USE_OVERHEAD_TOKENS = 400   # the system prompt the API adds for tool use (a few hundred tokens)
 TYPICAL_OUTPUT_TOKENS = 1000     # a trace of a few steps (+ some thinking); only for the estimates
-BATCH_OVERSHOOT = 1.25           # a batch round asks for 25% more than still needed (some are rejected)
-MAX_BATCH_REQUESTS = 100_000     # the API's limit on requests per batch
 
 
 # --- files ----------------------------------------------------------------------------------------
@@ -365,80 +362,6 @@ async def _direct(run: _Run, client) -> None:
     await asyncio.gather(*(worker() for _ in range(max(1, args.concurrency))))
 
 
-async def _finish_batch(run: _Run, client, batch_id: str, attempt: str, usd: dict[str, float]) -> None:
-    """Poll a batch until it ends, then record each of its results that has no outcome yet
-    (`usd`: those ids and their booked worst case)."""
-    run.batch_ids.append(batch_id)
-    await wait_batch(client, batch_id, run.args.poll_s)
-    index = {trace_id(run.spec, run.args.seed, i): i for i in range(run.max_attempts)}
-    left = dict(usd)
-    try:
-        async for cid, reply, error in batch_replies(client, batch_id, run.args.max_tokens):
-            if cid in left and cid in index:
-                await run.record(index[cid], reply, left.pop(cid), attempt, batch=True, error=error)
-    except BatchResultsUnreadable as e:   # the rest may have been billed: charge their worst case
-        log.warning("batch %s: results unreadable after %d of %d (%s); charging the other %d their "
-                    "worst case and trying them again", batch_id, len(usd) - len(left), len(usd), e, len(left))
-        for cid, w in sorted(left.items()):
-            run.interrupted(cid, w, attempt, f"batch {batch_id}: results unreadable ({e})")
-        left = {}
-    for cid, w in sorted(left.items()):   # no result for it: the server never ran it (not billed)
-        await run.record(index[cid], None, w, attempt, error="no result in the batch")
-    run.ledger.batch_done(batch_id)
-
-
-async def _batches(run: _Run, client) -> None:
-    """Finish any batch a killed run left on the server, then submit rounds of requests as one
-    batch each until enough traces are kept, the indices run out or the budget is spent. A round
-    asks for BATCH_OVERSHOOT times what is still needed; every trace it returns that passes is
-    kept (it is paid for), so a run may keep a few more than --num-examples."""
-    args = run.args
-    for b in run.ledger.open_batches:
-        log.info("polling batch %s left by an earlier run (%d results to record)", b.batch_id, len(b.usd))
-        try:
-            await _finish_batch(run, client, b.batch_id, b.attempt, b.usd)
-        except anthropic.NotFoundError:   # deleted, or its results are gone (29 days): what it cost is unknown
-            log.warning("batch %s is no longer on the server: charging its %d unrecorded requests their "
-                        "worst case and trying them again", b.batch_id, len(b.usd))
-            for tid, w in b.usd.items():
-                run.interrupted(tid, w, b.attempt, f"batch {b.batch_id} not found on the server")
-            run.ledger.batch_done(b.batch_id)
-    pending = run.pending()
-    while run.state["kept"] < args.num_examples:
-        need = args.num_examples - run.state["kept"]
-        size = min(math.ceil(need * BATCH_OVERSHOOT) + 2, MAX_BATCH_REQUESTS)
-        usd, requests = {}, []
-        for i in pending:
-            params = run.params(i)
-            worst = worst_case_usd(params, run.prices, batch=True)
-            if not run.budget.reserve(worst):
-                run.stop["reason"] = "budget"
-                break
-            tid = trace_id(run.spec, args.seed, i)
-            usd[tid] = worst
-            requests.append((tid, params))
-            if len(requests) == size:
-                break
-        if not requests:
-            run.stop["reason"] = run.stop["reason"] or "max_attempts"
-            return
-        attempt = run.attempt_id()
-        run.ledger.reserve(attempt, usd)                       # before the batch exists
-        try:
-            batch_id = await submit_batch(client, requests)
-        except anthropic.APIError as e:   # not created: nothing billed
-            for tid, w in usd.items():
-                await run.record(int(tid.rsplit("-", 1)[1]), None, w, attempt, error=f"{type(e).__name__}: {e}")
-            run.stop["reason"] = "fatal_api_error" if isinstance(e, FATAL_ERRORS) else "api_errors"
-            run.stop["error"] = f"{type(e).__name__}: {e}"
-            return
-        run.ledger.batch_created(attempt, batch_id)
-        log.info("submitted batch %s: %d requests, at most $%.4f", batch_id, len(requests), sum(usd.values()))
-        await _finish_batch(run, client, batch_id, attempt, usd)
-        if run.stop["reason"]:
-            return
-
-
 async def _run(run: _Run, client) -> dict:
     from tqdm.auto import tqdm
     args = run.args
@@ -446,7 +369,7 @@ async def _run(run: _Run, client) -> dict:
                    desc=f"synth {run.spec.name}", unit="trace", disable=None)
     try:
         if args.batch:
-            await _batches(run, client)
+            await run_batches(run, client)
         else:
             await _direct(run, client)
     except FATAL_ERRORS as e:   # polling a batch the server does not know, a revoked key
