@@ -27,6 +27,7 @@ import argparse
 import importlib.util
 import json
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -174,9 +175,10 @@ def tune(model, tok, out: Path, args) -> dict:
         cfg.stop_at_step = trainer.step + 1
         losses.append(round(trainer.train()["loss"][-1], 4))
         ends.append(time.perf_counter() - t0)
-        # seconds per step, leaving out the first (allocations, warm-up)
-        per_step = (ends[-1] - ends[0]) / (len(ends) - 1) if len(ends) > 1 else ends[0]
-        if 2 <= trainer.step <= 5:   # fix the schedule's horizon early, from the measured speed
+        # seconds per step: the median after the first (allocations, warm-up), so a few slow steps
+        # on a shared machine do not set the pace
+        per_step = statistics.median(b - a for a, b in zip(ends, ends[1:])) if len(ends) > 1 else ends[0]
+        if trainer.step <= 5 or trainer.step % 10 == 0:   # fit the schedule's horizon to the time left
             fits = trainer.step + int((budget - ends[-1]) / per_step)
             cfg.max_steps = max(trainer.step, min(args.max_steps, fits))
         print(f"[tune] step {trainer.step}/{cfg.max_steps} loss {losses[-1]:.4f} ({ends[-1]:.0f} s)", flush=True)
