@@ -236,12 +236,6 @@ class HFTokenizer(BatchCodec):
         """The vocabulary string of id i (byte-level BPE writes a space as 'Ġ')."""
         return self.hf.convert_ids_to_tokens(int(i))
 
-    def __len__(self) -> int:
-        return self.vocab_size
-
-    def __repr__(self) -> str:
-        return f"HFTokenizer(vocab_size={self.vocab_size}, source={self.source!r})"
-
     # --- chat --------------------------------------------------------------------------------------
     def _template(self, messages: Sequence[dict], generation_prompt: bool) -> str:
         return self.hf.apply_chat_template(list(messages), tokenize=False,
@@ -263,9 +257,6 @@ class HFTokenizer(BatchCodec):
             if i in self._special_by_id:
                 return i
         return self.eos_id
-
-    def _assistant_mask(self, ids: list[int]) -> list[int]:
-        return assistant_mask(ids, self.special_ids)
 
     def _render(self, messages: Sequence[dict], generation_prompt: bool) -> tuple[list[int], list[int]]:
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
@@ -335,7 +326,7 @@ class HFTokenizer(BatchCodec):
                     if sub:
                         sub_ids = self.encode(sub, allow_special=is_content and r == "assistant")
                         ids += sub_ids
-                        mask += self._assistant_mask(sub_ids) if is_content and r == "assistant" else [0] * len(sub_ids)
+                        mask += assistant_mask(sub_ids, self.special_ids) if is_content and r == "assistant" else [0] * len(sub_ids)
                 cut = e
             if cut < len(text):
                 rest = self.encode(text[cut:])
@@ -348,7 +339,7 @@ class HFTokenizer(BatchCodec):
         if not assistant:
             return ids, [0] * len(ids), False
         in_content = [any(s <= a < e for s, e, _ in spans) for a, _ in enc["offset_mapping"]]
-        result = self._assistant_mask(ids)
+        result = assistant_mask(ids, self.special_ids)
         return ids, [int(c and r) for c, r in zip(in_content, result)], True
 
     def render_chat(self, messages: Sequence[dict]) -> tuple[list[int], list[int]]:

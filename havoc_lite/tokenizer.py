@@ -156,7 +156,14 @@ def train_tokenizer(inputs: Inputs, output_dir: Union[str, os.PathLike], vocab_s
 
 
 class BatchCodec:
-    """`encode_batch` / `decode_batch` for any tokenizer backend with `encode` and `decode`."""
+    """What both tokenizer backends share: `encode_batch` / `decode_batch` over their `encode` and
+    `decode`, `len()` (= `vocab_size`) and a repr naming the class, vocab size and `source`."""
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(vocab_size={self.vocab_size}, source={self.source!r})"
 
     def encode_batch(self, texts: Sequence[str], **kwargs) -> list[list[int]]:
         """`encode` for each text (same keyword arguments)."""
@@ -324,16 +331,7 @@ class HavocTokenizer(BatchCodec):
         """The sentencepiece piece string of id i (U+2581 for spaces, <0xNN> for bytes)."""
         return self.sp.id_to_piece(int(i))
 
-    def __len__(self) -> int:
-        return self.vocab_size
-
-    def __repr__(self) -> str:
-        return f"HavocTokenizer(vocab_size={self.vocab_size}, source={self.source!r})"
-
     # --- chat ----------------------------------------------------------------------------------
-    def _assistant_mask(self, ids: list[int]) -> list[int]:
-        return assistant_mask(ids, self.special_ids)
-
     def _render(self, messages: Sequence[dict], generation_prompt: bool) -> tuple[list[int], list[int]]:
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
             raise ValueError(f"render_chat: messages must be a list of {{'role', 'content'}} dicts, "
@@ -352,7 +350,7 @@ class HavocTokenizer(BatchCodec):
             if role == "assistant":
                 body = self.encode(msg["content"], allow_special=True)
                 ids += body + [self.end_id]
-                mask += self._assistant_mask(body) + [1]
+                mask += assistant_mask(body, self.special_ids) + [1]
             else:
                 body = self.encode(msg["content"], allow_special=False)
                 ids += body + [self.end_id]
