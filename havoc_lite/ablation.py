@@ -93,11 +93,10 @@ class Ablation(Smoke):
             rows = [json.loads(line) for line in open(sft / f"{name}.jsonl", encoding="utf-8")]
             write_jsonl([strip_tool_calls(r) for r in rows], sft / f"{name}_no_tool.jsonl")
         n = self.sizes.sft_steps
-        cfg = self.train_config(
-            phase="sft", init_from=str(self.pretrain_dir),
+        cfg = self.train_config(       # the tool model's SFT config, steps and seed: only the data differ
+            "sft_smoke", n, init_from=str(self.pretrain_dir),
             train_data=f"{sft / 'arithmetic_traces_no_tool.jsonl'},{sft / 'gsm8k_traces_no_tool.jsonl'}",
-            seq_len=self.sizes.sft_seq_len, max_steps=n, lr=3e-3, min_lr=3e-4,
-            warmup_steps=max(1, n // 20), save_every=n, eval_every=0, out_dir=str(self.out / "sft_no_tool_run"))
+            save_every=n, eval_every=0, out_dir=str(self.out / "sft_no_tool_run"))
         hist = Trainer(cfg, tokenizer=self.tokenizer).train()
         self.no_tool_dir = Path(hist["checkpoint"])
         k = max(1, n // 10)

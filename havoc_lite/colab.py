@@ -29,6 +29,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .config import TrainConfig
+
 ASSETS = Path(__file__).parent / "assets"
 
 
@@ -183,12 +185,9 @@ class Sizes:
 
     preset: str                 # model preset (`config.PRESETS`)
     vocab_size: int             # tokenizer pieces (an upper bound on a small corpus)
-    pretrain_config: str        # a `havoc_lite/configs/` name, overridden below
+    pretrain_config: str        # a `havoc_lite/configs/` name: its hyperparameters are used as they are
     pretrain_steps: int
     pretrain_docs: int          # hub documents for pretraining text (0: bundled text only)
-    batch_size: int
-    seq_len: int                # pretraining sequence length (tokens)
-    sft_seq_len: int            # SFT / polish sequence length (tokens)
     save_every: int
     offline_traces: int         # per offline topic
     claude_traces: int          # per topic, only with ANTHROPIC_API_KEY
@@ -206,14 +205,31 @@ class Sizes:
     max_new_tokens: int
     gen_batch_size: int
 
+    # Batch and sequence lengths are the configs' (one place for hyperparameters); these read them.
+    @property
+    def batch_size(self) -> int:
+        """Pretraining batch (sequences), from `pretrain_config`."""
+        return TrainConfig.load(self.pretrain_config).batch_size
 
-SMOKE = Sizes(preset="tiny", vocab_size=1024, pretrain_config="pretrain_tiny", pretrain_steps=8,
-              pretrain_docs=0, batch_size=8, seq_len=128, sft_seq_len=192, save_every=4, offline_traces=40,
-              claude_traces=2, sft_config="sft_tiny", sft_steps=8, polish_config="polish_tiny",
+    @property
+    def seq_len(self) -> int:
+        """Pretraining sequence length (tokens), from `pretrain_config`."""
+        return TrainConfig.load(self.pretrain_config).seq_len
+
+    @property
+    def sft_seq_len(self) -> int:
+        """SFT / polish / RAFT sequence length (tokens), from `sft_config`."""
+        return TrainConfig.load(self.sft_config).seq_len
+
+
+# Smoke mode trains with the smoke run's own configs (`python -m havoc_lite.smoke`), for fewer steps.
+SMOKE = Sizes(preset="tiny", vocab_size=1024, pretrain_config="pretrain_smoke", pretrain_steps=8,
+              pretrain_docs=0, save_every=4, offline_traces=40,
+              claude_traces=2, sft_config="sft_smoke", sft_steps=8, polish_config="polish_tiny",
               polish_steps=3, polish_examples=40, eval_limit=4, eval_data=None, eval_samples=2,
               raft_prompts=4, raft_samples=2, raft_cycles=1, max_new_tokens=48, gen_batch_size=8)
 A100 = Sizes(preset="50m", vocab_size=32000, pretrain_config="pretrain_50m", pretrain_steps=2000,
-             pretrain_docs=60_000, batch_size=16, seq_len=512, sft_seq_len=512, save_every=250, offline_traces=3000,
+             pretrain_docs=60_000, save_every=250, offline_traces=3000,
              claude_traces=200, sft_config="sft_50m", sft_steps=1000, polish_config="polish_tiny",
              polish_steps=200, polish_examples=5000, eval_limit=None, eval_data="hub",
              eval_samples=8, raft_prompts=500, raft_samples=8, raft_cycles=3, max_new_tokens=256,
@@ -346,13 +362,11 @@ def ensure_shards(run: Path, sz: Sizes, tokenizer) -> dict:
 
 
 def _config(name: str, run: Path, sz: Sizes, **fields):
-    from .config import TrainConfig
     cfg = TrainConfig.load(name)
     base = dict(model=sz.preset, tokenizer=str(Path(run) / "tokenizer"), raw_data=None,
                 eval_data=None, device="auto", resume="auto", wandb_mode="auto")
-    if sz.preset == "tiny":   # CPU smoke: no W&B, small batches, quiet logs
-        base.update(wandb_mode="disabled", batch_size=sz.batch_size, seq_len=sz.seq_len,
-                    eval_batches=2, log_every=max(1, sz.save_every))
+    if sz.preset == "tiny":   # CPU smoke: no W&B, quick evals, quiet logs
+        base.update(wandb_mode="disabled", eval_batches=2, log_every=max(1, sz.save_every))
     return replace(cfg, **{**base, **fields})
 
 
@@ -363,8 +377,8 @@ def pretrain_config(run: Path, sz: Sizes, **fields):
     return _config(sz.pretrain_config, run, sz, train_data=str(Path(run) / "data" / "shards"),
                    out_dir=str(Path(run) / "pretrain"), max_steps=n,
                    domain_weights={"general": 0.7, "math": 0.3}, save_every=sz.save_every,
-                   warmup_steps=min(100, max(1, n // 10)), eval_every=0 if sz.preset == "tiny" else 250,
-                   **({"lr": 3e-3, "min_lr": 3e-4} if sz.preset == "tiny" else {}), **fields)
+                   warmup_steps=TrainConfig.load(sz.pretrain_config).scaled_to(n).warmup_steps,
+                   eval_every=0 if sz.preset == "tiny" else 250, **fields)
 
 
 def latest_model(out_dir: Path) -> Optional[Path]:
@@ -400,10 +414,8 @@ def sft_config(run: Path, sz: Sizes, init_from: Path, train_files: Sequence[Path
     n = sz.sft_steps
     return _config(sz.sft_config, run, sz, init_from=str(init_from),
                    train_data=",".join(str(p) for p in train_files), out_dir=str(Path(run) / "sft"),
-                   seq_len=sz.sft_seq_len,
                    max_steps=n, save_every=max(1, min(250, n)), eval_every=max(1, min(250, n)),
-                   warmup_steps=min(50, max(1, n // 10)),
-                   **({"lr": 2e-3, "min_lr": 2e-4} if sz.preset == "tiny" else {}), **fields)
+                   warmup_steps=TrainConfig.load(sz.sft_config).scaled_to(n).warmup_steps, **fields)
 
 
 def write_polish_data(run: Path, sz: Sizes) -> Path:

@@ -163,7 +163,8 @@ class ModelConfig:
 
 
 # Presets. `tiny` is for CPU smoke runs; `7b` is the HAVOC-7B spec; `13b` follows Llama-2-13B
-# with 8 KV heads; `1b` and `3b-reward` sit between, with 64- and 128-wide heads.
+# with 8 KV heads; `1b` and `3b-verifier` sit between, with 64- and 128-wide heads. `3b-verifier` is
+# the reward model's size (`reward_model.py`): the preset keeps the name users know it by.
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(vocab_size=4096, d_model=128, n_layers=4, n_heads=4, num_kv_heads=2,
                         ffn_hidden_size=352, max_seq_len=512),
@@ -171,7 +172,7 @@ PRESETS: dict[str, ModelConfig] = {
                        ffn_hidden_size=1408, max_seq_len=1024),
     "1b": ModelConfig(vocab_size=70000, d_model=2048, n_layers=20, n_heads=32, num_kv_heads=8,
                       ffn_hidden_size=5632, max_seq_len=2048),
-    "3b-reward": ModelConfig(vocab_size=70000, d_model=3072, n_layers=26, n_heads=24,
+    "3b-verifier": ModelConfig(vocab_size=70000, d_model=3072, n_layers=26, n_heads=24,
                                num_kv_heads=8, head_dim=128, ffn_hidden_size=8192,
                                max_seq_len=4096),
     "7b": ModelConfig(vocab_size=70000, d_model=4096, n_layers=32, n_heads=32, num_kv_heads=8,
@@ -337,6 +338,14 @@ class TrainConfig:
         from .lora import lora_settings
         return lora_settings(self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_targets,
                              self.quantize, source=source)
+
+    def scaled_to(self, max_steps: int) -> "TrainConfig":
+        """This config for a run of `max_steps` optimizer steps: a run shorter than the config's
+        gets a proportionally shorter warm-up (at most a tenth of it), everything else unchanged.
+        How the smoke run's `--quick`, the notebooks' smoke mode and the demos shorten a config
+        without restating its hyperparameters."""
+        from dataclasses import replace
+        return replace(self, max_steps=max_steps, warmup_steps=min(self.warmup_steps, max(1, max_steps // 10)))
 
     def model_config(self, **overrides: Any) -> ModelConfig:
         """The preset `model` with `model_overrides` and then `overrides` (e.g. vocab_size) applied."""

@@ -115,6 +115,30 @@ def is_adapter_name(name: str) -> bool:
     return "lora_A" in name or "lora_B" in name or "trainable_tokens_delta" in name
 
 
+def head_weight(head: nn.Module) -> Optional[torch.Tensor]:
+    """The [V, d] matrix an LM head multiplies by, for the fused chunked loss
+    (`loss.linear_cross_entropy`), or None when the head is something else (then the caller
+    computes the logits through the module).
+
+    A plain bias-free nn.Linear gives its weight. peft's `TrainableTokensWrapper` (the markup rows
+    a pretrained vocabulary gains, trained beside LoRA) gives peft's own merged matrix: the frozen
+    rows with the trained rows copied in (`TrainableTokensLayer.get_merged_weights`), which is
+    differentiable in the trained rows, so the logits [B, T, V] are never materialised here either.
+    """
+    if type(head) is nn.Linear:
+        return head.weight if head.bias is None else None
+    from peft.utils.other import TrainableTokensWrapper
+    if not isinstance(head, TrainableTokensWrapper):
+        return None
+    layer = head.token_adapter
+    base = layer.base_layer
+    if type(base) is not nn.Linear or base.bias is not None:
+        return None
+    if layer.disable_adapters or layer.merged or not layer.active_adapters:
+        return base.weight
+    return layer.get_merged_weights(layer.active_adapters)
+
+
 def has_lora(model: nn.Module) -> bool:
     """True when peft LoRA layers are injected in `model`."""
     from peft.tuners.lora import LoraLayer

@@ -213,7 +213,7 @@ class HavocModel(nn.Module):
     # --- forward ------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, positions: Optional[torch.Tensor] = None,
                 kv_cache=None, targets: Optional[torch.Tensor] = None,
-                logits_index: Optional[torch.Tensor] = None) -> torch.Tensor:
+                logits_index: Optional[torch.Tensor] = None, return_hidden: bool = False) -> torch.Tensor:
         """Logits for every input position, or with `targets` the mean next-token loss.
 
         Args:
@@ -233,10 +233,13 @@ class HavocModel(nn.Module):
             logits_index: LongTensor [B]: only the logits at position logits_index[b] of each
                 row are computed, [B, vocab_size] (a prefill needs its last token's only: the head
                 is skipped for the other T - 1 positions).
+            return_hidden: return the final-norm hidden states [B, T, d_model] ([B, d_model]
+                with `logits_index`) in the model's dtype instead of logits; the LM head is
+                skipped (a reward model's scalar head reads these).
 
         Returns:
-            float32 logits [B, T, vocab_size] ([B, vocab_size] with `logits_index`), or a
-            float32 scalar loss when `targets` is given.
+            float32 logits [B, T, vocab_size] ([B, vocab_size] with `logits_index`), the hidden
+            states with `return_hidden`, or a float32 scalar loss when `targets` is given.
 
         Raises:
             ValueError: ids outside the vocab (checked for CPU tensors only), positions beyond
@@ -308,11 +311,17 @@ class HavocModel(nn.Module):
         if logits_index is not None:
             x = x[torch.arange(B, device=x.device), logits_index]               # [B, d]
         h = self.norm(x)
+        if return_hidden:
+            return h
         if targets is None:
             return self.lm_head(h).float()
         if type(self.lm_head) is nn.Linear:
             return linear_cross_entropy(h, self.lm_head.weight, targets)
-        return lm_loss(self.lm_head(h), targets)   # a wrapped head (LoRA trainable tokens): plain path
+        from .lora import head_weight     # a wrapped head: the markup rows of a pretrained vocab
+        weight = head_weight(self.lm_head)
+        if weight is not None:
+            return linear_cross_entropy(h, weight, targets)
+        return lm_loss(self.lm_head(h), targets)   # any other head: logits first
 
     def loss(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy, Hugging Face convention: `labels` [B, T] are aligned with

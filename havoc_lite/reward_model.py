@@ -1,6 +1,6 @@
-"""A reward model: an outcome reward model (ORM) that scores (question, solution) pairs.
+"""An outcome reward model (ORM) that scores (question, solution) pairs.
 
-The backbone is a HavocModel (the `3b-reward` preset at full size, `tiny` in tests); a scalar
+The backbone is a HavocModel (the `3b-verifier` preset at full size, `tiny` in tests); a scalar
 head reads the final-norm hidden state of the last real token (Cobbe et al. 2021, "Training
 Verifiers to Solve Math Word Problems", who score the final token; Ouyang et al. 2022 likewise for
 reward models). Training is binary cross-entropy on (question, solution, correct?) triples, such as
@@ -10,11 +10,23 @@ errors" number.
 
 Inputs are the chat rendering of [user: question, assistant: solution] (`tokenizer.render_chat`),
 so the model sees exactly the markup the generator wrote.
+
+Train one from a policy checkpoint (the backbone starts from it, so it shares its tokenizer), then
+hand it to the eval report:
+
+    python -m havoc_lite.reward_model --model checkpoints/smoke/sft_run --data traces.jsonl --out checkpoints/rm
+    python -m havoc_lite.eval --model checkpoints/smoke/sft_run --reward-model checkpoints/rm ...
+
+`--data` is JSONL of labelled triples {"question", "solution", "correct"}, or of correct examples
+(tool traces, GSM8K rows) from which planted-error pairs are made (`planted_error_pairs`).
 """
 from __future__ import annotations
 
+import argparse
+import json
 import random
 import re
+import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -33,8 +45,10 @@ class RewardModel(nn.Module):
     logits [B]` (float32; sigmoid gives P(correct)). Right padding is fine: causal attention keeps
     padding out of the last real token's state."""
 
-    def __init__(self, cfg: ModelConfig, backbone: Optional[HavocModel] = None):
+    def __init__(self, cfg: ModelConfig, backbone: Optional[HavocModel] = None,
+                 max_tokens: Optional[int] = None):
         super().__init__()
+        self.max_tokens = max_tokens      # score only the last max_tokens tokens (None: max_seq_len)
         self.backbone = backbone if backbone is not None else HavocModel(cfg)
         self.config = self.backbone.config
         self.head = nn.Linear(self.config.d_model, 1)
@@ -42,34 +56,25 @@ class RewardModel(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     @classmethod
-    def from_preset(cls, name: str = "3b-reward", **overrides) -> "RewardModel":
+    def from_preset(cls, name: str = "3b-verifier", **overrides) -> "RewardModel":
         return cls(ModelConfig.from_preset(name, **overrides))
 
-    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Final-norm hidden states [B, T, d] (the LM head is skipped: at 70k vocab it would cost
-        more than the rest)."""
-        m = self.backbone
-        T = input_ids.shape[1]
-        if T > m.config.max_seq_len:
-            raise ValueError(f"sequence of {T} tokens is longer than max_seq_len={m.config.max_seq_len}")
-        cos, sin = m.rope_cos[:T][None, None], m.rope_sin[:T][None, None]
-        x = m.drop(m.embed_tokens(input_ids))
-        for layer in m.layers:
-            x = layer(x, cos, sin)
-        return m.norm(x)
-
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        h = self.hidden_states(input_ids)
-        last = h[torch.arange(h.shape[0], device=h.device), lengths.to(h.device) - 1]
+        """input_ids [B, T] (right-padded), lengths [B] -> logits [B] float32. The backbone's LM
+        head is skipped (`return_hidden`): at a 70k vocab it would cost more than the rest.
+        Raises ValueError for a sequence longer than max_seq_len (the backbone's check)."""
+        last = self.backbone(input_ids, logits_index=lengths.to(input_ids.device) - 1, return_hidden=True)
         return self.head(last).squeeze(-1).float()
 
     # --- save / load ----------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path) -> None:
-        """The backbone as a model folder plus `reward_head.safetensors`."""
+        """The backbone as a model folder plus `reward_head.safetensors` and `reward_config.json`
+        (max_tokens)."""
         from safetensors.torch import save_file
         self.backbone.save_pretrained(out_dir)
         save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()},
                   str(Path(out_dir) / "reward_head.safetensors"))
+        (Path(out_dir) / "reward_config.json").write_text(json.dumps({"max_tokens": self.max_tokens}) + "\n")
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, device: str = "cpu",
@@ -79,7 +84,9 @@ class RewardModel(nn.Module):
         Raises FileNotFoundError / ValueError as `HavocModel.from_pretrained`."""
         from safetensors.torch import load_file
         backbone = HavocModel.from_pretrained(model_dir, device="cpu")
-        rm = cls(backbone.config, backbone)
+        extra = Path(model_dir) / "reward_config.json"
+        max_tokens = json.loads(extra.read_text()).get("max_tokens") if extra.is_file() else None
+        rm = cls(backbone.config, backbone, max_tokens=max_tokens)
         head = Path(model_dir) / "reward_head.safetensors"
         if head.is_file():
             rm.head.load_state_dict(load_file(str(head)))
@@ -87,11 +94,11 @@ class RewardModel(nn.Module):
 
     # --- scoring --------------------------------------------------------------------------------
     def encode(self, tokenizer, question: str, solution: str) -> list[int]:
-        """Token ids of the rendered [user, assistant] pair, cut to max_seq_len from the left
-        (the end, where the answer is, is what matters)."""
+        """Token ids of the rendered [user, assistant] pair, cut to max_seq_len (or `max_tokens`)
+        from the left (the end, where the answer is, is what matters)."""
         ids, _ = tokenizer.render_chat([{"role": "user", "content": question},
                                         {"role": "assistant", "content": solution}])
-        return ids[-self.config.max_seq_len:]
+        return ids[-min(self.config.max_seq_len, self.max_tokens or self.config.max_seq_len):]
 
     def _batch(self, seqs: Sequence[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         T = max(len(s) for s in seqs)
@@ -229,3 +236,84 @@ def planted_error_pairs(examples: Sequence[dict], seed: int = 0, wrong_fraction:
                 text = text[:m.start(1)] + perturb_number(m.group(1), rng)
         out.append((ex["question"], text, not wrong))
     return out
+
+
+# --- command line ---------------------------------------------------------------------------------
+def read_triples(path: str | Path, seed: int = 0) -> list[Triple]:
+    """Labelled triples from JSONL: rows {"question", "solution", "correct"} are taken as they are;
+    rows of correct examples (a tool trace with "reasoning"/"answer", or a GSM8K row with
+    "question"/"answer") become `planted_error_pairs` (half of them with a wrong answer).
+
+    Raises: FileNotFoundError; DataError naming the file and line for a row of neither kind.
+    """
+    from .data.readers import iter_jsonl
+    from .errors import DataError
+    labelled, examples = [], []
+    for lineno, row in iter_jsonl(path):
+        if {"question", "solution", "correct"} <= row.keys():
+            labelled.append((str(row["question"]), str(row["solution"]), bool(row["correct"])))
+        elif {"question", "answer"} <= row.keys() and ("reasoning" in row or _HASHES.search(str(row["answer"]))):
+            examples.append(row)
+        else:
+            raise DataError(f"{path}:{lineno}: a reward-model row needs question/solution/correct, or a "
+                            f"correct example (a trace with reasoning, or a GSM8K answer with ####); "
+                            f"keys: {sorted(row)}")
+    return labelled + planted_error_pairs(examples, seed=seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m havoc_lite.reward_model",
+                                 description="Train an outcome reward model from a policy checkpoint.")
+    ap.add_argument("--model", required=True, help="policy model folder or run dir: the backbone starts from it")
+    ap.add_argument("--tokenizer", default=None, help="tokenizer (default: found next to --model)")
+    ap.add_argument("--data", required=True, help="JSONL: labelled triples, or correct examples to plant errors in")
+    ap.add_argument("--out", required=True, help="output folder (loadable by `eval --reward-model`)")
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--max-tokens", type=int, default=None,
+                    help="score only each pair's last N tokens (default: the model's max_seq_len)")
+    ap.add_argument("--held-out", type=float, default=0.2, help="share of the triples kept out of training")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    return ap
+
+
+def main(argv: Optional[list[str]] = None) -> dict:
+    """Fit a reward model and report catch-rate and AUC on held-out triples before and after;
+    writes `<out>/` (backbone, head, `reward_config.json`) and `<out>/report.json`.
+
+    Raises: ConfigError for out-of-range flags; DataError / FileNotFoundError for bad data."""
+    from .errors import ConfigError
+    from .loading import load_model_and_tokenizer
+    args = build_parser().parse_args(argv)
+    for name, ok in (("--steps", args.steps > 0), ("--batch-size", args.batch_size > 0), ("--lr", args.lr > 0),
+                     ("--held-out", 0 < args.held_out < 1),
+                     ("--max-tokens", args.max_tokens is None or args.max_tokens > 1)):
+        if not ok:
+            raise ConfigError(f"{name} is out of range (got {getattr(args, name[2:].replace('-', '_'))})")
+    triples = read_triples(args.data, seed=args.seed)
+    random.Random(args.seed).shuffle(triples)
+    n_test = max(1, round(len(triples) * args.held_out))
+    test, train = triples[:n_test], triples[n_test:]
+    model, tok, model_dir = load_model_and_tokenizer(args.model, args.tokenizer, device=args.device,
+                                                     dtype="float32")
+    torch.manual_seed(args.seed)
+    rm = RewardModel(model.config, model, max_tokens=args.max_tokens).to(next(model.parameters()).device)
+    before = rm.catch_rate(tok, test)
+    hist = train_reward_model(rm, tok, train, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                              seed=args.seed, log_every=max(1, args.steps // 10))
+    after = rm.catch_rate(tok, test)
+    out = Path(args.out)
+    rm.save_pretrained(out)
+    report = {"from": str(model_dir), "data": str(args.data), "train": len(train), "held_out": len(test),
+              "before": before, "after": after, "final_bce": sum(hist["loss"][-10:]) / min(10, len(hist["loss"]))}
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"held-out ({len(test)}): AUC {before.get('auc', float('nan')):.3f} -> {after.get('auc', float('nan')):.3f}, "
+          f"catch-rate {after['catch_rate']:.3f} at false-alarm {after['false_alarm_rate']:.3f}; wrote {out}")
+    return report
+
+
+if __name__ == "__main__":
+    from .errors import run_cli
+    sys.exit(run_cli(main, prog="python -m havoc_lite.reward_model"))

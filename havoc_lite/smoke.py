@@ -53,6 +53,9 @@ class SmokeArgs:
 
 @dataclass
 class Sizes:
+    """How much the smoke run does: vocabulary, steps, examples and problems. The hyperparameters
+    (batch, sequence length, lr, ...) are in `configs/pretrain_smoke.yaml` / `sft_smoke.yaml`,
+    shared with the notebooks' smoke mode and the demos."""
     vocab_size: int
     pretrain_steps: int
     sft_steps: int
@@ -61,9 +64,6 @@ class Sizes:
     n_test_problems: int
     n_gsm8k: int
     n_gsm8k_traces: int = 200
-    batch_size: int = 16
-    pretrain_seq_len: int = 128
-    sft_seq_len: int = 160
     min_in_template: float = 0.0     # prime pass criteria (accuracy with the calculator)
     min_heldout: float = 0.0
 
@@ -90,13 +90,16 @@ class Smoke:
         self.tokenizer = None
 
     # --- helpers --------------------------------------------------------------------------
-    def train_config(self, **fields):
+    def train_config(self, config: str = "sft_smoke", max_steps: Optional[int] = None, **fields):
+        """`configs/<config>.yaml` shortened to `max_steps` (`TrainConfig.scaled_to`), with this run's
+        tokenizer, seed and device; `fields` (paths, save points) override."""
+        from dataclasses import replace
         from .config import TrainConfig
-        base = dict(model="tiny", tokenizer=str(self.out / "tokenizer"), batch_size=self.sizes.batch_size,
-                    seed=self.args.seed, device=self.device, dtype="auto", wandb_mode="disabled",
-                    progress=False, log_every=50, eval_every=0, keep_last=3, resume="none")
-        base.update(fields)
-        return TrainConfig(**base)
+        cfg = TrainConfig.load(config)
+        if max_steps is not None:
+            cfg = cfg.scaled_to(max_steps)
+        return replace(cfg, **{**dict(tokenizer=str(self.out / "tokenizer"), seed=self.args.seed,
+                                      device=self.device, progress=False), **fields})
 
     def run_stage(self, name: str, fn: Callable[[], dict]) -> bool:
         print(f"\n== {name} " + "=" * (60 - len(name)), flush=True)
@@ -137,11 +140,8 @@ class Smoke:
                 "chars_per_token": round(len(sample) / len(tok.encode(sample, allow_special=True)), 2)}
 
     def pretrain_config(self, **fields):
-        n = self.sizes.pretrain_steps
-        return self.train_config(phase="pretrain", train_data=str(self.out / "shards"),
-                                 domain_weights={"general": 0.2, "math": 0.8},
-                                 seq_len=self.sizes.pretrain_seq_len, max_steps=n, lr=3e-3, min_lr=3e-4,
-                                 warmup_steps=max(1, n // 10), **fields)
+        return self.train_config("pretrain_smoke", self.sizes.pretrain_steps,
+                                 train_data=str(self.out / "shards"), **fields)
 
     def stage_pretrain(self) -> dict:
         from .data import prepare_pretraining
@@ -188,11 +188,9 @@ class Smoke:
         write_jsonl(gsm, self.out / "sft" / "gsm8k_traces.jsonl")
         n = self.sizes.sft_steps
         cfg = self.train_config(
-            phase="sft", init_from=str(self.out / "pretrain" / f"step_{self.sizes.pretrain_steps:06d}"),
+            "sft_smoke", n, init_from=str(self.out / "pretrain" / f"step_{self.sizes.pretrain_steps:06d}"),
             train_data=f"{self.out / 'sft' / 'arithmetic_traces.jsonl'},{self.out / 'sft' / 'gsm8k_traces.jsonl'}",
-            seq_len=self.sizes.sft_seq_len, max_steps=n, lr=3e-3, min_lr=3e-4,
-            warmup_steps=max(1, n // 20), save_every=n, eval_every=n, eval_batches=4,
-            out_dir=str(self.out / "sft_run"))
+            save_every=n, eval_every=n, out_dir=str(self.out / "sft_run"))
         hist = Trainer(cfg, tokenizer=self.tokenizer).train()
         self.sft_hist = hist
         self.sft_dir = Path(hist["checkpoint"])

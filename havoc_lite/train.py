@@ -38,6 +38,7 @@ import torch
 
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
+from . import lora_resume
 from .config import TrainConfig
 from .data.from_config import build_loaders
 from .errors import run_cli
@@ -55,10 +56,6 @@ HISTORY_KEYS = ("step", "loss", "lr", "grad_norm", "tokens_per_s", "eval_step", 
 
 class TrainingDiverged(RuntimeError):
     """`max_bad_steps` consecutive steps had a non-finite loss or gradient norm."""
-
-
-class LoraResumeError(ValueError):
-    """A checkpoint whose LoRA settings or base model differ from this run's (one line)."""
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -97,7 +94,7 @@ class Trainer:
         if self.is_main:   # found now, not at the first save after the compute
             ckpt.check_writable(cfg.out_dir, "--out-dir")
         seed_everything(cfg.seed)
-        self._precheck_lora_resume()
+        lora_resume.precheck(cfg)
 
         if tokenizer is None:
             tokenizer = load_run_tokenizer(cfg)
@@ -193,53 +190,6 @@ class Trainer:
             print(f"[train] LoRA r={settings['r']} alpha={settings['alpha']:g} on {','.join(settings['targets'])}"
                   f"{' over a 4-bit NF4 base' if settings['quantize'] else ''}: {n / 1e6:.2f}M trainable parameters")
 
-    def _precheck_lora_resume(self) -> None:
-        """Refuse a LoRA mismatch before a (possibly large) base is loaded, from the meta.json of the
-        checkpoint `resume` points at (`latest`; not verified yet: `_load` checks everything again)."""
-        cfg = self.cfg
-        if cfg.resume in ("none", "", None):
-            return
-        root = Path(cfg.out_dir if cfg.resume == "auto" else cfg.resume)
-        try:
-            folder = root if (root / "meta.json").is_file() else root / (root / "latest").read_text().strip()
-            meta = json.loads((folder / "meta.json").read_text())
-        except (OSError, ValueError):
-            return
-        if isinstance(meta, dict):
-            self._check_lora_resume(folder, meta, mine=cfg.lora_settings(), full=False)
-
-    def _check_lora_resume(self, folder: Path, meta: dict[str, Any], mine: Optional[dict[str, Any]] = None,
-                           full: bool = True) -> None:
-        """Refuse (LoraResumeError, one line) a checkpoint whose LoRA settings or base differ from
-        `mine` (default: this run's); `full=False` skips what is known only once the base is loaded
-        (its fingerprint and the added token rows)."""
-        saved, mine = meta.get("lora"), (self.lora if full else mine)
-        if saved is None and mine is None:
-            return
-        if saved is None:
-            raise LoraResumeError(f"{folder}: a full-model checkpoint, but this run trains LoRA adapters "
-                                  f"(lora_r={self.cfg.lora_r}); resume it with lora_r 0 or use another out_dir")
-        flags = (f"--init-from {saved['base']['source']} --lora-r {saved['r']} --lora-alpha {saved['alpha']:g} "
-                 f"--lora-dropout {saved['dropout']:g} --lora-targets {','.join(saved['targets'])}"
-                 + (f" --quantize {saved['quantize']}" if saved.get("quantize") else ""))
-        if mine is None:
-            raise LoraResumeError(f"{folder}: holds LoRA adapters only; resume it with its settings ({flags}) "
-                                  "or use another out_dir")
-        diffs = []
-        for key in ("r", "alpha", "dropout", "targets", "quantize") + (("train_tokens",) if full else ()):
-            if saved.get(key) != mine.get(key):
-                a, b = mine.get(key), saved.get(key)
-                if key == "train_tokens":
-                    a, b = f"{len(a)} ids", f"{len(b or [])} ids"
-                diffs.append(f"{key} {a} != {b}")
-        if diffs:
-            raise LoraResumeError(f"{folder}: this run's LoRA settings differ from the checkpoint's "
-                                  f"({'; '.join(diffs)}); resume with {flags}")
-        if full and saved["base"]["sha256"] != mine["base"]["sha256"]:
-            raise LoraResumeError(f"{folder}: the adapters were trained on another base ({saved['base']['source']}, "
-                                  f"sha256 {saved['base']['sha256'][:12]}), not on init_from={mine['base']['source']} "
-                                  f"(sha256 {mine['base']['sha256'][:12]})")
-
     def _resume_folder(self) -> Optional[Path]:
         """The verified step folder to resume (None: start fresh). Refuses (CheckpointError) when
         every checkpoint in out_dir is corrupt; points a stale or corrupt `latest` at the folder."""
@@ -255,7 +205,7 @@ class Trainer:
     def _load(self, folder: Path) -> Optional[str]:
         ckpt.check_resumable(folder, self.model_config, ckpt.tokenizer_identity(self.tokenizer))
         model_state, state, meta = ckpt.load_checkpoint(folder)
-        self._check_lora_resume(folder, meta)
+        lora_resume.check(folder, meta, self.lora, self.cfg.lora_r)
         if self.lora is not None:   # adapters only: the frozen base came from init_from
             from .lora import load_lora_state_dict
             load_lora_state_dict(self.raw_model, model_state, source=str(folder))

@@ -96,7 +96,7 @@ from havoc_lite.smoke import QUICK, Smoke, SmokeArgs
 smoke = Smoke(SmokeArgs(out=str(RUN / "smoke"), quick=True))
 if SMOKE:   # fewer steps and problems than --quick
     smoke.sizes = dataclasses.replace(QUICK, pretrain_steps=12, sft_steps=8, resume_check_steps=2,
-                                      n_train_traces=100, n_test_problems=3, n_gsm8k=2, batch_size=8)
+                                      n_train_traces=100, n_test_problems=3, n_gsm8k=2)
 exit_code = smoke.run()
 '''),
     code('''

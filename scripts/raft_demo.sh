@@ -11,13 +11,10 @@ python -m havoc_lite.smoke --out "$run/smoke"
 
 # Brief SFT: the smoke run's SFT schedule (600 steps), stopped at step 400, when the model copies
 # numbers into its calculator calls only part of the time (held-out pass@1 0.43 here).
-python -m havoc_lite.train --config sft_tiny --init-from "$run/smoke/pretrain/step_000120" \
+python -m havoc_lite.train --config sft_smoke --init-from "$run/smoke/pretrain/step_000120" \
   --tokenizer "$run/smoke/tokenizer" \
   --train-data "$run/smoke/sft/arithmetic_traces.jsonl,$run/smoke/sft/gsm8k_traces.jsonl" \
-  --seq-len 160 --batch-size 16 --max-steps 600 --stop-at-step 400 --save-every 400 \
-  --lr 3e-3 --min-lr 3e-4 --warmup-steps 30 --weight-decay 0.1 --eval-fraction 0.02 --eval-every 0 \
-  --resume none --wandb-mode disabled \
-  --out-dir "$run/brief_sft" --seed 0 --no-progress
+  --stop-at-step 400 --save-every 400 --out-dir "$run/brief_sft" --seed 0 --no-progress
 
 python -m synth.offline --topic arithmetic --num-examples 300 --seed 5 --output "$run/prompts.jsonl"
 python -m synth.offline --topic arithmetic --num-examples 100 --seed 0 --split test --output "$run/heldout.jsonl"

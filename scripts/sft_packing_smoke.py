@@ -35,13 +35,13 @@ def main() -> None:
     rows = []
     for spec in args.variants:
         name, steps, seq_len, batch = spec.split(":")
-        smoke.sizes.sft_steps, smoke.sizes.sft_seq_len = int(steps), int(seq_len)
+        smoke.sizes.sft_steps = int(steps)
 
-        def config(**fields):
-            if fields.get("phase") == "sft":
-                fields.update(packing=name == "packed", batch_size=int(batch),
+        def config(config="sft_smoke", max_steps=None, **fields):
+            if config == "sft_smoke":
+                fields.update(packing=name == "packed", batch_size=int(batch), seq_len=int(seq_len),
                               out_dir=str(smoke.out / f"sft_{spec.replace(':', '_')}"))
-            return base_config(**fields)
+            return base_config(config, max_steps, **fields)
 
         smoke.train_config = config
         from havoc_lite import train as train_mod

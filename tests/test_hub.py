@@ -57,6 +57,13 @@ def test_hf_folder_logits_equal_transformers(tmp_path, name):
     diff = (got - ref).abs().max().item()
     print(f"{name}: max |logit diff| = {diff:.2e}")
     torch.testing.assert_close(got, ref, rtol=0, atol=2e-5)
+    # return_hidden gives transformers' final-norm hidden states (what a reward head reads)
+    with torch.no_grad():
+        ref_h = hf.model(x).last_hidden_state
+        last = torch.tensor([99, 40])
+        torch.testing.assert_close(ours(x, return_hidden=True), ref_h, rtol=0, atol=2e-5)
+        torch.testing.assert_close(ours(x, logits_index=last, return_hidden=True), ref_h[[0, 1], last],
+                                   rtol=0, atol=2e-5)
     # the engine's KV-cache decode follows transformers' greedy path
     prompt = [5, 17, 99, 3]
     with torch.no_grad():

@@ -138,6 +138,38 @@ def test_new_token_rows_train_and_merge(tie):
         assert torch.equal(merged.lm_head.weight[old], base.lm_head.weight[old])
 
 
+@pytest.mark.parametrize("tie", [True, False])
+def test_fused_loss_through_trained_token_rows_equals_logits_first(tie):
+    """With markup rows wrapped by peft, `model(x, targets=...)` takes the chunked fused loss on
+    peft's merged head matrix: same loss and same gradients (adapters and token rows) as the
+    logits-first path, after the rows have moved away from their start."""
+    from havoc_lite.loss import lm_loss as logits_first
+    model = apply_lora(small_model(tie_embeddings=tie), r=4, alpha=8, dropout=0.0, train_tokens=[60, 61, 62, 63])
+    x = batch()
+    x[:, 5] = 61
+    train_adapters_on(model, x)                       # the rows and B are no longer at their start
+    y = x.clone()
+    y[:, ::3] = -100
+    trained = [p for p in model.parameters() if p.requires_grad]
+
+    def loss_and_grads(fused: bool):
+        loss = model(x, targets=y) if fused else logits_first(model(x), y)
+        grads = torch.autograd.grad(loss, trained)
+        return loss.detach(), grads
+
+    (l1, g1), (l2, g2) = loss_and_grads(True), loss_and_grads(False)
+    torch.testing.assert_close(l1, l2, rtol=1e-6, atol=1e-6)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any(g.abs().sum() > 0 for n, g in zip(names, g1) if "trainable_tokens" in n)
+    from havoc_lite.lora import head_weight
+    w = head_weight(model.lm_head)                    # the fused path was the one taken
+    assert w is not None and w.requires_grad
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(x, return_hidden=True) @ w.T, rtol=1e-5, atol=1e-5)
+
+
 def train_adapters_on(model: HavocModel, x: torch.Tensor, steps: int = 5) -> None:
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(steps):

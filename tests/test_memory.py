@@ -197,7 +197,8 @@ def test_lora_table_and_qlora_rows():
     assert qlora.total < lora.total and lora.fits
     full = memory.plan("qwen2.5-1.5b", "sft", "t4-16", 1, 1024)
     assert not full.fits and "LoRA" in full.report()
-    text = memory.lora_table()
+    from havoc_lite.memory_tables import lora_table
+    text = lora_table()
     assert "| smollm2-1.7b |" in text and "| qwen2.5-1.5b |" in text and "a100-40" in text
     with pytest.raises(ValueError, match="nf4"):
         memory.plan("smollm2-135m", quantize="nf4")

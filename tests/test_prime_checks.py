@@ -1,17 +1,19 @@
-"""Markup parsing, PRIME's checks on planted errors, workspace and roles."""
+"""Markup parsing, PRIME's checks on planted errors, and roles."""
 import json
 
 import pytest
 
 from havoc_lite.markup import parse
-from havoc_lite.prime import ReasoningBudget, build_workspace, extract_roles, run_checks, system_prompt
+from havoc_lite.prime import ReasoningBudget, extract_roles, run_checks, system_prompt
 from havoc_lite.prime.router import BUDGET_SECTIONS
 from havoc_lite.tools import default_registry, format_call
 
 
 @pytest.fixture(scope="module")
 def tools():
-    return default_registry()
+    # these tests are about the checks, not time limits: a loaded machine must not turn a slow
+    # scipy call into a missing result (the limits have their own tests in test_tools_*.py)
+    return default_registry(timeout_s=60.0)
 
 
 QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many "
@@ -174,8 +176,8 @@ def test_required_sections(tools):
     assert "advocate" in v["sections_present"].detail
 
 
-# --- workspace and roles -------------------------------------------------------------------------
-def test_workspace_from_prompt_text_and_checks(tools):
+# --- roles -------------------------------------------------------------------------------------
+def test_roles_extracted_from_a_verified_heavy_answer(tools):
     prompt = ("A lab has a budget for at most 8 runs. Each factor must have exactly 2 levels. "
               "Which design should we use?")
     text = "<reason>3 factors at 2 levels</reason>" + call("calculator", {"expression": "2**3"}, tools=tools) \
@@ -184,24 +186,8 @@ def test_workspace_from_prompt_text_and_checks(tools):
     parsed = parse(text)
     v = run_checks(parsed, tools, prompt=prompt)
     assert v.passed, v.to_dict()
-    ws = build_workspace(prompt, parsed, v)
-    assert [c.content for c in ws.constraints] == ["A lab has a budget for at most 8 runs.",
-                                                   "Each factor must have exactly 2 levels."]
-    assert ws.facts[0].value == 8 and ws.facts[0].confidence == 1.0
-    s = ws.summarize()
-    assert (s["facts"], s["constraints"], s["partial_results"]) == (1, 2, 2)
-    # mean of fact 1.0, reason 0.5, supported answer 1.0
-    assert s["confidence"] == pytest.approx((1.0 + 0.5 + 1.0) / 3, abs=1e-4)
-    # a tampered fact and an unsupported answer lower it
-    bad = parse(text.replace('"result": 8}', '"result": 9}').replace("8 runs</answer>", "9 runs</answer>"))
-    vb = run_checks(bad, tools, prompt=prompt)
-    wb = build_workspace(prompt, bad, vb)
-    assert wb.facts[0].confidence == 0.0 and wb.summarize()["confidence"] < s["confidence"]
     assert extract_roles(parsed) == {"advocate": "8 runs fit", "attack": "none",
                                      "pragmatist": "ok", "verify": "8 <= 8"}
-    with pytest.raises(ValueError, match="confidence"):
-        ws.add_fact("x", "tool:x", confidence=1.5)
-    json.dumps(ws.to_dict())
 
 
 def test_system_prompt_per_budget(tools):

@@ -70,3 +70,38 @@ def test_reward_model_catches_planted_errors(tok_and_traces, tmp_path):
     q, s, _ = next(t for t in held_out if t[2])
     wrong = s.replace("<answer>", "<answer>9").replace("</answer>", "9</answer>")
     assert rm.rank(tok, q, [wrong, s])[0] == 1  # best-of-n prefers the right one
+
+
+def test_train_command_learns_saves_and_refuses_bad_rows(tok_and_traces, tmp_path, capsys):
+    """`python -m havoc_lite.reward_model` from a policy folder: held-out AUC rises from chance,
+    the folder reloads to the same scores (with its max_tokens cut), and a bad row is one line."""
+    import json
+    from havoc_lite.errors import run_cli
+    from havoc_lite.model import HavocModel
+    from havoc_lite.config import ModelConfig
+    from havoc_lite.reward_model import main
+    from synth.offline import write_jsonl
+    tok, train, _ = tok_and_traces
+    policy = tmp_path / "policy"
+    torch.manual_seed(0)
+    HavocModel(ModelConfig.from_preset("tiny", vocab_size=tok.vocab_size, n_layers=2)).save_pretrained(policy)
+    tok.save(policy)                                 # found next to the model, as in a run folder
+    write_jsonl(train, tmp_path / "traces.jsonl")
+    report = main(["--model", str(policy), "--data", str(tmp_path / "traces.jsonl"), "--out", str(tmp_path / "rm"),
+                   "--steps", "400", "--max-tokens", "40", "--device", "cpu"])
+    assert report["held_out"] == 120 and report["train"] == 480
+    assert report["before"]["auc"] == pytest.approx(0.5, abs=0.1)
+    assert report["after"]["auc"] > 0.6, report
+    saved = json.loads((tmp_path / "rm" / "report.json").read_text())
+    assert saved["after"] == report["after"]
+    again = RewardModel.from_pretrained(tmp_path / "rm")
+    assert again.max_tokens == 40
+    q = train[0]["question"]
+    assert len(again.encode(tok, q, "x" * 400)) == 40
+
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"question": "q", "solution": "s", "correct": True}) + "\n"
+                                        + json.dumps({"prompt": "no answer"}) + "\n")
+    code = run_cli(main, ["--model", str(policy), "--data", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "bad.jsonl:2" in err[0], err
+    assert not (tmp_path / "x").exists()

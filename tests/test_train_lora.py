@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from havoc_lite.checkpoint import load_checkpoint
 from havoc_lite.config import ModelConfig, TrainConfig
 from havoc_lite.model import HavocModel
-from havoc_lite.train import LoraResumeError, Trainer
+from havoc_lite.lora_resume import LoraResumeError
+from havoc_lite.train import Trainer
 from test_train_loader import WindowLoader, pattern_tokens
 
 SMALL = dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, num_kv_heads=2, ffn_hidden_size=64,

@@ -7,7 +7,7 @@ One call does:
 3. generate: `engine.generate` with the registry (tool calls run inside the decode loop) and an
    interceptor that keeps the required sections (below);
 4. read back: `markup.parse` of the decoded turn, `checks.run_checks` (re-runs every tool call),
-   `workspace.build_workspace`, `roles.extract_roles`.
+   `roles.extract_roles`.
 
 Section forcing (the interceptor). The turn stops at `<|end|>`, `<|eos|>` or `</answer>`. When the
 model hits one of those while a required section is missing, the stop token is replaced by the
@@ -32,7 +32,6 @@ from ..markup import ANSWER, USER, Parsed, close_tag, open_sections, open_tag, p
 from .roles import extract_roles, system_prompt
 from .router import ReasoningBudget, RouterConfig, Routing, make_routing, route
 from .checks import CheckReport, run_checks
-from .workspace import Workspace, build_workspace
 
 Prompt = Union[str, Sequence[dict], Sequence[int]]
 
@@ -49,7 +48,6 @@ class PrimeResult:
         tool_calls: the engine's call records: dicts with name, args, text, result (ToolResult), step.
         tool_results: the `ToolResult` of each call, in order.
         checks: `CheckReport` (`.passed`, `.checks[name]`): PRIME's named checks of the turn.
-        workspace: `Workspace` (facts, constraints, partial results; `summarize()`).
         roles: content of `<advocate>`, `<attack>`, `<pragmatist>`, `<verify>` written.
         forced_sections: sections the interceptor opened, in order.
         parsed: the `markup.Parsed` of `text`.
@@ -66,7 +64,6 @@ class PrimeResult:
     tool_calls: list
     tool_results: list
     checks: CheckReport
-    workspace: Workspace
     roles: dict
     forced_sections: list
     parsed: Parsed
@@ -83,7 +80,7 @@ class PrimeResult:
             "budget": self.routing.budget.value, "reasons": self.routing.reasons,
             "tool_calls": [{"name": c.get("name"), "args": c.get("args"), **c["result"].to_dict()}
                            for c in self.tool_calls],
-            "checks": self.checks.to_dict(), "workspace": self.workspace.summarize(),
+            "checks": self.checks.to_dict(),
             "roles": self.roles, "forced_sections": self.forced_sections,
             "finish_reason": self.finish_reason, "num_tokens": self.num_tokens,
             "elapsed_s": self.elapsed_s,
@@ -239,7 +236,7 @@ def generate_with_prime(model, tokenizer, prompt: Union[Prompt, Sequence[Prompt]
             already rendered (list of int; used as they are: no system turn is added); or a LIST of
             any of these for a batch, which returns a list of results in order.
         enable_prime: False = plain generation: MINIMAL budget with 256 new tokens, no tools, no
-            PRIME system turn, no forcing (checks and workspace are still filled in).
+            PRIME system turn, no forcing (checks and roles are still filled in).
         budget: force a budget ("minimal" | "light" | "medium" | "heavy") instead of routing.
         max_new_tokens: overrides the budget's token allowance (tokens, engine-written included).
         tools: a `ToolRegistry`; None = `tools.default_registry()` (one per process); False = none.
@@ -328,7 +325,7 @@ def _read_back(question: str, routing: Routing, gen, tokenizer, registry, forced
     return PrimeResult(
         prompt=question, text=text, answer=answer, routing=routing,
         tool_calls=list(gen.tool_calls), tool_results=[c["result"] for c in gen.tool_calls],
-        checks=checks, workspace=build_workspace(question, parsed, checks),
+        checks=checks,
         roles=extract_roles(parsed), forced_sections=list(forced), parsed=parsed,
         tokens=list(gen.tokens), engine_mask=list(gen.engine_mask),
         finish_reason=gen.finish_reason, num_tokens=gen.num_tokens)
