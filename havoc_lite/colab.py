@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .config import TrainConfig
+from .sizes import A100, NOTEBOOK_CPU, Sizes
 
 ASSETS = Path(__file__).parent / "assets"
 
@@ -178,68 +179,13 @@ def tools():
 
 
 # --- sizes ------------------------------------------------------------------------------------
-@dataclass
-class Sizes:
-    """Every size the notebooks use. `SMOKE` sizes run all six notebooks on a CPU in minutes;
-    `A100` sizes are for one Colab A100 (40 GB): the 50M preset, hours of training."""
-
-    preset: str                 # model preset (`config.PRESETS`)
-    vocab_size: int             # tokenizer pieces (an upper bound on a small corpus)
-    pretrain_config: str        # a `havoc_lite/configs/` name: its hyperparameters are used as they are
-    pretrain_steps: int
-    pretrain_docs: int          # hub documents for pretraining text (0: bundled text only)
-    save_every: int
-    offline_traces: int         # per offline topic
-    claude_traces: int          # per topic, only with ANTHROPIC_API_KEY
-    sft_config: str
-    sft_steps: int
-    polish_config: str
-    polish_steps: int
-    polish_examples: int
-    eval_limit: Optional[int]   # GSM8K test problems (None: all of --data)
-    eval_data: Optional[str]    # None: the bundled 100; "hub": openai/gsm8k test (1,319)
-    eval_samples: int           # samples per problem for pass@k
-    raft_prompts: int
-    raft_samples: int
-    raft_cycles: int
-    max_new_tokens: int
-    gen_batch_size: int
-
-    # Batch and sequence lengths are the configs' (one place for hyperparameters); these read them.
-    @property
-    def batch_size(self) -> int:
-        """Pretraining batch (sequences), from `pretrain_config`."""
-        return TrainConfig.load(self.pretrain_config).batch_size
-
-    @property
-    def seq_len(self) -> int:
-        """Pretraining sequence length (tokens), from `pretrain_config`."""
-        return TrainConfig.load(self.pretrain_config).seq_len
-
-    @property
-    def sft_seq_len(self) -> int:
-        """SFT / polish / RAFT sequence length (tokens), from `sft_config`."""
-        return TrainConfig.load(self.sft_config).seq_len
-
-
-# Smoke mode trains with the smoke run's own configs (`python -m havoc_lite.smoke`), for fewer steps.
-SMOKE = Sizes(preset="tiny", vocab_size=1024, pretrain_config="pretrain_smoke", pretrain_steps=8,
-              pretrain_docs=0, save_every=4, offline_traces=40,
-              claude_traces=2, sft_config="sft_smoke", sft_steps=8, polish_config="polish_tiny",
-              polish_steps=3, polish_examples=40, eval_limit=4, eval_data=None, eval_samples=2,
-              raft_prompts=4, raft_samples=2, raft_cycles=1, max_new_tokens=48, gen_batch_size=8)
-A100 = Sizes(preset="50m", vocab_size=32000, pretrain_config="pretrain_50m", pretrain_steps=2000,
-             pretrain_docs=60_000, save_every=250, offline_traces=3000,
-             claude_traces=200, sft_config="sft_50m", sft_steps=1000, polish_config="polish_tiny",
-             polish_steps=200, polish_examples=5000, eval_limit=None, eval_data="hub",
-             eval_samples=8, raft_prompts=500, raft_samples=8, raft_cycles=3, max_new_tokens=256,
-             gen_batch_size=64)
 OFFLINE_TOPICS = ("arithmetic", "stats_tests", "algebra_calculus", "doe", "retrieval")
 
 
 def sizes(smoke: bool) -> Sizes:
-    """`SMOKE` or `A100` (a copy: a notebook may change fields)."""
-    return replace(SMOKE if smoke else A100)
+    """`sizes.NOTEBOOK_CPU` (every notebook on a CPU in minutes) or `sizes.A100` (one Colab A100,
+    40 GB: the 50M preset, hours of training); a copy, so a notebook may change fields."""
+    return replace(NOTEBOOK_CPU if smoke else A100)
 
 
 # --- the run folder ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
 if TYPE_CHECKING:
-    from .colab import Sizes
+    from .sizes import Sizes
 
 PRETRAINED_BASES = {   # hub id -> its `memory.PRETRAINED` shape (the planner's LoRA / QLoRA estimates)
     "HuggingFaceTB/SmolLM2-1.7B-Instruct": "smollm2-1.7b",

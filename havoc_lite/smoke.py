@@ -15,8 +15,8 @@ Stages (each timed, each with a pass criterion; the run stops at the first failu
                  generation, on two sets of unseen problems: in-template (the training templates,
                  questions the hash split kept out of training) and held-out-template (sentence
                  shapes no training template makes, `synth.offline` phrasing="heldout"). Passes
-                 when every problem was scored and the accuracies reach `Sizes.min_in_template` /
-                 `Sizes.min_heldout` (full run: 0.5 and 0.0; the quick run only needs every problem
+                 when every problem was scored and the accuracies reach the size's `min_in_template` /
+                 `min_heldout` (full run: 0.5 and 0.0; the quick run only needs every problem
                  scored). The held-out bar is 0.0 because the tiny model does not generalise to new
                  phrasings (1 of 60 with the tool, seed 0): any real bar would fail every run. Raise
                  it when the training data teaches more than nine sentence shapes.
@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from .sizes import SMOKE_QUICK, SMOKE_RUN
+
 ASSETS = Path(__file__).parent / "assets"
 
 
@@ -51,38 +53,12 @@ class SmokeArgs:
     quick: bool = False              # fewer steps and problems: a pipeline check, not a result
 
 
-@dataclass
-class Sizes:
-    """How much the smoke run does: vocabulary, steps, examples and problems. The hyperparameters
-    (batch, sequence length, lr, ...) are in `configs/pretrain_smoke.yaml` / `sft_smoke.yaml`,
-    shared with the notebooks' smoke mode and the demos."""
-    vocab_size: int
-    pretrain_steps: int
-    sft_steps: int
-    resume_check_steps: int
-    n_train_traces: int
-    n_test_problems: int
-    n_gsm8k: int
-    n_gsm8k_traces: int = 200
-    min_in_template: float = 0.0     # prime pass criteria (accuracy with the calculator)
-    min_heldout: float = 0.0
-
-
-# FULL: measured on 2 CPU cores, the tiny model goes from ~3 % to ~80 % in-template accuracy with
-# the calculator between SFT steps 300 and 400 (it has to learn to copy numbers into the call); on
-# held-out phrasings it stays near 0 (1 of 60 at step 600, seed 0).
-FULL = Sizes(vocab_size=2048, pretrain_steps=120, sft_steps=600, resume_check_steps=10,
-             n_train_traces=3000, n_test_problems=60, n_gsm8k=20, min_in_template=0.5, min_heldout=0.0)
-QUICK = Sizes(vocab_size=1024, pretrain_steps=40, sft_steps=60, resume_check_steps=4,
-              n_train_traces=400, n_test_problems=12, n_gsm8k=4, n_gsm8k_traces=50)
-
-
 class Smoke:
     """Runs the stages in order, keeping what each measured in `self.results`."""
 
     def __init__(self, args: SmokeArgs):
         self.args = args
-        self.sizes = QUICK if args.quick else FULL
+        self.sizes = SMOKE_QUICK if args.quick else SMOKE_RUN
         self.out = Path(args.out)
         from .distributed import resolve_device
         self.device = str(resolve_device(args.device))
@@ -122,7 +98,7 @@ class Smoke:
         from synth.offline import generate_offline, write_jsonl
         from .data import render_trace
         from .tokenizer import train_tokenizer
-        self.traces = generate_offline("arithmetic", self.sizes.n_train_traces, seed=self.args.seed)
+        self.traces = generate_offline("arithmetic", self.sizes.offline_traces, seed=self.args.seed)
         write_jsonl(self.traces, self.out / "sft" / "arithmetic_traces.jsonl")
         self.trace_texts = [t["question"] + "\n" + render_trace(t) for t in self.traces]
         self.gsm8k = [json.loads(line) for line in open(ASSETS / "gsm8k_train_500.jsonl", encoding="utf-8")]
@@ -140,7 +116,7 @@ class Smoke:
                 "chars_per_token": round(len(sample) / len(tok.encode(sample, allow_special=True)), 2)}
 
     def pretrain_config(self, **fields):
-        return self.train_config("pretrain_smoke", self.sizes.pretrain_steps,
+        return self.train_config(self.sizes.pretrain_config, self.sizes.pretrain_steps,
                                  train_data=str(self.out / "shards"), **fields)
 
     def stage_pretrain(self) -> dict:
@@ -184,11 +160,11 @@ class Smoke:
         from synth.offline import write_jsonl
         from .data import gsm8k_to_trace
         from .train import Trainer
-        gsm = [gsm8k_to_trace(g) for g in self.gsm8k[:self.sizes.n_gsm8k_traces]]
+        gsm = [gsm8k_to_trace(g) for g in self.gsm8k[:self.sizes.gsm8k_traces]]
         write_jsonl(gsm, self.out / "sft" / "gsm8k_traces.jsonl")
         n = self.sizes.sft_steps
         cfg = self.train_config(
-            "sft_smoke", n, init_from=str(self.out / "pretrain" / f"step_{self.sizes.pretrain_steps:06d}"),
+            self.sizes.sft_config, n, init_from=str(self.out / "pretrain" / f"step_{self.sizes.pretrain_steps:06d}"),
             train_data=f"{self.out / 'sft' / 'arithmetic_traces.jsonl'},{self.out / 'sft' / 'gsm8k_traces.jsonl'}",
             save_every=n, eval_every=n, out_dir=str(self.out / "sft_run"))
         hist = Trainer(cfg, tokenizer=self.tokenizer).train()
@@ -204,7 +180,7 @@ class Smoke:
     def eval_sets(self) -> dict[str, list[dict]]:
         """In-template and held-out-template arithmetic problems, none of them trained on."""
         from synth.offline import generate_offline
-        n, seed = self.sizes.n_test_problems, self.args.seed
+        n, seed = self.sizes.test_problems, self.args.seed
         return {"in_template": generate_offline("arithmetic", n, seed=seed, split="test"),
                 "heldout": generate_offline("arithmetic", n, seed=seed, split="test", phrasing="heldout")}
 
@@ -232,11 +208,11 @@ class Smoke:
     def stage_gsm8k(self) -> dict:
         from .eval import evaluate_gsm8k
         summary = evaluate_gsm8k(self.model, self.tokenizer, path=ASSETS / "gsm8k_test_100.jsonl",
-                                 limit=self.sizes.n_gsm8k, max_new_tokens=160, batch_size=10,
+                                 limit=self.sizes.eval_limit, max_new_tokens=160, batch_size=10,
                                  output_jsonl=self.out / "gsm8k_samples.jsonl", progress=False)
         m = summary["metrics"]
         scored = sum(1 for _ in open(self.out / "gsm8k_samples.jsonl", encoding="utf-8"))
-        return {"ok": summary.get("num_examples") == self.sizes.n_gsm8k == scored,
+        return {"ok": summary.get("num_examples") == self.sizes.eval_limit == scored,
                 "problems": summary.get("num_examples"), "scored": scored,
                 "strict_accuracy": m["strict"].get("accuracy", m["strict"]),
                 "flexible_accuracy": m["flexible"].get("accuracy", m["flexible"])}

@@ -156,8 +156,8 @@ def train_tokenizer(inputs: Inputs, output_dir: Union[str, os.PathLike], vocab_s
 
 
 class BatchCodec:
-    """What both tokenizer backends share: `encode_batch` / `decode_batch` over their `encode` and
-    `decode`, `len()` (= `vocab_size`) and a repr naming the class, vocab size and `source`."""
+    """What every tokenizer backend shares, given its `encode`, `decode`, `vocab_size` and
+    `source`: `encode_batch` / `decode_batch`, `len()` and the repr."""
 
     def __len__(self) -> int:
         return self.vocab_size

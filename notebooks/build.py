@@ -92,11 +92,12 @@ further: a pipeline check, not a result.
     code(PARAMS),
     code('''
 import dataclasses
-from havoc_lite.smoke import QUICK, Smoke, SmokeArgs
+from havoc_lite.sizes import SMOKE_QUICK
+from havoc_lite.smoke import Smoke, SmokeArgs
 smoke = Smoke(SmokeArgs(out=str(RUN / "smoke"), quick=True))
 if SMOKE:   # fewer steps and problems than --quick
-    smoke.sizes = dataclasses.replace(QUICK, pretrain_steps=12, sft_steps=8, resume_check_steps=2,
-                                      n_train_traces=100, n_test_problems=3, n_gsm8k=2)
+    smoke.sizes = dataclasses.replace(SMOKE_QUICK, pretrain_steps=12, sft_steps=8, resume_check_steps=2,
+                                      offline_traces=100, test_problems=3, eval_limit=2)
 exit_code = smoke.run()
 '''),
     code('''

@@ -30,7 +30,7 @@ def test_a_stage_that_misses_its_criterion_fails_the_run(tmp_path, monkeypatch):
     stages after it do not run, results.json says so, and the exit code is 1."""
     import dataclasses
     from havoc_lite import smoke
-    monkeypatch.setattr(smoke, "QUICK", dataclasses.replace(smoke.QUICK, pretrain_steps=2, n_train_traces=100))
+    monkeypatch.setattr(smoke, "SMOKE_QUICK", dataclasses.replace(smoke.SMOKE_QUICK, pretrain_steps=2, offline_traces=100))
     out = tmp_path / "smoke"
     assert smoke.main(["--quick", "--out", str(out), "--device", "cpu"]) == 1
     results = json.loads((out / "results.json").read_text())
@@ -52,17 +52,20 @@ def test_one_set_of_smoke_hyperparameters(tmp_path):
     from pathlib import Path
     from havoc_lite import colab
     from havoc_lite.config import TrainConfig
-    from havoc_lite.smoke import FULL, QUICK, Smoke, SmokeArgs
+    from havoc_lite.sizes import SMOKE_QUICK, SMOKE_RUN
+    from havoc_lite.smoke import Smoke, SmokeArgs
     from havoc_lite.train import parse_args
     pre, sft = TrainConfig.load("pretrain_smoke"), TrainConfig.load("sft_smoke")
     same = lambda a, b: {k: (getattr(a, k), getattr(b, k)) for k in HYPER if getattr(a, k) != getattr(b, k)}  # noqa: E731
-    assert (pre.max_steps, sft.max_steps) == (FULL.pretrain_steps, FULL.sft_steps)
+    assert (pre.max_steps, sft.max_steps) == (SMOKE_RUN.pretrain_steps, SMOKE_RUN.sft_steps)
     smoke = Smoke(SmokeArgs(out=str(tmp_path / "s")))
     assert not same(smoke.pretrain_config(), pre) and not same(smoke.train_config("sft_smoke", 60), sft)
-    short = sft.scaled_to(QUICK.sft_steps)
+    short = sft.scaled_to(SMOKE_QUICK.sft_steps)
     assert (short.max_steps, short.warmup_steps) == (60, 6) and not same(short, sft)
     assert sft.scaled_to(600).warmup_steps == sft.warmup_steps
     run, sz = tmp_path / "run", colab.sizes(True)
+    from havoc_lite.sizes import Sizes
+    assert type(smoke.sizes) is type(sz) is type(colab.sizes(False)) is Sizes     # one set of sizes
     nb_sft = colab.sft_config(run, sz, tmp_path / "init", [tmp_path / "t.jsonl"])
     nb_pre = colab.pretrain_config(run, sz)
     assert not same(nb_sft, sft)
