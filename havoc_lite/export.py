@@ -146,13 +146,13 @@ def to_hf_llama(model: HavocModel, out_dir: str | Path, tokenizer: Any = None,
 
 
 def _write_tokenizer(tokenizer: Any, out: Path, cfg: ModelConfig) -> None:
-    from .markup import SPECIAL_TOKENS
+    from .markup import SPECIAL_TOKENS, UNK
     if hasattr(tokenizer, "hf"):              # HFTokenizer: its save() writes the HF files itself
         tokenizer.save(out)
         return
     tokenizer.save(out)                       # tokenizer.model (+ vocab, special_tokens.json)
     special = {"bos_token": SPECIAL_TOKENS[cfg.bos_id], "eos_token": SPECIAL_TOKENS[cfg.eos_id],
-               "pad_token": SPECIAL_TOKENS[cfg.pad_id], "unk_token": "<unk>"}
+               "pad_token": SPECIAL_TOKENS[cfg.pad_id], "unk_token": UNK}
     extra = [t for t in SPECIAL_TOKENS if t not in special.values()]
     (out / "special_tokens_map.json").write_text(
         json.dumps({**special, "additional_special_tokens": extra}, indent=2, ensure_ascii=False) + "\n")

@@ -9,25 +9,25 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .eval.graders import Verdict
+from .eval.graders import Grade
 from .markup import ANSWER, section_bodies
 
 
 # --- rewards --------------------------------------------------------------------------------------
 class SafeGrader:
-    """Wraps a grader so that one that raises gives a failed Verdict (reward 0) instead of
+    """Wraps a grader so that one that raises gives a failed Grade (reward 0) instead of
     stopping the run. `errors` collects "ExceptionType: message" for the step's log."""
 
     def __init__(self, grader: Callable):
         self.grader, self.errors = grader, []
 
-    def __call__(self, item: dict, text: str, tool_calls: Sequence[dict]) -> Verdict:
+    def __call__(self, item: dict, text: str, tool_calls: Sequence[dict]) -> Grade:
         try:
             return self.grader(item, text, tool_calls)
         except Exception as e:   # a grader bug must not kill hours of RL
             msg = f"{type(e).__name__}: {e}"
             self.errors.append(msg)
-            return Verdict(False, 0.0, {}, {}, {"error": msg})
+            return Grade(False, 0.0, {}, {}, {"error": msg})
 
 
 def format_score(text: str, tool_calls: Sequence[dict], finish_reason: str) -> float:

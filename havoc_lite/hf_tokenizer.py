@@ -258,9 +258,6 @@ class HFTokenizer(BatchCodec):
                 return i
         return self.eos_id
 
-    def _assistant_mask(self, ids: list[int]) -> list[int]:
-        return assistant_mask(ids, self.special_ids)
-
     def _render(self, messages: Sequence[dict], generation_prompt: bool) -> tuple[list[int], list[int]]:
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
             raise ValueError(f"render_chat: messages must be a list of {{'role', 'content'}} dicts, "
@@ -329,7 +326,7 @@ class HFTokenizer(BatchCodec):
                     if sub:
                         sub_ids = self.encode(sub, allow_special=is_content and r == "assistant")
                         ids += sub_ids
-                        mask += self._assistant_mask(sub_ids) if is_content and r == "assistant" else [0] * len(sub_ids)
+                        mask += assistant_mask(sub_ids, self.special_ids) if is_content and r == "assistant" else [0] * len(sub_ids)
                 cut = e
             if cut < len(text):
                 rest = self.encode(text[cut:])
@@ -342,7 +339,7 @@ class HFTokenizer(BatchCodec):
         if not assistant:
             return ids, [0] * len(ids), False
         in_content = [any(s <= a < e for s, e, _ in spans) for a, _ in enc["offset_mapping"]]
-        result = self._assistant_mask(ids)
+        result = assistant_mask(ids, self.special_ids)
         return ids, [int(c and r) for c, r in zip(in_content, result)], True
 
     def render_chat(self, messages: Sequence[dict]) -> tuple[list[int], list[int]]:

@@ -75,7 +75,7 @@ def _strip_stop(tokens: list, stop_ids: set) -> list:
 
 def select_samples(results: Sequence[tuple[int, Any, Any]], keep_fraction: float = 1.0,
                    max_per_prompt: Optional[int] = None) -> list[tuple[int, Any, Any]]:
-    """RAFT's filter. `results`: (item index, text, Verdict). Keeps passing samples, drops a text
+    """RAFT's filter. `results`: (item index, text, Grade). Keeps passing samples, drops a text
     already kept for the same item, caps each item at `max_per_prompt`, then keeps the best
     ceil(keep_fraction · n) by reward (stable: earlier samples win ties)."""
     seen, kept, per_item = set(), [], {}

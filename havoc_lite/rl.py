@@ -154,7 +154,7 @@ class GrpoRunner:
             interface); default: loaded from `cfg.checkpoint` / `cfg.tokenizer`.
         items: training prompts (run_eval items: "prompt" + what the grader needs); default:
             `cfg.prompts`. eval_items: held-out items; default: `cfg.eval_prompts`.
-        grader: `grader(item, text, tool_calls) -> Verdict`; default: `cfg.grader`.
+        grader: `grader(item, text, tool_calls) -> Grade`; default: `cfg.grader`.
         tools: "default" (the default registry), None (no tools) or a ToolRegistry.
 
     Resume (`cfg.resume`) happens in the constructor.

@@ -332,9 +332,6 @@ class HavocTokenizer(BatchCodec):
         return self.sp.id_to_piece(int(i))
 
     # --- chat ----------------------------------------------------------------------------------
-    def _assistant_mask(self, ids: list[int]) -> list[int]:
-        return assistant_mask(ids, self.special_ids)
-
     def _render(self, messages: Sequence[dict], generation_prompt: bool) -> tuple[list[int], list[int]]:
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
             raise ValueError(f"render_chat: messages must be a list of {{'role', 'content'}} dicts, "
@@ -353,7 +350,7 @@ class HavocTokenizer(BatchCodec):
             if role == "assistant":
                 body = self.encode(msg["content"], allow_special=True)
                 ids += body + [self.end_id]
-                mask += self._assistant_mask(body) + [1]
+                mask += assistant_mask(body, self.special_ids) + [1]
             else:
                 body = self.encode(msg["content"], allow_special=False)
                 ids += body + [self.end_id]

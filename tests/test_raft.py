@@ -4,12 +4,12 @@ import json
 
 import torch
 
-from havoc_lite.eval.graders import Verdict
+from havoc_lite.eval.graders import Grade
 from havoc_lite.raft import RaftConfig, run_raft, select_samples
 
 
 def _v(ok, reward=None):
-    return Verdict(ok, float(ok) if reward is None else reward)
+    return Grade(ok, float(ok) if reward is None else reward)
 
 
 def test_select_samples_keeps_passing_dedupes_and_ranks():
@@ -105,7 +105,7 @@ def test_raft_trains_fp32_master_weights_of_a_bf16_model(tmp_path):
 
     class Oracle:
         def __call__(self, item, text, tool_calls):
-            return Verdict(bool(text), 1.0 if text else 0.0)
+            return Grade(bool(text), 1.0 if text else 0.0)
 
     cfg = RaftConfig(checkpoint="", cycles=1, samples_per_prompt=2, temperature=1.0, max_new_tokens=8,
                      gen_batch_size=8, train_batch_size=8, seq_len=64, lr=1e-5,

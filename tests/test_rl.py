@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from havoc_lite.config import ModelConfig
-from havoc_lite.eval.graders import Verdict
+from havoc_lite.eval.graders import Grade
 from havoc_lite.model import HavocModel
 from havoc_lite.eval.metrics import wilson_interval
 from havoc_lite.grpo import SafeGrader, build_batch, format_score, group_advantages, policy_loss, token_logprobs
@@ -161,7 +161,7 @@ class FirstTokenIn:
     def __call__(self, item, text, calls):
         first = self.tok.encode(text, allow_special=True)[:1]
         ok = bool(first) and first[0] in self.ids
-        return Verdict(ok, float(ok))
+        return Grade(ok, float(ok))
 
 
 def _first_token_mass(model, tok, items, ids):
@@ -230,7 +230,7 @@ def test_raising_grader_scores_zero_and_the_run_continues(tiny_setup, tmp_path, 
     def flaky(item, text, calls):
         if item["id"] == items[0]["id"]:
             raise RuntimeError("grader bug")
-        return Verdict(True, 1.0)
+        return Grade(True, 1.0)
 
     cfg = GrpoConfig(group_size=2, prompts_per_step=len(items), max_steps=1, max_new_tokens=2,
                      save_every=5, out_dir=str(tmp_path / "r"), resume="none", device="cpu")
@@ -310,7 +310,7 @@ def test_lora_grpo_step_on_smollm2_gguf(tmp_path):
     cfg = GrpoConfig(checkpoint=str(path), group_size=2, prompts_per_step=2, max_steps=1,
                      max_new_tokens=3, lora_r=2, lora_targets="q_proj", save_every=1,
                      out_dir=str(tmp_path / "g"), resume="none", device="cpu")
-    r = GrpoRunner(cfg, items=items, grader=lambda it, text, calls: Verdict(bool(text), float(bool(text))),
+    r = GrpoRunner(cfg, items=items, grader=lambda it, text, calls: Grade(bool(text), float(bool(text))),
                    tools=None)
     assert hasattr(r.tokenizer, "hf") and r.tokenizer.token_id("<tool>") < r.model.config.vocab_size
     hist = r.train()

@@ -120,7 +120,7 @@ def gsm8k_to_trace(example: dict, where: str = "gsm8k") -> dict:
         raise DataError(f"{where}: GSM8K record needs string 'question' and 'answer'")
     solution, sep, final = a.rpartition("####")
     if not sep:
-        raise DataError(f"{where}: GSM8K answer has no '#### <answer>' line")
+        raise DataError(f"{where}: GSM8K answer has no '#### N' line (N: the final answer)")
     steps, text, pos = [], "", 0
     for m in _GSM8K_CALL.finditer(solution):
         text += solution[pos:m.start()]

@@ -1,12 +1,12 @@
 """Graders: decide whether one model output solves one example.
 
-Every grader is a callable `grader(example: dict, output: str, tool_calls: list[dict]) -> Verdict`.
+Every grader is a callable `grader(example: dict, output: str, tool_calls: list[dict]) -> Grade`.
 - `GSM8KGrader`: the extracted number equals the gold number (strict and flexible both reported).
 - `ToolAnswerGrader`: the `<answer>` of a tool trace equals the expected answer (numbers within a
   relative tolerance, text after case/space folding), and reports whether every tool call succeeded.
 - `PytestGrader`: the output's Python code passes the example's unit tests, run by pytest in a
   subprocess with CPU-time, memory and wall-clock limits (as halo-forge's pytest grader).
-A grader never raises on model output: anything unparsable is a failed verdict with a reason.
+A grader never raises on model output: anything unparsable is a failed grade with a reason.
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ from .extract import extract_flexible, extract_gold, extract_strict
 
 
 @dataclass
-class Verdict:
-    """Outcome of one check.
+class Grade:
+    """What a grader returns for one output.
 
     passed: the primary decision; reward: in [0, 1] (fraction of tests for pytest, else 0/1);
     checks: named pass/fail results (e.g. {"strict": True, "flexible": True}), each reported as its
@@ -51,12 +51,12 @@ class GSM8KGrader:
             raise ValueError(f"GSM8KGrader primary must be 'strict' or 'flexible', got {primary!r}")
         self.primary = primary
 
-    def __call__(self, example: dict, output: str, tool_calls: Sequence[dict] = ()) -> Verdict:
+    def __call__(self, example: dict, output: str, tool_calls: Sequence[dict] = ()) -> Grade:
         gold = example.get("gold") or extract_gold(str(example["answer"]))
         answers = {"strict": extract_strict(output), "flexible": extract_flexible(output)}
         checks = {name: a is not None and a == gold for name, a in answers.items()}
         ok = checks[self.primary]
-        return Verdict(ok, float(ok), checks, answers, {"gold": gold})
+        return Grade(ok, float(ok), checks, answers, {"gold": gold})
 
 
 def _fold(text: str) -> str:
@@ -72,7 +72,7 @@ class ToolAnswerGrader:
     def __init__(self, rel_tol: float = 1e-6, require_tool_success: bool = False):
         self.rel_tol, self.require_tool_success = rel_tol, require_tool_success
 
-    def __call__(self, example: dict, output: str, tool_calls: Sequence[dict] = ()) -> Verdict:
+    def __call__(self, example: dict, output: str, tool_calls: Sequence[dict] = ()) -> Grade:
         expected = str(example["answer"])
         bodies = section_bodies(output, ANSWER)
         got = bodies[0].strip() if bodies else None
@@ -86,7 +86,7 @@ class ToolAnswerGrader:
         tools_ok = all(c.get("status") == "success" for c in tool_calls)
         ok = correct and (tools_ok or not self.require_tool_success)
         answer = (normalize_number(got) or _fold(got)) if got is not None else None
-        return Verdict(ok, float(ok), {"answer": correct, "tools_ok": tools_ok},
+        return Grade(ok, float(ok), {"answer": correct, "tools_ok": tools_ok},
                        {"answer": answer}, {"expected": expected})
 
 
@@ -125,14 +125,14 @@ class PytestGrader:
     def __init__(self, timeout_s: int = 10, memory_mb: int = 1024):
         self.timeout_s, self.memory_mb = timeout_s, memory_mb
 
-    def __call__(self, example: dict, output: str, tool_calls: Sequence[dict] = ()) -> Verdict:
+    def __call__(self, example: dict, output: str, tool_calls: Sequence[dict] = ()) -> Grade:
         code = extract_code(output)
         if code is None:
-            return Verdict(False, 0.0, {"tests": False}, {"answer": None}, {"error": "no code block"})
+            return Grade(False, 0.0, {"tests": False}, {"answer": None}, {"error": "no code block"})
         result = self.run(code, example["tests"])
         ok = result["total"] > 0 and result["passed"] == result["total"]
         reward = result["passed"] / result["total"] if result["total"] else 0.0
-        return Verdict(ok, reward, {"tests": ok}, {"answer": None}, result)
+        return Grade(ok, reward, {"tests": ok}, {"answer": None}, result)
 
     def run(self, code: str, tests: str) -> dict:
         """Run `tests` against `code`. Returns {"passed", "total", "error" (str|None), "elapsed_s"}."""

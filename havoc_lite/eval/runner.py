@@ -1,4 +1,4 @@
-"""The general evaluation loop: prompts -> samples -> verdicts -> per-sample JSONL + summary.
+"""The general evaluation loop: prompts -> samples -> grades -> per-sample JSONL + summary.
 
 `run_eval` knows nothing about models: it calls a `GenerateFn`
     generate_fn(prompts: list[messages | str], seed: int) -> list[Sample]
@@ -107,7 +107,7 @@ def run_eval(items: Sequence[dict], grader: Callable, generate_fn: GenerateFn, *
 
     Args:
         items: dicts with "prompt" (chat messages or a string), an "id", and what the grader needs.
-        grader: `grader(item, text, tool_calls) -> Verdict` (see graders.py).
+        grader: `grader(item, text, tool_calls) -> Grade` (see graders.py).
         generate_fn: see the module docstring; called with up to `batch_size` prompts at a time.
         samples: n samples per item; k: pass@k / maj@k values to report (each <= samples).
         output_jsonl: one line per sample: id, sample, prompt, output, answers, checks, passed,
@@ -124,7 +124,7 @@ def run_eval(items: Sequence[dict], grader: Callable, generate_fn: GenerateFn, *
     ks = sorted(set(int(x) for x in k))
     if samples < 1 or not ks or ks[0] < 1 or ks[-1] > samples:
         raise ValueError(f"need 1 <= k <= samples, got k={ks}, samples={samples}")
-    verdicts: list[list] = [[] for _ in items]
+    grades: list[list] = [[] for _ in items]
     tool_calls, latencies, total_tokens = [], [], 0
     sink = None
     if output_jsonl is not None:
@@ -134,7 +134,7 @@ def run_eval(items: Sequence[dict], grader: Callable, generate_fn: GenerateFn, *
     try:
         for i, s, out, v, dt in sample_and_grade(items, grader, generate_fn, samples=samples,
                                                   batch_size=batch_size, seed=seed, progress=progress):
-            verdicts[i].append(v)
+            grades[i].append(v)
             latency = out.elapsed_s or dt
             latencies.append(latency)
             tool_calls.append(out.tool_calls)
@@ -151,12 +151,12 @@ def run_eval(items: Sequence[dict], grader: Callable, generate_fn: GenerateFn, *
         if sink:
             sink.close()
     wall = time.perf_counter() - t_start  # generation + grading, wall clock
-    return summarize(items, verdicts, ks, tool_calls, latencies, total_tokens, wall)
+    return summarize(items, grades, ks, tool_calls, latencies, total_tokens, wall)
 
 
 def sample_and_grade(items: Sequence[dict], grader: Callable, generate_fn: GenerateFn, *,
                       samples: int = 1, batch_size: int = 16, seed: int = 0, progress: bool = True):
-    """Yield (item index, sample index, Sample, Verdict, batch seconds) for `samples` generations
+    """Yield (item index, sample index, Sample, Grade, batch seconds) for `samples` generations
     of every item, `batch_size` prompts per `generate_fn` call (seeded `seed` + offset)."""
     for i, item in enumerate(items):
         if "prompt" not in item:
@@ -178,37 +178,37 @@ def sample_and_grade(items: Sequence[dict], grader: Callable, generate_fn: Gener
         bar.close()
 
 
-def summarize(items, verdicts, ks, tool_calls, latencies, total_tokens, wall) -> dict:
-    """The summary dict of `run_eval` from per-item verdict lists."""
-    names = ["passed"] + sorted({n for vs in verdicts for v in vs for n in v.checks})
+def summarize(items, grades, ks, tool_calls, latencies, total_tokens, wall) -> dict:
+    """The summary dict of `run_eval` from per-item grade lists."""
+    names = ["passed"] + sorted({n for vs in grades for v in vs for n in v.checks})
     metrics: dict[str, Any] = {}
     for name in names:
-        ok = [[v.passed if name == "passed" else v.checks.get(name, False) for v in vs] for vs in verdicts]
+        ok = [[v.passed if name == "passed" else v.checks.get(name, False) for v in vs] for vs in grades]
         counts = [(len(o), sum(o)) for o in ok]
         m = {"accuracy": sum(c for _, c in counts) / max(sum(n for n, _ in counts), 1)}
         for k in ks:
             m[f"pass@{k}"] = mean_pass_at_k(counts, k)
-        if name != "passed" and any(name in v.answers for vs in verdicts for v in vs):
+        if name != "passed" and any(name in v.answers for vs in grades for v in vs):
             for k in ks:
                 hits = []
-                for vs in verdicts:
+                for vs in grades:
                     answers = [v.answers.get(name) for v in vs[:k]]
                     maj = majority_answer(answers)
                     hits.append(maj is not None and any(v.checks.get(name) for v in vs[:k]
                                                          if v.answers.get(name) == maj))
                 m[f"maj@{k}"] = sum(hits) / max(len(hits), 1)
         metrics[name] = m
-    rewards = [v.reward for vs in verdicts for v in vs]
+    rewards = [v.reward for vs in grades for v in vs]
     metrics["reward_mean"] = sum(rewards) / max(len(rewards), 1)
     metrics["tools"] = {"use_rate": tool_use_rate(tool_calls), "success_rate": tool_success_rate(tool_calls),
                         "num_calls": sum(len(c) for c in tool_calls)}
     metrics["latency"] = latency_stats(latencies)
     metrics["tokens_per_s"] = tokens_per_second(total_tokens, wall)
     metrics["total_tokens"], metrics["wall_s"] = total_tokens, wall
-    return {"num_examples": len(items), "samples": len(verdicts[0]) if verdicts else 0, "k": ks,
+    return {"num_examples": len(items), "samples": len(grades[0]) if grades else 0, "k": ks,
             "metrics": metrics,
             "per_example": [{"id": it.get("id", i), "n": len(vs), "passed": sum(v.passed for v in vs)}
-                            for i, (it, vs) in enumerate(zip(items, verdicts))]}
+                            for i, (it, vs) in enumerate(zip(items, grades))]}
 
 
 def measure_latency(generate_fn: GenerateFn, prompts: Sequence, repeats: int = 1) -> dict:
