@@ -25,6 +25,8 @@ from __future__ import annotations
 import random
 import re
 
+from havoc_lite.markup import PRAGMATIST, open_tag
+
 from .offline import ITEMS, NAMES, _fmt
 
 
@@ -184,7 +186,7 @@ def strip_roles(trace: dict) -> dict:
     steps = trace["reasoning"]
     fix = next((i for i, s in enumerate(steps) if s.get("role") == "pragmatist" and "tool_call" in s), None)
     if fix is None:
-        raise ValueError(f"trace {trace.get('id', '?')}: no <pragmatist> calculator step to keep")
+        raise ValueError(f"trace {trace.get('id', '?')}: no {open_tag(PRAGMATIST)} calculator step to keep")
     used = set(re.findall(r"\d+(?:\.\d+)?", steps[fix]["tool_call"]["args"]["expression"]))
     kept = [s for s in steps[:fix] if "tool_result" in s and _fmt(s["tool_result"].get("result")) in used]
     kept += [s for s in steps[fix:] if s.get("role") not in ("advocate", "attack", "verify")]
