@@ -111,12 +111,17 @@ def setup(device: str = "auto") -> DistInfo:
         # A script that builds a Trainer itself under torchrun may never call cleanup(); a process
         # group left alive at interpreter exit can abort in its C++ destructor ("terminate called
         # without an active exception", SIGABRT), failing the launch after the work succeeded.
-        atexit.register(cleanup)
+        atexit.register(cleanup, sync=False)   # at exit a rank may have died: never wait for it
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=dev)
 
 
-def cleanup() -> None:
+def cleanup(sync: bool = True) -> None:
+    """Destroy the process group (a no-op in a single process). With `sync`, wait first until
+    every rank gets here: a rank whose gloo threads are still finishing a collective when another
+    rank tears down can abort at exit ("terminate called without an active exception")."""
     if dist.is_available() and dist.is_initialized():
+        if sync:
+            dist.barrier()
         dist.destroy_process_group()
 
 
