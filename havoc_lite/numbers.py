@@ -13,8 +13,8 @@ share. Three parts:
    | `"prime"`  | a model's `<answer>`, a user's prompt   | "−3" (U+2212, pretrained models write it);  |
    |            |                                         | "2x3", "v1.2.3" are no numbers; "12%" glued |
    | `"synth"`  | Claude-written traces (statistics)      | ".05" (p-values), "35 %" with a space       |
-   | `"gsm8k"`  | GSM8K outputs (answer extraction)       | "$1,200", loose commas "1,2" and a space    |
-   |            |                                         | after the sign: what people write for money |
+   | `"gsm8k"`  | GSM8K outputs (answer extraction)       | "$1,200", "$ 5", loose commas "1,2": what   |
+   |            |                                         | people write for money; "35 - 2" reads 2    |
 
 2. **Values.** `numbers_in(value)`: every number inside a JSON-like tool result (numeric leaves
    and literals inside strings); `numeric_leaves(value)`: only the JSON numbers.
@@ -43,7 +43,9 @@ _DIGITS = r"(?:\d{1,3}(?:,\d{3})+|\d+)"
 # (labelled numbers such as "p = 0.03", bounds such as "< 0.001").
 SYNTH_LITERAL = r"-?(?:" + _DIGITS + r"(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?"
 # A GSM8K answer as people write it: optional sign and "$", digits with any commas, decimals.
-GSM8K_LITERAL = r"-?\$?\s?(?:\d[\d,]*(?:\.\d+)?|\.\d+)"
+# A space may follow "$" ("$ 5"), never the sign: in "35 - 2" the minus is subtraction, and the
+# number is 2 (as lm-evaluation-harness's gsm8k-cot regex reads it).
+GSM8K_LITERAL = r"-?(?:\$\s?)?(?:\d[\d,]*(?:\.\d+)?|\.\d+)"
 
 _FINDERS: dict[str, re.Pattern] = {
     # sign (ASCII or U+2212) not after a word char or bracket, so "10-5" is 10 and 5; no digits

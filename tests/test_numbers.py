@@ -26,11 +26,11 @@ def test_synth_grammar_reads_leading_dots_and_spaced_percents():
 
 
 def test_gsm8k_grammar_reads_dollars_and_loose_commas():
-    # "$", loose commas and one space before the digits are part of the literal (as the
-    # harness-style regex eval.extract always used); normalize_number drops them
-    found = find_literals("3 boxes, 1,250 pens, so $2,500.50 in all; 1,2", "gsm8k")
-    assert found == ["3", " 1,250", "$2,500.50", " 1,2"]
-    assert [normalize_number(s) for s in found] == ["3", "1250", "2500.5", "12"]
+    # "$" (and a space after it) and loose commas are part of the literal; a space after a minus
+    # is not (a binary minus); normalize_number drops the marks
+    found = find_literals("3 boxes, 1,250 pens, so $2,500.50 in all; 1,2; $ 7; 35 - 2", "gsm8k")
+    assert found == ["3", "1,250", "$2,500.50", "1,2", "$ 7", "35", "2"]
+    assert [normalize_number(s) for s in found] == ["3", "1250", "2500.5", "12", "7", "35", "2"]
 
 
 def test_parse_number_precision_and_percent():

@@ -16,8 +16,6 @@ found by re-applying each side's rule to the other side's text:
   the kit's accepts the end of the text, "final answer" and a "$";
 - `flexible regex`: lm-eval's "(-?[$0-9.,]{2,})|(-?[0-9]+)" also matches runs of "." or "," and takes
   the last of them; the kit takes the last well-formed number;
-- `minus sign`: the kit's number pattern takes a minus followed by a space as the sign of the
-  number after it ("35 - 2" reads -2), lm-eval's does not (2);
 - `normalisation`: both read the same number written differently ("10.00" vs "10"): the kit compares
   numbers, lm-eval strings.
 `--data` takes another GSM8K-format JSONL; `--templated N` writes N unseen `synth.offline`
@@ -102,7 +100,7 @@ def tokenizer_specials(tokenizer) -> tuple[str, ...]:
 def explain(kit: dict, harness: dict, specials: tuple[str, ...] = ()) -> str:
     """Why the kit and lm-eval disagree on one problem (`kit`: its record; `harness`: lm-eval's;
     `specials`: the model tokenizer's own special tokens, see `without_markup`)."""
-    from .extract import extract_flexible, extract_strict
+    from .extract import extract_strict
     k_text = without_markup(kit["output"], specials)
     if k_text != harness["text"].strip():
         return "generation"
@@ -114,8 +112,6 @@ def explain(kit: dict, harness: dict, specials: tuple[str, ...] = ()) -> str:
         return "strict regex"
     if _lm_eval_extract(k_text, LM_EVAL_FLEXIBLE, -1) != harness["extracted"]:
         return "flexible regex"
-    if extract_flexible(kit["output"]) == "-" + _lm_eval_norm(harness["extracted"]):
-        return "minus sign"
     return "normalisation"
 
 
