@@ -25,7 +25,6 @@ sha256 fingerprint in meta.json; a resume with other LoRA settings or onto anoth
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
