@@ -441,18 +441,10 @@ def phrasing_rows(n: int, seed: int = 4321, family: Family = "validation") -> li
     """`n` distinct problems of `family` as GSM8K-shaped eval rows {"id", "question", "answer":
     "#### N", "gold"} for `havoc_lite.eval.gsm8k.evaluate_gsm8k`; templates cycle in order.
     Raises ValueError for n < 1 or an unknown family."""
-    from havoc_lite.eval.gsm8k import extract_gold
+    from havoc_lite.eval.arith_heldout import question_rows
     if n < 1:
         raise ValueError(f"arith_phrasings: n must be >= 1, got {n}")
     if family not in FAMILIES:
         raise ValueError(f"arith_phrasings: family must be one of {', '.join(FAMILIES)}, got {family!r}")
     rng, templates = random.Random(f"arith_phrasings:rows:{family}:{seed}"), FAMILIES[family]
-    rows, seen = [], set()
-    while len(rows) < n:
-        question, _, value = templates[len(rows) % len(templates)](rng)
-        if question in seen:
-            continue
-        seen.add(question)
-        rows.append({"id": f"{family}-{len(rows)}", "question": question, "answer": f"#### {value}",
-                     "gold": extract_gold(f"#### {value}")})
-    return rows
+    return question_rows(lambda i: templates[i % len(templates)](rng), n, family)

@@ -19,6 +19,7 @@ held-out score differs from an in-template one by the phrasing alone).
 from __future__ import annotations
 
 import random
+from typing import Callable
 
 from .gsm8k import extract_gold
 
@@ -132,12 +133,19 @@ def heldout_arithmetic(n: int = 200, seed: int = 1234) -> list[dict]:
     if n < 1:
         raise ValueError(f"heldout_arithmetic: n must be >= 1, got {n}")
     rng = random.Random(seed)
+    return question_rows(lambda i: heldout_problem(rng, i % NUM_KINDS), n, "arith")
+
+
+def question_rows(make: Callable[[int], tuple], n: int, prefix: str) -> list[dict]:
+    """`n` GSM8K-shaped eval rows {"id": "<prefix>-<i>", "question", "answer": "#### N", "gold"} from
+    `make(i) -> (question, _, value)` for the i-th row; a question already made is drawn again.
+    Shared by the held-out set and `synth.arith_phrasings`' training and validation families."""
     rows, seen = [], set()
     while len(rows) < n:
-        question, _, value = heldout_problem(rng, len(rows) % NUM_KINDS)
+        question, _, value = make(len(rows))
         if question in seen:
             continue
         seen.add(question)
-        rows.append({"id": f"arith-{len(rows)}", "question": question, "answer": f"#### {value}",
+        rows.append({"id": f"{prefix}-{len(rows)}", "question": question, "answer": f"#### {value}",
                      "gold": extract_gold(f"#### {value}")})
     return rows
