@@ -94,7 +94,7 @@ class Ablation(Smoke):
             write_jsonl([strip_tool_calls(r) for r in rows], sft / f"{name}_no_tool.jsonl")
         n = self.sizes.sft_steps
         cfg = self.train_config(       # the tool model's SFT config, steps and seed: only the data differ
-            "sft_smoke", n, init_from=str(self.pretrain_dir),
+            self.sizes.sft_config, n, init_from=str(self.pretrain_dir),
             train_data=f"{sft / 'arithmetic_traces_no_tool.jsonl'},{sft / 'gsm8k_traces_no_tool.jsonl'}",
             save_every=n, eval_every=0, out_dir=str(self.out / "sft_no_tool_run"))
         hist = Trainer(cfg, tokenizer=self.tokenizer).train()
