@@ -32,15 +32,21 @@ def kernel():
     return "python3"
 
 
+def load(name: str, edits: tuple = ()):
+    """A notebook with the (old, new) replacements `edits` applied to its cells' sources."""
+    nb = nbformat.read(NB_DIR / f"{name}.ipynb", as_version=4)
+    for old, new in edits:
+        for cell in nb.cells:
+            cell.source = cell.source.replace(old, new)
+    return nb
+
+
 def execute(name: str, run_dir: Path, kernel: str, extra_env: dict | None = None,
             edits: tuple = ()) -> float:
     """Run one notebook in `run_dir` (cwd and run folder); returns seconds. Raises on a cell error.
     `extra_env` goes to the kernel's environment; `edits` are (old, new) replacements in the cells'
     sources (what a user does in a form, e.g. ticking a checkbox)."""
-    nb = nbformat.read(NB_DIR / f"{name}.ipynb", as_version=4)
-    for old, new in edits:
-        for cell in nb.cells:
-            cell.source = cell.source.replace(old, new)
+    nb = load(name, edits)
     env = {"HAVOC_SMOKE": "1", "HAVOC_RUN_DIR": str(run_dir), "WANDB_MODE": "disabled",
            "MPLBACKEND": "module://matplotlib_inline.backend_inline", **(extra_env or {})}
     old = {k: os.environ.get(k) for k in env}
@@ -48,9 +54,20 @@ def execute(name: str, run_dir: Path, kernel: str, extra_env: dict | None = None
     t0 = time.perf_counter()
     try:
         # "immediate": once every cell has run, kill the kernel rather than wait for a graceful
-        # exit (a CI run once spent minutes there after 04's last cell).
-        nbclient.NotebookClient(nb, kernel_name=kernel, timeout=400, shutdown_kernel="immediate",
-                                resources={"metadata": {"path": str(run_dir)}}).execute()
+        # exit (a CI run once spent minutes there after 04's last cell). A kernel that goes quiet
+        # (a CI run once waited forever on a reply the idle kernel never sent, after 04's last
+        # cells) is killed after `timeout` and the notebook run again from the top, as a user
+        # re-runs after a disconnect: every notebook continues from what the first run saved.
+        for attempt in (1, 2):
+            try:
+                nbclient.NotebookClient(nb, kernel_name=kernel, timeout=240, shutdown_kernel="immediate",
+                                        resources={"metadata": {"path": str(run_dir)}}).execute()
+                break
+            except nbclient.exceptions.CellTimeoutError:
+                if attempt == 2:
+                    raise
+                print(f"{name}: a cell got no reply within 240 s; the kernel is killed and the notebook run again")
+                nb = load(name, edits)
     finally:
         for k, v in old.items():
             if v is None:
