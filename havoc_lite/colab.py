@@ -307,8 +307,10 @@ def ensure_shards(run: Path, sz: Sizes, tokenizer) -> dict:
     return prepare_pretraining(write_pretraining_text(run, sz), tokenizer, Path(run) / "data" / "shards")
 
 
-def _config(name: str, run: Path, sz: Sizes, **fields):
-    cfg = TrainConfig.load(name)
+def _config(name: str, run: Path, sz: Sizes, max_steps: int, **fields):
+    """`configs/<name>.yaml` for `max_steps` (`TrainConfig.scaled_to`: a shorter warm-up), with the
+    run's paths and the smoke mode's quiet settings; `fields` override."""
+    cfg = TrainConfig.load(name).scaled_to(max_steps)
     base = dict(model=sz.preset, tokenizer=str(Path(run) / "tokenizer"), raw_data=None,
                 eval_data=None, device="auto", resume="auto", wandb_mode="auto")
     if sz.preset == "tiny":   # CPU smoke: no W&B, quick evals, quiet logs
@@ -319,12 +321,9 @@ def _config(name: str, run: Path, sz: Sizes, **fields):
 def pretrain_config(run: Path, sz: Sizes, **fields):
     """`TrainConfig` for notebook 03: `sz.pretrain_config` with the run's paths,
     `out_dir=<run>/pretrain`, `resume="auto"` (re-running continues from `latest`)."""
-    n = sz.pretrain_steps
-    return _config(sz.pretrain_config, run, sz, train_data=str(Path(run) / "data" / "shards"),
-                   out_dir=str(Path(run) / "pretrain"), max_steps=n,
-                   domain_weights={"general": 0.7, "math": 0.3}, save_every=sz.save_every,
-                   warmup_steps=TrainConfig.load(sz.pretrain_config).scaled_to(n).warmup_steps,
-                   eval_every=0 if sz.preset == "tiny" else 250, **fields)
+    return _config(sz.pretrain_config, run, sz, sz.pretrain_steps, train_data=str(Path(run) / "data" / "shards"),
+                   out_dir=str(Path(run) / "pretrain"), domain_weights={"general": 0.7, "math": 0.3},
+                   save_every=sz.save_every, eval_every=0 if sz.preset == "tiny" else 250, **fields)
 
 
 def latest_model(out_dir: Path) -> Optional[Path]:
@@ -358,10 +357,9 @@ def ensure_pretrained(run: Path, sz: Sizes, create: Optional[bool] = None) -> Pa
 def sft_config(run: Path, sz: Sizes, init_from: Path, train_files: Sequence[Path], **fields):
     """`TrainConfig` for SFT on tool traces (notebook 04): `sz.sft_config` with the run's paths."""
     n = sz.sft_steps
-    return _config(sz.sft_config, run, sz, init_from=str(init_from),
+    return _config(sz.sft_config, run, sz, n, init_from=str(init_from),
                    train_data=",".join(str(p) for p in train_files), out_dir=str(Path(run) / "sft"),
-                   max_steps=n, save_every=max(1, min(250, n)), eval_every=max(1, min(250, n)),
-                   warmup_steps=TrainConfig.load(sz.sft_config).scaled_to(n).warmup_steps, **fields)
+                   save_every=max(1, min(250, n)), eval_every=max(1, min(250, n)), **fields)
 
 
 def write_polish_data(run: Path, sz: Sizes) -> Path:
@@ -387,10 +385,9 @@ def write_polish_data(run: Path, sz: Sizes) -> Path:
 def polish_config(run: Path, sz: Sizes, init_from: Path, **fields):
     """`TrainConfig` for the polish pass (notebook 04): low lr, short, on `write_polish_data`."""
     n = sz.polish_steps
-    return _config(sz.polish_config, run, sz, model=sz.preset, init_from=str(init_from),
+    return _config(sz.polish_config, run, sz, n, model=sz.preset, init_from=str(init_from),
                    train_data=str(write_polish_data(run, sz)), out_dir=str(Path(run) / "polish"),
-                   seq_len=sz.sft_seq_len,
-                   max_steps=n, save_every=n, eval_every=n, warmup_steps=max(1, n // 10), **fields)
+                   seq_len=sz.sft_seq_len, save_every=n, eval_every=n, warmup_steps=max(1, n // 10), **fields)
 
 
 def ensure_chat_model(run: Path, sz: Sizes, create: Optional[bool] = None) -> Path:
