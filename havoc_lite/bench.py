@@ -301,11 +301,26 @@ def main(argv=None) -> dict:
     ap.add_argument("--memory", action="store_true",
                     help="instead: peak memory of one fp32 CPU training step, full logits vs chunked loss, "
                          "against the memory planner (batch 4 x 512 unless given)")
+    ap.add_argument("--vs", default="hf", choices=["hf", "trl"],
+                    help="hf: the model against LlamaForCausalLM (training and generation); trl: packed SFT "
+                         "against TRL's SFTTrainer on the same traces, loss-bearing tokens/s (havoc_lite.bench_trl; "
+                         "needs `pip install trl`; batch 16 x 160 and 20 steps unless given)")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.memory:
         return memory_report(a.preset, a.batch_size or 4, a.seq_len or 512)
+    if a.vs == "trl":
+        from .bench_trl import run as run_trl
+        try:
+            res = run_trl(a.preset, a.seq_len or 160, a.batch_size or 16, a.steps or 20, reps=a.reps,
+                          clock=a.clock)
+        except ImportError as e:
+            raise SystemExit(f"havoc_lite.bench: {e}")
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(res, f, indent=2)
+        return res
     res = run(a.preset, a.device, a.steps, a.seq_len, a.batch_size, a.new_tokens,
               tuple(a.gen_batches), reps=a.reps, dtype=a.dtype, clock=a.clock)
     if a.json:
