@@ -57,6 +57,9 @@ class GrpoConfig:
     """β of the k3 KL penalty against the frozen starting model (0: off, no reference kept)"""
     scale_rewards: bool = True
     """divide by the group's std (GRPO); False only centres (Dr. GRPO)"""
+    skip_zero_variance: float = 0.0
+    """probability of skipping a prompt whose last group got all-equal rewards (no gradient), so a fixed
+    budget of samples goes to prompts that still teach (GRESO, Zheng et al. 2025); 0: off"""
     format_weight: float = 0.0
     """weight of the format reward (an <answer>, every tool call parsed, a clean stop), added to the correctness reward"""
     length_penalty: float = 0.0
@@ -105,6 +108,9 @@ class GrpoConfig:
                      "grad_clip", "warmup_steps", "eval_every", "lora_r"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{source}: {name} must be >= 0, got {getattr(self, name)!r}")
+        if not (isinstance(self.skip_zero_variance, (int, float)) and 0 <= self.skip_zero_variance < 1):
+            raise ValueError(f"{source}: skip_zero_variance must be in [0, 1) (1 could skip every prompt "
+                             f"forever), got {self.skip_zero_variance!r}")
         if self.grader not in ("gsm8k", "tool", "pytest"):
             raise ValueError(f"{source}: grader={self.grader!r}; choose gsm8k | tool | pytest")
         if self.stop_at_step is not None and self.stop_at_step <= 0:

@@ -56,12 +56,21 @@ from .grpo_config import GrpoConfig
 
 # --- prompt order ---------------------------------------------------------------------------------
 class PromptOrder:
-    """Prompts in a fresh seeded shuffle each epoch; `state_dict()` (epoch, position) resumes it."""
+    """Prompts in a fresh seeded shuffle each epoch; `state_dict()` resumes it exactly.
 
-    def __init__(self, n: int, seed: int):
+    With `skip_prob` > 0, a prompt whose last group got all-equal rewards (`record(i, False)`) is
+    passed over with that probability when its turn comes (GRESO's selective rollouts, Zheng et al.
+    2025, "Act Only When It Pays"): such a group gives no gradient, and a prompt a model already
+    always solves (or always fails) usually does so again. The draw for each turn is a function of
+    (seed, epoch, position), so a resumed run skips the same prompts.
+    """
+
+    def __init__(self, n: int, seed: int, skip_prob: float = 0.0):
         if n <= 0:
             raise ValueError("no prompts to train on")
         self.n, self.seed, self.epoch, self.pos = n, seed, 0, 0
+        self.skip_prob, self.zero_variance = skip_prob, set()
+        self.skipped = 0
         self._order = self._shuffle()
 
     def _shuffle(self) -> list[int]:
@@ -69,21 +78,41 @@ class PromptOrder:
         random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
         return order
 
+    def _skips(self, i: int) -> bool:
+        if i not in self.zero_variance or not self.skip_prob:
+            return False
+        u = random.Random(f"{self.seed}/{self.epoch}/{self.pos}").random()
+        return u < self.skip_prob
+
     def take(self, k: int) -> list[int]:
         out = []
         while len(out) < k:
             if self.pos == self.n:
                 self.epoch, self.pos = self.epoch + 1, 0
                 self._order = self._shuffle()
-            out.append(self._order[self.pos])
+            i = self._order[self.pos]
+            if self._skips(i):
+                self.skipped += 1
+            else:
+                out.append(i)
             self.pos += 1
         return out
 
+    def record(self, i: int, informative: bool) -> None:
+        """Note whether prompt `i`'s latest group had a reward difference (a gradient)."""
+        if informative:
+            self.zero_variance.discard(i)
+        else:
+            self.zero_variance.add(i)
+
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "pos": self.pos}
+        return {"epoch": self.epoch, "pos": self.pos, "zero_variance": sorted(self.zero_variance),
+                "skipped": self.skipped}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+        self.zero_variance = set(state.get("zero_variance", []))
+        self.skipped = int(state.get("skipped", 0))
         self._order = self._shuffle()
 
 
@@ -202,7 +231,7 @@ class GrpoRunner:
             raise ValueError("the model has no trainable parameters")
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                            weight_decay=cfg.weight_decay)
-        self.order = PromptOrder(len(self.items), cfg.seed)
+        self.order = PromptOrder(len(self.items), cfg.seed, cfg.skip_zero_variance)
         self.step, self.history, self.wandb_id = 0, [], None
         self.resumed_from = ckpt.resolve_resume(cfg.resume, cfg.out_dir)
         if self.resumed_from is not None:
@@ -349,9 +378,12 @@ class GrpoRunner:
         cfg = self.cfg
         t0 = time.perf_counter()
         self.grader.errors = []
-        rows = self.rollout(self.order.take(cfg.prompts_per_step))
+        indices = self.order.take(cfg.prompts_per_step)
+        rows = self.rollout(indices)
         t1 = time.perf_counter()
         rewards = torch.tensor([r["reward"] for r in rows]).view(cfg.prompts_per_step, cfg.group_size)
+        for i, spread in zip(indices, (rewards.max(1).values > rewards.min(1).values).tolist()):
+            self.order.record(i, spread)
         adv = group_advantages(rewards, scale=cfg.scale_rewards).view(-1)
         upd = self.update(rows, adv)
         t2 = time.perf_counter()
@@ -368,6 +400,7 @@ class GrpoRunner:
             "tool_call_rate": sum(bool(r["tool_calls"]) for r in rows) / n,
             "tool_success": (sum(c.get("status") == "success" for c in calls) / len(calls)) if calls else None,
             "zero_adv_groups": int((rewards.max(1).values == rewards.min(1).values).sum()),
+            "prompts_skipped": self.order.skipped,
             "grader_errors": len(self.grader.errors),
             "sample_s": t1 - t0, "train_s": t2 - t1, **upd}
         if self.grader.errors:

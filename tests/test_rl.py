@@ -1,6 +1,7 @@
 """GRPO (havoc_lite/rl.py) against references: advantages vs numpy, the loss gradient vs the
 hand-derived policy gradient, engine-written tokens without gradient, a tiny run that learns a
 trivial task, a resumed run equal bit for bit to an uninterrupted one, and the error paths."""
+import json
 import os
 
 import numpy as np
@@ -121,6 +122,23 @@ def test_safe_grader_format_score_order_and_wilson():
     b.load_state_dict(a.state_dict())
     assert sorted(first[:5]) == list(range(5)) and a.take(6) == b.take(6)
 
+
+def test_prompt_order_skips_zero_variance_prompts_at_its_rate_and_resumes():
+    """GRESO-style skipping: a prompt whose last group had no reward spread is drawn about
+    (1 - skip_prob) times as often as the others; a prompt that spreads again is no longer skipped;
+    the skip draws resume exactly."""
+    a = PromptOrder(10, seed=1, skip_prob=0.5)
+    for i in range(5):
+        a.record(i, False)
+    a.record(4, True)
+    counts = np.bincount(a.take(4000), minlength=10)
+    flagged, others = counts[:4].mean(), counts[4:].mean()
+    assert 0.4 < flagged / others < 0.6 and a.skipped > 0
+    b = PromptOrder(10, seed=1, skip_prob=0.5)
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    assert a.take(50) == b.take(50) and a.skipped == b.skipped
+    assert sorted(PromptOrder(10, seed=1).take(10)) == list(range(10))   # off: every prompt each epoch
+
     # Wilson (1927): (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)
     n, k, z = 300, 131, 1.959963984540054
     p = k / n
@@ -207,8 +225,9 @@ def test_resumed_run_equals_uninterrupted_run_bitwise(tiny_setup, tmp_path):
         cfg = GrpoConfig(group_size=4, prompts_per_step=3, max_steps=4, stop_at_step=stop,
                          max_new_tokens=6, lr=1e-3, ppo_epochs=2, minibatches=2, kl_coef=0.05,
                          gen_batch_size=12, train_batch_size=4, save_every=2, out_dir=str(out),
-                         resume=resume, device="cpu", seed=5)
-        r = GrpoRunner(cfg, model=_model(tok), tokenizer=tok, items=items,
+                         resume=resume, device="cpu", seed=5, skip_zero_variance=0.5)
+        # 5 prompts, 3 a step: prompts come round again, so the zero-variance skips are resumed too
+        r = GrpoRunner(cfg, model=_model(tok), tokenizer=tok, items=items[:5],
                        grader=FirstTokenIn(tok, ids), tools=None)
         return r, r.train()
 
@@ -222,6 +241,7 @@ def test_resumed_run_equals_uninterrupted_run_bitwise(tiny_setup, tmp_path):
     strip = [{k: v for k, v in h.items() if k not in timing} for h in hist_full]
     assert strip == [{k: v for k, v in h.items() if k not in timing} for h in hist_res]
     assert any(h["kl"] > 0 for h in hist_full)   # the reference and the KL term were used
+    assert hist_full[-1]["prompts_skipped"] > 0    # and a zero-variance prompt was passed over
 
 
 def test_raising_grader_scores_zero_and_the_run_continues(tiny_setup, tmp_path, capsys):
@@ -241,7 +261,8 @@ def test_raising_grader_scores_zero_and_the_run_continues(tiny_setup, tmp_path, 
 
 
 @pytest.mark.parametrize("flag,value,field", [("--group-size", "1", "group_size"), ("--lr", "0", "lr"),
-                                              ("--lr", "5", "lr")])
+                                              ("--lr", "5", "lr"),
+                                              ("--skip-zero-variance", "1", "skip_zero_variance")])
 def test_bad_options_exit_2_with_one_line(flag, value, field, capsys, tmp_path):
     code = main(["--checkpoint", str(tmp_path), "--prompts", "x.jsonl", flag, value])
     err = capsys.readouterr().err.strip().splitlines()
