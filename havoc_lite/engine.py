@@ -194,23 +194,43 @@ class _ToolHook:
 
     def __call__(self, seq: list[int]) -> tuple[dict, list[int]]:
         """`seq` ends with `</tool>`; returns (call record, ids to inject)."""
+        return self.run([seq])[0]
+
+    def run(self, seqs: list[list[int]]) -> list[tuple[dict, list[int]]]:
+        """The calls that `seqs` (each ending with `</tool>`) close, executed at the same time
+        when the registry can (`execute_calls`: they are independent rows of one decoding step),
+        one by one otherwise. One (call record, ids to inject) per seq, in order."""
         from .tools import ToolResult
-        name, args, text = None, None, ""
-        try:
+        texts = []
+        for seq in seqs:
             start = len(seq) - 1
             while start > 0 and seq[start - 1] != self.open_id:
                 start -= 1
-            text = self.tokenizer.decode(seq[start:-1]) if start > 0 else ""
-            name, args, result = self.tools.execute_call(text)
-        except Exception as e:  # the registry never raises; a stand-in registry might
-            result = ToolResult("error", error=f"{type(e).__name__}: {e}")
+            try:
+                texts.append(self.tokenizer.decode(seq[start:-1]) if start > 0 else "")
+            except Exception as e:  # noqa: BLE001  a tokenizer bug must not stop generation
+                texts.append(e)
+        todo = [t for t in texts if isinstance(t, str)]
         try:
-            body = self.tokenizer.encode(result.to_json(), allow_special=False)
-        except Exception as e:  # e.g. a stand-in registry's result that is not JSON
-            result = ToolResult("error", error=f"the tool result is not JSON text ({type(e).__name__}: {e})")
-            body = self.tokenizer.encode(result.to_json(), allow_special=False)
-        ids = [self.result_open, *body, self.result_close]
-        return {"name": name, "args": args, "result": result, "text": text}, ids
+            many = getattr(self.tools, "execute_calls", None)
+            done = many(todo) if many is not None and len(todo) > 1 else [self.tools.execute_call(t) for t in todo]
+        except Exception as e:  # the registry never raises; a stand-in registry might
+            done = [(None, None, ToolResult("error", error=f"{type(e).__name__}: {e}"))] * len(todo)
+        done = iter(done)
+        out = []
+        for text in texts:
+            if isinstance(text, str):
+                name, args, result = next(done)
+            else:
+                name, args, result, text = None, None, ToolResult("error", error=f"{type(text).__name__}: {text}"), ""
+            try:
+                body = self.tokenizer.encode(result.to_json(), allow_special=False)
+            except Exception as e:  # e.g. a stand-in registry's result that is not JSON
+                result = ToolResult("error", error=f"the tool result is not JSON text ({type(e).__name__}: {e})")
+                body = self.tokenizer.encode(result.to_json(), allow_special=False)
+            ids = [self.result_open, *body, self.result_close]
+            out.append(({"name": name, "args": args, "result": result, "text": text}, ids))
+        return out
 
 
 # --- generate -------------------------------------------------------------------------------------
@@ -317,7 +337,14 @@ def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *,
             logits = model(ids, positions=pos, kv_cache=cache)[torch.arange(len(active), device=device), last]
         next_ids = sample_next(logits, temperature, top_k, top_p, gen).tolist()
 
-        # 2. append the sampled token, run tools / interceptor, decide who finishes
+        # 2. run the tool calls this step closed, all at once (independent rows), then append the
+        #    sampled tokens, run the interceptor, decide who finishes
+        calls = {}
+        if hook is not None:
+            closing = [i for i, r in enumerate(active) if next_ids[i] == hook.close_id
+                       and next_ids[i] not in stop and len(outs[r].tool_calls) < max_tool_calls]
+            if closing:
+                calls = dict(zip(closing, hook.run([seqs[active[i]] + [next_ids[i]] for i in closing])))
         finished = []
         for i, r in enumerate(active):
             fed[r] += n[i]
@@ -328,7 +355,7 @@ def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *,
                 if len(out.tool_calls) >= max_tool_calls:
                     reason = "tool_limit"
                 else:
-                    record, inject = hook(seq + [tok])
+                    record, inject = calls[i]
                     record["step"] = len(out.tokens)
                     out.tool_calls.append(record)
                     added += inject

@@ -277,6 +277,37 @@ def test_batch_rows_call_tools_at_different_steps(tok, registry):
         len(s) - sum(masks[k]) for k, s in scripts.items())
 
 
+def test_calls_closed_in_one_step_go_to_the_registry_together(tok, registry):
+    """Rows that close a call at the same decoding step are executed as one `execute_calls`
+    batch (the registry runs them at once); a row closing one alone goes through `execute_call`.
+    Each row still gets its own result, in place."""
+    enc = lambda s: tok.encode(s, allow_special=True)
+    ok = lambda v: result_ids(tok, json.dumps({"status": "success", "result": v}))
+    batches = []
+
+    class Recording:
+        def execute_call(self, text):
+            batches.append(1)
+            return registry.execute_call(text)
+
+        def execute_calls(self, texts):
+            batches.append(len(texts))
+            return registry.execute_calls(texts)
+
+    rows = [[(enc(call_text("2+3")), 0), (ok(5), 1), (enc("<answer>5</answer><|end|>"), 0)],
+            [(enc(call_text("4+4")), 0), (ok(8), 1), (enc("<answer>8</answer><|end|>"), 0)],
+            [(enc("<reason>first think a while</reason>" + call_text("7*6")), 0), (ok(42), 1),
+             (enc("<answer>42</answer><|end|>"), 0)]]
+    assert len(enc(call_text("2+3"))) == len(enc(call_text("4+4")))   # both close at one step
+    prompts = [[tok.bos_id, tok.token_id("<|user|>"), 30 + i, tok.assistant_id] for i in range(3)]
+    scripts = {tuple(p): [t for ids, _ in parts for t in ids] for p, parts in zip(prompts, rows)}
+    m = ScriptedModel(tok.vocab_size, scripts, filler=tok.pad_id)
+    outs = generate(m, prompts, max_new_tokens=300, stop_ids=[tok.end_id], tools=Recording(), tokenizer=tok)
+    assert [o.tokens for o in outs] == [scripts[tuple(p)] for p in prompts]
+    assert [o.tool_calls[0]["result"].result for o in outs] == [5, 8, 42]
+    assert batches == [2, 1]
+
+
 def test_tool_limit_and_length_truncation(tok, registry):
     call = tok.encode(call_text("1+1"), allow_special=True)
     res = result_ids(tok, '{"status": "success", "result": 2}')

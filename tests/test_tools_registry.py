@@ -37,6 +37,11 @@ def echo(text):
 def shout(text):
     print("noise on stdout must not break the protocol")
     return text.upper()
+
+def span(seconds):
+    t0 = time.time()
+    time.sleep(seconds)
+    return {"pid": os.getpid(), "start": t0, "end": time.time()}
 '''
 
 
@@ -51,8 +56,8 @@ def helpers(tmp_path, monkeypatch):
     return importlib.reload(havoc_tool_helpers)
 
 
-def _reg(helpers, timeout_s=1.0, max_result_chars=500):
-    reg = ToolRegistry(timeout_s=timeout_s, max_result_chars=max_result_chars)
+def _reg(helpers, timeout_s=1.0, max_result_chars=500, workers=1):
+    reg = ToolRegistry(timeout_s=timeout_s, max_result_chars=max_result_chars, workers=workers)
     obj = lambda **props: {"properties": props, "required": list(props)}  # noqa: E731
     reg.register("slow", helpers.slow, obj(seconds={"type": "number"}), "sleeps", isolate=True)
     reg.register("slow_inproc", helpers.slow, obj(seconds={"type": "number"}), "sleeps")
@@ -64,7 +69,33 @@ def _reg(helpers, timeout_s=1.0, max_result_chars=500):
                  isolate=True)
     reg.register("echo", helpers.echo, obj(text={"type": "string"}), "echoes", isolate=True)
     reg.register("shout", helpers.shout, obj(text={"type": "string"}), "upper case", isolate=True)
+    reg.register("span", helpers.span, obj(seconds={"type": "number"}), "sleeps, says when", isolate=True)
     return reg
+
+
+def test_independent_calls_run_at_once_on_reused_workers(helpers):
+    """`execute_calls` (one decoding step's calls) runs isolated calls on `workers` processes at
+    the same time: with 2 workers, calls 1-2 and 3-4 overlap in time on two processes, results keep
+    their order, and the processes are reused, not started per call."""
+    reg = _reg(helpers, timeout_s=10.0, workers=2)
+    reg.warmup()
+    texts = [format_call("span", {"seconds": 0.4})] * 4 + [format_call("echo", {"text": "last"})]
+    out = reg.execute_calls(texts)
+    assert [o[0] for o in out] == ["span"] * 4 + ["echo"] and out[-1][2].result == {"echo": "last"}
+    spans = [o[2].result for o in out[:4]]
+    assert len({s["pid"] for s in spans}) == 2                    # both workers were used
+    by_start = sorted(spans, key=lambda s: s["start"])
+    assert by_start[1]["start"] < by_start[0]["end"]              # two calls ran at the same time
+    assert by_start[3]["start"] < by_start[2]["end"]
+    reg.execute_calls(texts[:2])
+    assert [w.starts for w in reg._workers] == [1, 1]             # the same two processes again
+    one = _reg(helpers, workers=2)
+    for _ in range(3):
+        one.execute("echo", {"text": "x"})
+    assert [w.starts for w in one._workers] == [1, 0]             # one at a time: one process
+    reg.close(), one.close()
+    with pytest.raises(ValueError, match="workers must be an int >= 1"):
+        ToolRegistry(workers=0)
 
 
 def test_tool_result_json_matches_design():
@@ -153,7 +184,7 @@ def test_timeouts_return_errors_and_the_worker_restarts(helpers):
         assert res.status == "error" and "timed out after 0.5 s" in res.error
     reg.warmup()                     # the restarted worker is ready (its start is not timed here)
     assert reg.execute("slow", {"seconds": 0}).result == "done"       # a fresh worker answers
-    assert reg._pool.starts == 2
+    assert reg._workers[0].starts == 2
     reg.close()
 
 
@@ -228,7 +259,7 @@ def test_lone_surrogate_results_are_valid_text_and_keep_the_worker(helpers):
     reg = _reg(helpers, timeout_s=10)
     res = reg.execute("echo", {"text": "a\ud800b"})       # echoed back from the worker
     assert res.status == "success" and res.result == {"echo": "a\ud800b"}
-    assert reg._pool.starts == 1                            # the worker did not die
+    assert reg._workers[0].starts == 1                            # the worker did not die
     text = res.to_json()
     text.encode("utf-8")                                    # encodable ...
     assert json.loads(text)["result"] == {"echo": "a\ud800b"}   # ... and the same value back

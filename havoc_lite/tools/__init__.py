@@ -3,15 +3,26 @@
 `default_registry()` gives calculator, python_math (scipy.stats), symbolic_math (sympy),
 dsl_executor (design of experiments, pyDOE) and rag (BM25 over local notes).
 """
+import os
+
 from .registry import (ToolError, ToolRegistry, ToolResult, format_call, parse_call,  # noqa: F401
                        validate)
 
 
-def default_registry(rag_dir=None, timeout_s: float = 5.0, max_result_chars: int = 4000) -> ToolRegistry:
+def default_workers() -> int:
+    """Worker processes for isolated tools: one per CPU core, at most 4 (each holds scipy and
+    sympy, ~150 MB; a process starts only when that many calls are running at once)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def default_registry(rag_dir=None, timeout_s: float = 5.0, max_result_chars: int = 4000,
+                     workers: int | None = None) -> ToolRegistry:
     """A ToolRegistry with every bundled tool. `rag_dir`: folder of .md/.txt notes for `rag`
-    (default: the bundled corpus in havoc_lite/assets/corpus)."""
+    (default: the bundled corpus in havoc_lite/assets/corpus). `workers`: processes for the
+    isolated tools, so the calls of one decoding step run at once (default `default_workers()`)."""
     from . import calculator, dsl_executor, python_math, rag, symbolic_math
-    reg = ToolRegistry(timeout_s=timeout_s, max_result_chars=max_result_chars)
+    reg = ToolRegistry(timeout_s=timeout_s, max_result_chars=max_result_chars,
+                       workers=workers or default_workers())
     calculator.register(reg)
     python_math.register(reg)
     symbolic_math.register(reg)

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import json
 import math
+import queue
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -225,16 +227,27 @@ class ToolRegistry:
         timeout_s: default wall-clock limit of one call, seconds.
         max_result_chars: the largest `ToolResult.to_json()` (characters) handed back; a larger
             result becomes an error result saying how large it was (never a cut-off JSON).
+        workers: worker processes for isolated tools (each started on first need and reused for
+            every later call). `execute_calls` runs up to this many isolated calls at once; a
+            lone call always goes to the first worker, so one-at-a-time use starts one process.
 
     `execute` never raises: unknown tools, schema errors, tool exceptions, timeouts, crashed
     workers, non-JSON results and oversized results all come back as `ToolResult("error", …)`.
+    Raises ValueError for workers < 1.
     """
 
-    def __init__(self, timeout_s: float = 5.0, max_result_chars: int = 4000):
+    def __init__(self, timeout_s: float = 5.0, max_result_chars: int = 4000, workers: int = 1):
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"ToolRegistry: workers must be an int >= 1, got {workers!r}")
         self.timeout_s = float(timeout_s)
         self.max_result_chars = int(max_result_chars)
         self._tools: dict[str, _Tool] = {}
-        self._pool = WorkerPool()
+        self._workers = [WorkerPool() for _ in range(workers)]
+        # idle workers, lowest index first: sequential calls keep to worker 0
+        self._idle: queue.PriorityQueue = queue.PriorityQueue()
+        for i in range(workers):
+            self._idle.put(i)
+        self._threads: Optional[ThreadPoolExecutor] = None
 
     # registration ---------------------------------------------------------------------------------
     def register(self, name: str, fn: Callable[..., Any], schema: dict, description: str,
@@ -264,7 +277,8 @@ class ToolRegistry:
             raise ValueError(f"tool {name!r}: bound argument(s) {sorted(clash)} are also in the schema")
         if isolate:
             json.dumps(bound)                  # TypeError now rather than at the first call
-            self._pool.preload.add(WorkerPool.ref(fn).split(":")[0])
+            for w in self._workers:
+                w.preload.add(WorkerPool.ref(fn).split(":")[0])
         self._tools[name] = _Tool(name, fn, {"type": "object", **schema}, description.strip(),
                                   isolate, timeout_s, bound)
 
@@ -306,15 +320,31 @@ class ToolRegistry:
             return None, None, ToolResult.failure(f"malformed tool call: {e}")
         return name, args, self.execute(name, args)
 
+    def execute_calls(self, texts: list[str]) -> list[tuple[Optional[str], Optional[dict], ToolResult]]:
+        """`execute_call` for each text, run at the same time (threads; isolated tools on up to
+        `workers` processes at once): the calls one decoding step of a batch closes are
+        independent. Results in the order of `texts`; never raises."""
+        if len(texts) <= 1:
+            return [self.execute_call(t) for t in texts]
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(max_workers=max(4, len(self._workers)),
+                                               thread_name_prefix="havoc-tools")
+        return list(self._threads.map(self.execute_call, texts))
+
     def warmup(self) -> None:
-        """Start the worker process now (so the first isolated call does not wait ~1-3 s for
-        scipy/sympy imports). Failures are left for `execute` to report."""
+        """Start the worker processes now, side by side (so the first isolated calls do not wait
+        ~1-3 s for scipy/sympy imports). Failures are left for `execute` to report."""
         if any(t.isolate for t in self._tools.values()):
-            self._pool.warmup()
+            threads = [threading.Thread(target=w.warmup, daemon=True) for w in self._workers]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
 
     def close(self) -> None:
-        """Stop the worker process (a later isolated call starts a new one)."""
-        self._pool.close()
+        """Stop the worker processes (a later isolated call starts a new one)."""
+        for w in self._workers:
+            w.close()
 
     def _execute(self, name: str, args: Any) -> ToolResult:
         tool = self._tools.get(name) if isinstance(name, str) else None
@@ -327,7 +357,22 @@ class ToolRegistry:
         timeout = tool.timeout_s or self.timeout_s
         call_args = {**args, **tool.bound}
         if tool.isolate:
-            status, payload = self._pool.call(tool.fn, call_args, timeout)
+            # as many isolated calls at once as there are workers; the wait for one is part of
+            # the call's time limit
+            left = timeout
+            try:
+                i = self._idle.get_nowait()
+            except queue.Empty:
+                t0 = time.monotonic()
+                try:
+                    i = self._idle.get(timeout=timeout)
+                except queue.Empty:
+                    return ToolResult.failure(f"timed out after {timeout:g} s waiting for a free tool worker")
+                left = max(timeout - (time.monotonic() - t0), 0.01)
+            try:
+                status, payload = self._workers[i].call(tool.fn, call_args, left)
+            finally:
+                self._idle.put(i)
         else:
             status, payload = _run_in_thread(tool.fn, call_args, timeout)
         if status != "success":
