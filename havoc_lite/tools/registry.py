@@ -342,7 +342,10 @@ class ToolRegistry:
                 th.join()
 
     def close(self) -> None:
-        """Stop the worker processes (a later isolated call starts a new one)."""
+        """Stop the worker processes and the call threads (a later call starts new ones)."""
+        threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.shutdown(wait=False)
         for w in self._workers:
             w.close()
 
