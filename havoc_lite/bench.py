@@ -317,12 +317,9 @@ def main(argv=None) -> dict:
                           clock=a.clock)
         except ImportError as e:
             raise SystemExit(f"havoc_lite.bench: {e}")
-        if a.json:
-            with open(a.json, "w") as f:
-                json.dump(res, f, indent=2)
-        return res
-    res = run(a.preset, a.device, a.steps, a.seq_len, a.batch_size, a.new_tokens,
-              tuple(a.gen_batches), reps=a.reps, dtype=a.dtype, clock=a.clock)
+    else:
+        res = run(a.preset, a.device, a.steps, a.seq_len, a.batch_size, a.new_tokens,
+                  tuple(a.gen_batches), reps=a.reps, dtype=a.dtype, clock=a.clock)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=2)

@@ -352,7 +352,7 @@ def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *,
             added, mask, reason = [tok], [0], None
             stopped = tok in stop
             if hook is not None and tok == hook.close_id and not stopped:
-                if len(out.tool_calls) >= max_tool_calls:
+                if i not in calls:          # closed past max_tool_calls (see `closing` above)
                     reason = "tool_limit"
                 else:
                     record, inject = calls[i]

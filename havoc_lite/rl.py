@@ -382,8 +382,9 @@ class GrpoRunner:
         rows = self.rollout(indices)
         t1 = time.perf_counter()
         rewards = torch.tensor([r["reward"] for r in rows]).view(cfg.prompts_per_step, cfg.group_size)
-        for i, spread in zip(indices, (rewards.max(1).values > rewards.min(1).values).tolist()):
-            self.order.record(i, spread)
+        spread = (rewards.max(1).values > rewards.min(1).values).tolist()   # a group with a gradient
+        for i, informative in zip(indices, spread):
+            self.order.record(i, informative)
         adv = group_advantages(rewards, scale=cfg.scale_rewards).view(-1)
         upd = self.update(rows, adv)
         t2 = time.perf_counter()
@@ -399,7 +400,7 @@ class GrpoRunner:
             "truncated_frac": sum(r["finish_reason"] != "stop" for r in rows) / n,
             "tool_call_rate": sum(bool(r["tool_calls"]) for r in rows) / n,
             "tool_success": (sum(c.get("status") == "success" for c in calls) / len(calls)) if calls else None,
-            "zero_adv_groups": int((rewards.max(1).values == rewards.min(1).values).sum()),
+            "zero_adv_groups": spread.count(False),
             "prompts_skipped": self.order.skipped,
             "grader_errors": len(self.grader.errors),
             "sample_s": t1 - t0, "train_s": t2 - t1, **upd}
