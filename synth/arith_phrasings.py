@@ -4,8 +4,9 @@
 them fits the shapes and then picks the wrong operation on a sentence it has not seen ("Subtract
 B from A" -> A+B). This grammar writes one- and two-step problems whose wording varies: verbs of
 gaining and losing, question first or last, "how many more / fewer", "the difference between",
-comparisons ("B more than"), totals over groups and days, change from a payment, rates, halves and
-doubles, bare requests, numbers from 2 to four digits. Each problem comes with the calculator
+comparisons ("B more than"), totals over groups and days (containers, shelves, tables, teams),
+rows times columns and areas, temperatures rising and falling, change from a payment, rates,
+halves and doubles, bare requests, numbers from 2 to four digits. Each problem comes with the calculator
 steps that solve it and a sentence per step that says why that operation.
 
 Two disjoint families:
