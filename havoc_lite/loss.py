@@ -94,7 +94,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                          chunk: int = CHUNK_TOKENS) -> torch.Tensor:
     """Mean next-token cross-entropy of `hidden @ weight.T` against aligned `targets`, -100 ignored,
-    without materialising the logits [B, T, V] (see the module docstring).
+    without materialising the logits [B, T, V] (see the module docstring). Only the rows with a
+    counted target enter the head (one host sync for the index; under torch.compile all rows do,
+    masked), so SFT pays for its answer tokens, not its prompts.
 
     Args:
         hidden: [B, T, d] or [N, d], the final-norm output (any float dtype).
