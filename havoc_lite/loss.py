@@ -45,7 +45,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         # equal chunks (523 tokens: 3 x 175, not 256 + 256 + 11): a short last chunk still pays a
         # whole [V, d] product and copy for the head's gradient
-        chunk = max(1, -(-h.size(0) // max(1, -(-h.size(0) // chunk))))
+        pieces = max(1, -(-h.size(0) // chunk))            # ceil(N / chunk), at least one
+        chunk = max(1, -(-h.size(0) // pieces))             # ceil(N / pieces)
         for s in range(0, h.size(0), chunk):
             hc, yc = h[s:s + chunk], targets[s:s + chunk]
             # one log-softmax serves both the loss and (exponentiated in place) the gradient
