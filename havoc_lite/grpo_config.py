@@ -81,6 +81,10 @@ class GrpoConfig:
     """auto | none | a step folder"""
     seed: int = 0
     device: str = "auto"
+    dtype: str = "auto"
+    """autocast of sampling and training: auto (bf16 on a GPU with native bf16, else float32) |
+    float32 | bfloat16 (also on a CPU with bf16 matmuls). Trainable weights and AdamW stay float32;
+    a LoRA run's frozen base is stored in this dtype. No float16: it needs loss scaling (a T4 runs float32)"""
     wandb_mode: str = "auto"
     """auto (online iff WANDB_API_KEY) | disabled | offline | online"""
     wandb_project: str = "havoc_lite"
@@ -113,6 +117,9 @@ class GrpoConfig:
                              f"forever), got {self.skip_zero_variance!r}")
         if self.grader not in ("gsm8k", "tool", "pytest"):
             raise ValueError(f"{source}: grader={self.grader!r}; choose gsm8k | tool | pytest")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"{source}: dtype={self.dtype!r}; choose auto | float32 | bfloat16 (float16 "
+                             "would need loss scaling, which GRPO does not do)")
         if self.stop_at_step is not None and self.stop_at_step <= 0:
             raise ValueError(f"{source}: stop_at_step must be positive, got {self.stop_at_step}")
 

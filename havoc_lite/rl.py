@@ -29,6 +29,7 @@ Exit codes: 0 done, 2 a bad option or missing input (one line naming it).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -196,11 +197,15 @@ class GrpoRunner:
         from .distributed import resolve_device
         from .eval.runner import load_prompt_items
         from .eval.graders import get_grader
+        from .precision import resolve_dtype
         from .rng import seed_everything
         cfg.validate()
         self.cfg = cfg
         seed_everything(cfg.seed)
         self.device = resolve_device(cfg.device)
+        # bf16 autocast where asked (or native on the GPU); "auto" never picks fp16 (no loss scaler here)
+        amp = resolve_dtype(cfg.dtype, self.device)
+        self.amp_dtype = torch.bfloat16 if amp == torch.bfloat16 else torch.float32
         new_ids: list = []
         if model is None or tokenizer is None:
             if not cfg.checkpoint:
@@ -225,6 +230,9 @@ class GrpoRunner:
         # LoRA: adapters (and the rows of markup tokens new to a pretrained vocabulary) train,
         # the base stays frozen; checkpoints hold the adapters only, as the Trainer's do.
         self.lora = attach_lora(model, cfg, new_ids) if cfg.lora_r > 0 else None
+        if self.lora is not None:   # the frozen base in the autocast dtype (half the memory), adapters fp32
+            from .lora import cast_for_training
+            cast_for_training(model, self.amp_dtype)
         self.model = model
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
@@ -236,6 +244,12 @@ class GrpoRunner:
         self.resumed_from = ckpt.resolve_resume(cfg.resume, cfg.out_dir)
         if self.resumed_from is not None:
             self._load(self.resumed_from)
+
+    def autocast(self):
+        """A fresh autocast context for sampling and forward passes (a no-op in float32)."""
+        if self.amp_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     # --- checkpoints ----------------------------------------------------------------------------
     def save(self) -> Path:
@@ -293,9 +307,11 @@ class GrpoRunner:
                                batch_size=cfg.gen_batch_size)
         items = [self.items[i] for i in indices]
         rows = []
-        for i, _, s, v, _ in sample_and_grade(items, self.grader, gen, samples=cfg.group_size,
-                                               batch_size=cfg.gen_batch_size,
-                                               seed=cfg.seed * 1_000_003 + 7919 * self.step, progress=False):
+        with self.autocast():
+            graded = list(sample_and_grade(items, self.grader, gen, samples=cfg.group_size,
+                                           batch_size=cfg.gen_batch_size,
+                                           seed=cfg.seed * 1_000_003 + 7919 * self.step, progress=False))
+        for i, _, s, v, _ in graded:
             prompt = items[i]["prompt"]
             prompt_ids = tok.encode(prompt, bos=True) if isinstance(prompt, str) else tok.render_prompt(prompt)
             fmt = format_score(s.text, s.tool_calls, s.finish_reason)
@@ -311,7 +327,9 @@ class GrpoRunner:
         ids, tgt, mask = build_batch([r["prompt_ids"] for r in rows], [r["tokens"] for r in rows],
                                      [r["engine_mask"] for r in rows], self.tokenizer.pad_id)
         ids, tgt, mask = ids.to(self.device), tgt.to(self.device), mask.to(self.device)
-        return token_logprobs(model(ids), tgt, self.cfg.temperature), mask
+        with self.autocast():
+            logits = model(ids)
+        return token_logprobs(logits, tgt, self.cfg.temperature), mask
 
     def update(self, rows: list[dict], advantages: torch.Tensor) -> dict:
         """`ppo_epochs` passes of `minibatches` AdamW updates over the step's answers.
@@ -412,9 +430,10 @@ class GrpoRunner:
     def evaluate(self) -> Optional[dict]:
         if not self.eval_items:
             return None
-        return heldout_pass_at_1(self.model, self.tokenizer, self.eval_items, self.grader,
-                                 max_new_tokens=self.cfg.max_new_tokens,
-                                 batch_size=self.cfg.eval_batch_size, tools=self.tools)
+        with self.autocast():
+            return heldout_pass_at_1(self.model, self.tokenizer, self.eval_items, self.grader,
+                                     max_new_tokens=self.cfg.max_new_tokens,
+                                     batch_size=self.cfg.eval_batch_size, tools=self.tools)
 
     def train(self) -> list[dict]:
         """Run steps up to `max_steps` (or `stop_at_step`), evaluating, logging and checkpointing.

@@ -197,14 +197,16 @@ def _target_ids(tok):
     return ok[::3]
 
 
-def test_tiny_run_learns_a_trivial_task(tiny_setup, tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_tiny_run_learns_a_trivial_task(tiny_setup, tmp_path, dtype):
     tok, items = tiny_setup
     ids = _target_ids(tok)
     model = _model(tok)
     before = _first_token_mass(model, tok, items, ids)
     cfg = GrpoConfig(group_size=8, prompts_per_step=8, max_steps=12, temperature=1.0,
                      max_new_tokens=1, lr=2e-2, gen_batch_size=64, train_batch_size=64,
-                     save_every=100, out_dir=str(tmp_path / "run"), resume="none", device="cpu")
+                     save_every=100, out_dir=str(tmp_path / "run"), resume="none", device="cpu",
+                     dtype=dtype)
     hist = GrpoRunner(cfg, model=model, tokenizer=tok, items=items, grader=FirstTokenIn(tok, ids),
                       tools=None).train()
     after = _first_token_mass(model, tok, items, ids)
@@ -262,7 +264,8 @@ def test_raising_grader_scores_zero_and_the_run_continues(tiny_setup, tmp_path, 
 
 @pytest.mark.parametrize("flag,value,field", [("--group-size", "1", "group_size"), ("--lr", "0", "lr"),
                                               ("--lr", "5", "lr"),
-                                              ("--skip-zero-variance", "1", "skip_zero_variance")])
+                                              ("--skip-zero-variance", "1", "skip_zero_variance"),
+                                              ("--dtype", "float16", "dtype")])
 def test_bad_options_exit_2_with_one_line(flag, value, field, capsys, tmp_path):
     code = main(["--checkpoint", str(tmp_path), "--prompts", "x.jsonl", flag, value])
     err = capsys.readouterr().err.strip().splitlines()
@@ -315,6 +318,36 @@ def test_lora_adapters_train_checkpoint_and_resume_exactly(tiny_setup, tmp_path)
     x = torch.tensor([tok.render_prompt(items[0]["prompt"])])
     with torch.no_grad():
         torch.testing.assert_close(merged(x), full.model.eval()(x), rtol=1e-4, atol=1e-4)
+
+
+def test_bfloat16_lora_keeps_adapters_fp32_and_logprobs_near_fp32(tiny_setup, tmp_path):
+    """dtype=bfloat16: the frozen base is stored in bf16, adapters (AdamW's weights) in fp32, and the
+    autocast log-probabilities of the same sampled answers are the fp32 run's within bf16 rounding."""
+    pytest.importorskip("peft")
+    tok, items = tiny_setup
+    _model(tok).save_pretrained(tmp_path / "base")
+    tok.save(tmp_path / "base")
+
+    def runner(dtype):
+        cfg = GrpoConfig(checkpoint=str(tmp_path / "base"), group_size=4, prompts_per_step=2,
+                         max_steps=1, max_new_tokens=8, lora_r=4, save_every=5, out_dir=str(tmp_path / dtype),
+                         resume="none", device="cpu", dtype=dtype)
+        return GrpoRunner(cfg, items=items, grader=FirstTokenIn(tok, _target_ids(tok)), tools=None)
+
+    fp32, bf16 = runner("float32"), runner("bfloat16")
+    frozen = [p for p in bf16.model.parameters() if not p.requires_grad and p.dim() == 2]
+    assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters() if p.requires_grad)
+    rows = fp32.rollout([0, 1])
+    with torch.no_grad():
+        lp32, mask = fp32._logprobs(fp32.model, rows)
+        lp16, _ = bf16._logprobs(bf16.model, rows)
+    assert lp16.dtype == torch.float32 and mask.sum() > 0
+    diff = (lp16 - lp32)[mask.bool()].abs()
+    print(f"|bf16 - fp32| log-prob: max {float(diff.max()):.4f}, mean {float(diff.mean()):.4f}")
+    assert 0 < float(diff.max()) < 0.1 and float(diff.mean()) < 0.02   # > 0: bf16 did run
+    hist = bf16.train()
+    assert hist[-1]["step"] == 1 and np.isfinite(hist[-1]["loss"])
 
 
 @pytest.mark.skipif(not os.environ.get("HAVOC_SLOW_TESTS"),
