@@ -11,15 +11,21 @@ from .model import HavocModel
 
 def load_run_tokenizer(cfg: TrainConfig):
     """The run's tokenizer: `cfg.tokenizer` (ours or a Hugging Face one, by the files present), else
-    the tokenizer of a pretrained `init_from` (`HFTokenizer`, markup added), else None.
+    the tokenizer saved beside an `init_from` that is one of our folders (a GRPO or SFT output),
+    else the tokenizer of a pretrained `init_from` (`HFTokenizer`, markup added), else None.
 
     Raises:
         FileNotFoundError / ValueError: one line naming the path (from the loaders).
     """
+    from .tokenizer import load_tokenizer
     if cfg.tokenizer:
-        from .tokenizer import load_tokenizer
         return load_tokenizer(cfg.tokenizer)
-    if cfg.init_from and not _is_own_model(cfg.init_from):
+    if cfg.init_from and _is_own_model(cfg.init_from):
+        try:   # our folders keep their tokenizer beside the weights (loading.load_model_and_tokenizer)
+            return load_tokenizer(cfg.init_from)
+        except FileNotFoundError:
+            return None
+    if cfg.init_from:
         from .hf_tokenizer import HFTokenizer
         return HFTokenizer.from_pretrained(cfg.init_from)
     return None
