@@ -18,6 +18,7 @@ from the last one's weights.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -63,8 +64,20 @@ class RaftConfig:
     out_dir: str = "checkpoints/raft"
     device: str = "auto"
     dtype: str = "auto"
+    """autocast of sampling, scoring and training: auto (bf16 on an A100, fp16 + GradScaler on a T4,
+    float32 on a CPU) | float32 | bfloat16 | float16; the weights AdamW updates stay float32"""
     seed: int = 0
     progress: bool = True
+
+
+def _sampling_autocast(dtype: str, model) -> contextlib.AbstractContextManager:
+    """Autocast for sampling and greedy scoring in the run's `dtype` (`precision.resolve_dtype`: bf16
+    on an A100, fp16 on a T4, float32 on a CPU unless bfloat16 is asked for); the Trainer autocasts
+    its own steps. Weights stay as they are (fp32 masters)."""
+    from .precision import resolve_dtype
+    device = next(model.parameters()).device
+    amp = resolve_dtype(dtype, device)
+    return contextlib.nullcontext() if amp == torch.float32 else torch.autocast(device.type, dtype=amp)
 
 
 def _strip_stop(tokens: list, stop_ids: set) -> list:
@@ -115,9 +128,11 @@ def raft_cycle(model, tokenizer, items: Sequence[dict], grader: Callable, cfg: R
                            batch_size=cfg.gen_batch_size)
     model.eval()
     results, counts = [], [[0, 0] for _ in items]
-    for i, s, out, v, _ in sample_and_grade(items, grader, gen, samples=cfg.samples_per_prompt,
-                                             batch_size=cfg.gen_batch_size,
-                                             seed=cfg.seed + 100_003 * cycle, progress=cfg.progress):
+    with _sampling_autocast(cfg.dtype, model):
+        graded = list(sample_and_grade(items, grader, gen, samples=cfg.samples_per_prompt,
+                                       batch_size=cfg.gen_batch_size,
+                                       seed=cfg.seed + 100_003 * cycle, progress=cfg.progress))
+    for i, s, out, v, _ in graded:
         text = tokenizer.decode(_strip_stop(list(out.tokens), stop)) if out.tokens else out.text
         results.append((i, text, v))
         counts[i][0] += 1
@@ -208,12 +223,14 @@ def run_raft(cfg: RaftConfig, model=None, tokenizer=None, items=None, eval_items
             print(f"[raft] cycle {cycle} already complete in {cdir}; skipped")
             continue
         if cycle == 1 and eval_items:
-            history.append({"cycle": 0, "eval_pass@1": greedy_pass_at_1(model, tokenizer, eval_items,
-                                                                        grader, **ev)})
+            with _sampling_autocast(cfg.dtype, model):
+                history.append({"cycle": 0, "eval_pass@1": greedy_pass_at_1(model, tokenizer, eval_items,
+                                                                            grader, **ev)})
             print(f"[raft] start: held-out pass@1 {history[-1]['eval_pass@1']:.3f}")
         stats = raft_cycle(model, tokenizer, items, grader, cfg, cycle, cdir, tools=tools)
         if eval_items:
-            stats["eval_pass@1"] = greedy_pass_at_1(model, tokenizer, eval_items, grader, **ev)
+            with _sampling_autocast(cfg.dtype, model):
+                stats["eval_pass@1"] = greedy_pass_at_1(model, tokenizer, eval_items, grader, **ev)
         write_json(stats, cdir / "stats.json")
         history.append(stats)
         print(f"[raft] cycle {cycle}: sample pass rate {stats['pass_rate']:.3f}, kept {stats['kept']}, "

@@ -104,13 +104,18 @@ def test_raft_trains_fp32_master_weights_of_a_bf16_model(tmp_path):
              for tr in traces[:4]]
 
     class Oracle:
-        def __call__(self, item, text, tool_calls):
+        autocast: set = set()
+
+        def __call__(self, item, text, tool_calls):   # graded as each batch is sampled
+            self.autocast.add(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
             return Grade(bool(text), 1.0 if text else 0.0)
 
     cfg = RaftConfig(checkpoint="", cycles=1, samples_per_prompt=2, temperature=1.0, max_new_tokens=8,
                      gen_batch_size=8, train_batch_size=8, seq_len=64, lr=1e-5,
-                     out_dir=str(tmp_path / "raft"), progress=False, device="cpu")
-    assert run_raft(cfg, model=model, tokenizer=tok, items=items, grader=Oracle(), tools=None)[-1]["kept"]
+                     out_dir=str(tmp_path / "raft"), progress=False, device="cpu", dtype="bfloat16")
+    oracle = Oracle()
+    assert run_raft(cfg, model=model, tokenizer=tok, items=items, grader=oracle, tools=None)[-1]["kept"]
+    assert oracle.autocast == {torch.bfloat16}            # sampling ran in the run's dtype
     w = next(k for k in start if k.endswith("gate_proj.weight"))
     after = model.state_dict()[w]
     assert after.dtype == torch.float32
