@@ -533,6 +533,7 @@ and it resumes exactly where it stopped (prompt order, sampler seeds, AdamW).
 
 On one A100 (50m preset): 200 steps × 32 problems × 8 answers (51,200 answers of up to 256 tokens).
 Expected time ~30 min, an estimate from the sampling and training cost, not yet measured on a GPU.
+Sampling and training autocast to bf16 on an A100 or L4 (`dtype="auto"`; float32 on a T4).
 """),
     code(SETUP),
     code(PARAMS),
