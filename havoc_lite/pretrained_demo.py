@@ -8,9 +8,10 @@
    the validation phrasings (`synth.arith_phrasings`, a third family, to choose settings on
    without touching the held-out set) and on GSM8K test problems;
 2. tune: our markup added to its tokenizer (`HFTokenizer`), the embedding grown to fit, LoRA SFT on
-   calculator traces in varied phrasings (`synth.arith_phrasings`; `--train-data templates`: the
-   nine `synth.offline` templates instead) plus converted GSM8K train traces (`synth.gsm8k`) for
-   at most `--train-minutes`;
+   calculator traces in two families of sentences (three quarters the varied grammar of
+   `synth.arith_phrasings`, a quarter `synth.offline`'s nine templates; `--train-data phrasings` or
+   `templates` for one alone) plus converted GSM8K train traces (`synth.gsm8k`) for at most
+   `--train-minutes`;
 3. tuned: the same evaluation with the calculator running during generation (the engine's hook).
 
 Weights run in bf16 (`--dtype`; bf16 matmuls are ~4x faster than fp32 on an AVX512-BF16 CPU),
@@ -105,16 +106,17 @@ def init_markup_rows(model, tok) -> None:
             weight[tok.token_id(t)] = weight[pieces].mean(dim=0)
 
 
-TRAIN_DATA = ("phrasings", "templates")
+TRAIN_DATA = ("mixed", "phrasings", "templates")
 
 
 def training_examples(n_calc: int, n_gsm8k: int, tok, max_tokens: int, seed: int = 0,
-                      train_data: str = "phrasings") -> dict[str, list]:
+                      train_data: str = "mixed") -> dict[str, list]:
     """Conversations for tool SFT: `n_calc` calculator traces and up to `n_gsm8k` converted GSM8K
     train traces (`synth.gsm8k`, from the bundled 500-problem train slice) that render to at most
-    `max_tokens` tokens. `train_data` picks the calculator traces: "phrasings" (the varied grammar
-    of `synth.arith_phrasings`, training family) or "templates" (`synth.offline`'s nine arithmetic
-    templates, the demo's first data). The system turn is the one the evaluation uses, so the
+    `max_tokens` tokens. `train_data` picks the calculator traces: "mixed" (three quarters the
+    varied grammar of `synth.arith_phrasings`, training family, then a quarter `synth.offline`'s
+    nine arithmetic templates: two families of sentences), "phrasings" (the grammar alone) or
+    "templates" (the nine templates alone, the demo's first data). The system turn is the one the evaluation uses, so the
     tuned model is asked the way it was taught. Raises ValueError for another `train_data`."""
     from synth.arith_phrasings import generate_phrasings
     from synth.gsm8k import convert, read_jsonl
@@ -126,8 +128,9 @@ def training_examples(n_calc: int, n_gsm8k: int, tok, max_tokens: int, seed: int
     registry = default_registry()
     if train_data not in TRAIN_DATA:
         raise ValueError(f"--train-data must be one of {', '.join(TRAIN_DATA)}, got {train_data!r}")
-    traces = (generate_phrasings(n_calc, seed=seed) if train_data == "phrasings"
-              else generate_offline("arithmetic", n_calc, seed=seed))
+    n_grammar = {"mixed": n_calc - n_calc // 4, "phrasings": n_calc, "templates": 0}[train_data]
+    traces = generate_phrasings(n_grammar, seed=seed) if n_grammar else []
+    traces += generate_offline("arithmetic", n_calc - n_grammar, seed=seed) if n_calc > n_grammar else []
     calc = [trace_to_messages(t, system=SYSTEM_PROMPT) for t in traces]
     train_file = Path(__file__).parent / "assets" / "gsm8k_train_500.jsonl"
     gsm = [trace_to_messages(t, system=SYSTEM_PROMPT) for t in convert(read_jsonl(train_file), registry).traces]
@@ -259,9 +262,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seq-len", type=int, default=224, help="SFT tokens per example (longer GSM8K traces are left out)")
     ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (adapters and markup rows)")
     ap.add_argument("--lora-r", type=int, default=16, help="LoRA rank (alpha = 2r)")
-    ap.add_argument("--train-data", default="phrasings", choices=TRAIN_DATA,
-                    help="calculator traces: varied phrasings (synth.arith_phrasings) or the nine "
-                         "synth.offline templates")
+    ap.add_argument("--train-data", default="mixed", choices=TRAIN_DATA,
+                    help="calculator traces: mixed (3/4 varied phrasings from synth.arith_phrasings, "
+                         "1/4 the nine synth.offline templates; chosen on the validation set), "
+                         "phrasings or templates alone")
     ap.add_argument("--calc-traces", type=int, default=2000, help="calculator traces")
     ap.add_argument("--gsm8k-traces", type=int, default=500, help="converted GSM8K train traces (at most)")
     ap.add_argument("--gsm8k-weight", type=float, default=0.0, help="share of SFT examples drawn from GSM8K "

@@ -99,6 +99,16 @@ def test_training_family_writes_no_heldout_or_validation_sentence(heldout_shapes
         assert _closest(q) < 0.7, q
 
 
+def test_the_nine_offline_templates_write_no_heldout_or_validation_sentence(heldout_shapes):
+    # the pretrained demo trains on them too (--train-data mixed)
+    from synth.offline import generate_offline
+    offline = [t["question"] for t in generate_offline("arithmetic", 3000, seed=0)]
+    assert not _leaks(offline, heldout_shapes)
+    assert not _leaks(offline, shapes_of(family_questions("validation", 800, seed=1)))
+    for q in sorted({skeleton(q) for q in offline if len(q) > 60}):
+        assert _closest(q) < 0.7, q
+
+
 def test_validation_family_writes_no_heldout_sentence(heldout_shapes):
     assert not _leaks(family_questions("validation", 800), heldout_shapes)
 

@@ -37,7 +37,7 @@ def test_quick_demo_runs_every_stage_and_writes_the_table(tiny_base, tmp_path, c
         assert 0.0 <= res[stage]["heldout"]["flexible"] <= 1.0
         assert len((out / f"{stage}_heldout.jsonl").read_text().splitlines()) == 4
     tune = res["tune"]
-    assert tune["train_data"] == "phrasings" and tune["sources"]["calculator"] == 40
+    assert tune["train_data"] == "mixed" and tune["sources"]["calculator"] == 40
     assert tune["steps"] == 3 and len(tune["losses"]) == 3 and all(l == l for l in tune["losses"])
     assert tune["command"].endswith("--batch-size 4")
     # the tuned folder holds a merged model one row per token of its tokenizer (markup added) ...
@@ -58,16 +58,19 @@ def test_quick_demo_runs_every_stage_and_writes_the_table(tiny_base, tmp_path, c
     assert re.search(r"\| validation arithmetic \(settings chosen here\) \| 4 \| [\d.]+ / ", table)
 
 
-def test_training_data_is_the_varied_grammar_unless_asked_for_the_old_templates(tiny_base):
+def test_training_data_mixes_the_grammar_and_the_nine_templates_unless_asked(tiny_base):
     from synth.arith_phrasings import generate_phrasings
     from synth.offline import generate_offline
     _, tok = pretrained_demo.load_base(tiny_base)
     questions = lambda d: [m[1]["content"] for m in d["calculator"]]  # noqa: E731
-    varied = pretrained_demo.training_examples(30, 5, tok, 4096)
+    mixed = pretrained_demo.training_examples(40, 5, tok, 4096)
+    varied = pretrained_demo.training_examples(30, 5, tok, 4096, train_data="phrasings")
     old = pretrained_demo.training_examples(30, 5, tok, 4096, train_data="templates")
+    assert questions(mixed) == ([t["question"] for t in generate_phrasings(30)]
+                                + [t["question"] for t in generate_offline("arithmetic", 10)])
     assert questions(varied) == [t["question"] for t in generate_phrasings(30)]
     assert questions(old) == [t["question"] for t in generate_offline("arithmetic", 30)]
-    assert varied["gsm8k"] == old["gsm8k"] and 0 < len(varied["gsm8k"]) <= 5
+    assert varied["gsm8k"] == old["gsm8k"] == mixed["gsm8k"] and 0 < len(varied["gsm8k"]) <= 5
     with pytest.raises(ValueError, match="--train-data"):
         pretrained_demo.training_examples(3, 1, tok, 224, train_data="heldout")
 
