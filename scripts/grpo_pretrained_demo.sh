@@ -12,16 +12,18 @@
 # 300 held-out templated problems (synth.offline --split test), the 96 validation phrasings and the
 # 200 held-out phrasings, with 95 % Wilson intervals. Two threads; about 45 minutes on this 2-core box.
 #   bash scripts/grpo_pretrained_demo.sh [DEMO_DIR] [RUN_DIR]
-# DEMO_DIR defaults to checkpoints/pretrained_demo; without DEMO_DIR/tuned the tune stage runs first.
+# DEMO_DIR defaults to checkpoints/grpo_pretrained_start; without DEMO_DIR/tuned the tune stage runs
+# first, on the SFT grammar alone (`--train-data phrasings`): the demo's default also trains on the
+# nine templates, which would make GRPO's prompts a family the SFT has seen.
 set -euo pipefail
-demo=${1:-checkpoints/pretrained_demo}
+demo=${1:-checkpoints/grpo_pretrained_start}
 run=${2:-checkpoints/grpo_smollm2}
 threads=${THREADS:-2}
 export OMP_NUM_THREADS=$threads
 mkdir -p "$run"
 
 if [ ! -f "$demo/tuned/config.json" ]; then
-  python -m havoc_lite.pretrained_demo --stages tune --threads "$threads" --out-dir "$demo"
+  python -m havoc_lite.pretrained_demo --stages tune --train-data phrasings --threads "$threads" --out-dir "$demo"
 fi
 python -m synth.offline --topic arithmetic --num-examples 300 --seed 5 --output "$run/prompts.jsonl"
 python -m synth.offline --topic arithmetic --num-examples 300 --seed 0 --split test --output "$run/templated_test.jsonl"
