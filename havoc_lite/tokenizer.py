@@ -384,10 +384,14 @@ class HavocTokenizer(BatchCodec):
 def load_tokenizer(path: Union[str, os.PathLike], token: str | None = None):
     """Load the tokenizer at `path`, picking the backend from the files present.
 
-    - a folder with `tokenizer.json`, `tokenizer_config.json` or `havoc_tokenizer.json`, a `.gguf`
-      file, or a hub id ("owner/name", not an existing path): `hf_tokenizer.HFTokenizer` (a
-      pretrained model's own tokenizer with our markup added; `token` for gated hub models);
-    - a folder with `tokenizer.model` (and none of the above) or a `.model` file: `HavocTokenizer`.
+    - a folder with `tokenizer.json` or `havoc_tokenizer.json`, a `.gguf` file, or a hub id
+      ("owner/name", not an existing path): `hf_tokenizer.HFTokenizer` (a pretrained model's own
+      tokenizer with our markup added; `token` for gated hub models);
+    - a folder with `tokenizer.model` and no Hugging Face file, or with our `tokenizer.model` +
+      `special_tokens.json` and only a `tokenizer_config.json` beside them (`export.to_hf_llama`
+      writes ours so), or a `.model` file: `HavocTokenizer`;
+    - any other folder with `tokenizer_config.json` (a SentencePiece-only Hugging Face model too):
+      `HFTokenizer`.
 
     Raises:
         FileNotFoundError: naming `path` and the files looked for.
@@ -396,7 +400,11 @@ def load_tokenizer(path: Union[str, os.PathLike], token: str | None = None):
     from .hf_tokenizer import HF_FILES, HFTokenizer
     p = Path(path)
     if p.is_dir():
-        if any((p / f).is_file() for f in HF_FILES):
+        hf_files = [f for f in HF_FILES if (p / f).is_file()]
+        ours = (p / "tokenizer.model").is_file() and (p / "special_tokens.json").is_file()
+        if ours and set(hf_files) <= {"tokenizer_config.json"}:
+            return HavocTokenizer.load(p)   # ours, as exported to a Hugging Face folder
+        if hf_files:
             return HFTokenizer.load(p)
         if (p / "tokenizer.model").is_file():
             return HavocTokenizer.load(p)

@@ -318,10 +318,12 @@ def test_lora_adapters_train_checkpoint_and_resume_exactly(tiny_setup, tmp_path)
     x = torch.tensor([tok.render_prompt(items[0]["prompt"])])
     with torch.no_grad():
         torch.testing.assert_close(merged(x), full.model.eval()(x), rtol=1e-4, atol=1e-4)
-    # the merged folder carries the run's tokenizer (found beside the base, one of our folders)
-    from havoc_lite.tokenizer import HavocTokenizer
+    # the merged folder carries the run's tokenizer (found beside the base, one of our folders),
+    # and load_tokenizer reads it back as ours (the export adds a tokenizer_config.json beside it)
+    from havoc_lite.tokenizer import HavocTokenizer, load_tokenizer
     text = items[0]["prompt"][-1]["content"]
-    assert HavocTokenizer.load(tmp_path / "merged").encode(text) == tok.encode(text)
+    back = load_tokenizer(tmp_path / "merged")
+    assert isinstance(back, HavocTokenizer) and back.encode(text) == tok.encode(text)
 
 
 def test_bfloat16_lora_keeps_adapters_fp32_and_logprobs_near_fp32(tiny_setup, tmp_path):
