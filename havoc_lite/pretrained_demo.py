@@ -116,8 +116,9 @@ def training_examples(n_calc: int, n_gsm8k: int, tok, max_tokens: int, seed: int
     `max_tokens` tokens. `train_data` picks the calculator traces: "mixed" (three quarters the
     varied grammar of `synth.arith_phrasings`, training family, then a quarter `synth.offline`'s
     nine arithmetic templates: two families of sentences), "phrasings" (the grammar alone) or
-    "templates" (the nine templates alone, the demo's first data). The system turn is the one the evaluation uses, so the
-    tuned model is asked the way it was taught. Raises ValueError for another `train_data`."""
+    "templates" (the nine templates alone, the demo's first data). The system turn is the one the
+    evaluation uses, so the tuned model is asked the way it was taught. Raises ValueError for
+    another `train_data`."""
     from synth.arith_phrasings import generate_phrasings
     from synth.gsm8k import convert, read_jsonl
     from synth.offline import generate_offline
