@@ -5,6 +5,8 @@ A T4 reports bf16 as supported although it only emulates it, several times slowe
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 
@@ -32,6 +34,13 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
             return torch.float32
         return torch.bfloat16 if native_bf16(device) else torch.float16
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """A fresh autocast context in `dtype` on `device`; a no-op context for float32 (no autocast)."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def enable_tf32() -> None:

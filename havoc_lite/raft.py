@@ -74,10 +74,9 @@ def _sampling_autocast(dtype: str, model) -> contextlib.AbstractContextManager:
     """Autocast for sampling and greedy scoring in the run's `dtype` (`precision.resolve_dtype`: bf16
     on an A100, fp16 on a T4, float32 on a CPU unless bfloat16 is asked for); the Trainer autocasts
     its own steps. Weights stay as they are (fp32 masters)."""
-    from .precision import resolve_dtype
+    from .precision import autocast, resolve_dtype
     device = next(model.parameters()).device
-    amp = resolve_dtype(dtype, device)
-    return contextlib.nullcontext() if amp == torch.float32 else torch.autocast(device.type, dtype=amp)
+    return autocast(device, resolve_dtype(dtype, device))
 
 
 def _strip_stop(tokens: list, stop_ids: set) -> list:

@@ -29,7 +29,6 @@ Exit codes: 0 done, 2 a bad option or missing input (one line naming it).
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
@@ -247,9 +246,8 @@ class GrpoRunner:
 
     def autocast(self):
         """A fresh autocast context for sampling and forward passes (a no-op in float32)."""
-        if self.amp_dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        from .precision import autocast
+        return autocast(self.device, self.amp_dtype)
 
     # --- checkpoints ----------------------------------------------------------------------------
     def save(self) -> Path:

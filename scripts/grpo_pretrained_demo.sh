@@ -63,8 +63,8 @@ torch.set_num_threads(threads)
 templated = [json.loads(line) for line in open(f"{run}/templated_test.jsonl")]
 sets = {"templated test (synth.offline)": [{"id": r["id"], "question": r["question"], "gold": str(r["answer"])}
                                            for r in templated]}
-sets.update({"validation phrasings": eval_sets(200, 96, 1)["validation"],
-             "held-out phrasings": eval_sets(200, 96, 1)["heldout"]})
+phrasings = eval_sets(200, 96, 1)
+sets.update({"validation phrasings": phrasings["validation"], "held-out phrasings": phrasings["heldout"]})
 print("| model | " + " | ".join(sets) + " |\n| --- |" + " --- |" * len(sets))
 models = {"start (tool SFT)": (start, start), "GRPO": (f"{run}/merged",) * 2,
           "RAFT": (str(resolve_model_dir(f"{run}/raft/cycle_01")), f"{run}/raft")}
