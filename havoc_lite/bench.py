@@ -5,7 +5,8 @@ Measured, interleaved in one process on one device (ours, HF, ours, HF, … so d
 or background load hits both alike), medians over `--reps`:
   - training tokens/s: forward + backward + AdamW step on random tokens [batch, seq_len];
   - generation tokens/s: greedy, `--new-tokens` (256) new tokens, batch 1 and batch 8, ours through
-    `engine.generate` and HF through `generate()` with its own KV cache;
+    `engine.generate` and HF through `generate()` with its own KV cache; with `--compile`, ours
+    again with its decode step under torch.compile (compile time reported apart);
   - MFU: model FLOPs per second over the device's measured matmul peak. Training FLOPs per token
     are 6·N + 12·n_layers·n_heads·head_dim·T (Chowdhery et al. 2022, PaLM, appendix B), N the
     unique parameter count; generation uses a third of that (forward only). The peak is a timed
@@ -13,6 +14,7 @@ or background load hits both alike), medians over `--reps`:
 
     python -m havoc_lite.bench --preset tiny
     python -m havoc_lite.bench --preset 50m --json bench_50m.json
+    python -m havoc_lite.bench --preset tiny --threads 1 --clock cpu --compile
 """
 from __future__ import annotations
 
@@ -118,8 +120,14 @@ def _train_step_fn(model, hf: bool, x, y, dtype, device) -> Callable[[], None]:
 def run(preset: str = "tiny", device: str = "auto", steps: int | None = None,
         seq_len: int | None = None, batch_size: int | None = None, new_tokens: int = 256,
         gen_batches: tuple = (1, 8), prompt_len: int = 32, reps: int = 3,
-        dtype: str | None = None, clock: str = "wall", verbose: bool = True) -> dict:
-    """Run the benchmark and return the figures (tokens/s, ratios ours/HF, MFU) as a dict."""
+        dtype: str | None = None, clock: str = "wall", verbose: bool = True,
+        compile: bool = False) -> dict:
+    """Run the benchmark and return the figures (tokens/s, ratios ours/HF, MFU) as a dict.
+
+    With `compile`, generation also times ours with the compiled decode step
+    (`engine.generate(compile=True)`) as a third contender, "ours_compiled"; its compile time (the
+    first call) is reported apart, as `compile_s`, and is not in the tokens/s.
+    """
     dev = pick_device(device)
     if clock not in _CLOCKS or (clock == "cpu" and dev.type != "cpu"):
         raise ValueError(f"clock must be 'wall' or 'cpu' (cpu only on a CPU device), got {clock!r}")
@@ -187,7 +195,17 @@ def run(preset: str = "tiny", device: str = "auto", steps: int | None = None,
                                   pad_token_id=cfg.pad_id)
             assert out.shape[1] == prompt_len + new_tokens
 
+        def run_ours_compiled():
+            out = generate(ours, p_list, max_new_tokens=new_tokens, compile=True)
+            assert all(o.num_tokens == new_tokens for o in out)
+
         gfns = {"ours": run_ours, "hf": run_hf}
+        compile_s = None
+        if compile:
+            gfns["ours_compiled"] = run_ours_compiled
+            t_c = time.perf_counter()
+            run_ours_compiled()                  # compiles (not timed below)
+            compile_s = time.perf_counter() - t_c
         for fn in gfns.values():
             fn()
         gtimes: dict = {k: [] for k in gfns}
@@ -198,9 +216,15 @@ def run(preset: str = "tiny", device: str = "auto", steps: int | None = None,
         gfpt = fpt / 3
         entry = {"tokens_per_s": tps, "ratio": tps["ours"] / tps["hf"],
                  "mfu": {k: v * gfpt / peak for k, v in tps.items()}}
+        if compile:
+            entry.update({"compiled_ratio": tps["ours_compiled"] / tps["hf"], "compile_s": compile_s})
         results["generate"][f"batch_{gb}"] = entry
         log(f"generate B={gb} {new_tokens} new: ours {tps['ours']:,.1f} tok/s, HF {tps['hf']:,.1f} "
             f"tok/s, ratio {entry['ratio']:.2f}x, MFU ours {entry['mfu']['ours']:.2%}")
+        if compile:
+            log(f"generate B={gb} compiled: ours {tps['ours_compiled']:,.1f} tok/s, ratio to HF "
+                f"{entry['compiled_ratio']:.2f}x, to eager ours {tps['ours_compiled'] / tps['ours']:.2f}x "
+                f"(compiled in {compile_s:.1f} s, not counted)")
     return results
 
 
@@ -297,6 +321,8 @@ def main(argv=None) -> dict:
                     help="torch CPU threads (1 gives steadier figures on a shared machine)")
     ap.add_argument("--clock", default="wall", choices=sorted(_CLOCKS),
                     help="wall seconds, or this process's CPU seconds (steadier on a busy CPU box)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time generation with the compiled decode step (engine.generate(compile=True))")
     ap.add_argument("--json", default=None, help="write the figures to this JSON file")
     ap.add_argument("--memory", action="store_true",
                     help="instead: peak memory of one fp32 CPU training step, full logits vs chunked loss, "
@@ -319,7 +345,7 @@ def main(argv=None) -> dict:
             raise SystemExit(f"havoc_lite.bench: {e}")
     else:
         res = run(a.preset, a.device, a.steps, a.seq_len, a.batch_size, a.new_tokens,
-                  tuple(a.gen_batches), reps=a.reps, dtype=a.dtype, clock=a.clock)
+                  tuple(a.gen_batches), reps=a.reps, dtype=a.dtype, clock=a.clock, compile=a.compile)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=2)

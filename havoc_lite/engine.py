@@ -22,6 +22,7 @@ of short ones does not pay for the short ones.
 from __future__ import annotations
 
 import functools
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
@@ -38,9 +39,11 @@ InterceptFn = Callable[[int, list], Optional[tuple]]
 class KVCache:
     """Preallocated key/value cache for `HavocModel.forward(..., kv_cache=...)`.
 
-    `k`, `v`: tensors [n_layers, batch_size, num_kv_heads, max_len, head_dim] (zeros), written in
-    place by the model at each row's positions. Memory: 2 · n_layers · B · KV · max_len · hd ·
-    bytes(dtype).
+    `k`, `v`: lists of n_layers tensors [batch_size, num_kv_heads, max_len, head_dim] (zeros),
+    written in place by the model at each row's positions. One tensor per layer, not one
+    [n_layers, ...] tensor, because a compiled decode step (`generate(compile=True)`) writes to its
+    inputs in place only when they are whole tensors; a slice of a larger one makes torch.compile
+    copy the whole cache each step. Memory: 2 · n_layers · B · KV · max_len · hd · bytes(dtype).
 
     Raises:
         ValueError: batch_size or max_len not positive, or max_len > cfg.max_seq_len.
@@ -52,9 +55,9 @@ class KVCache:
             raise ValueError(f"KVCache: batch_size={batch_size} and max_len={max_len} must be > 0")
         if max_len > cfg.max_seq_len:
             raise ValueError(f"KVCache: max_len={max_len} exceeds max_seq_len={cfg.max_seq_len}")
-        shape = (cfg.n_layers, batch_size, cfg.num_kv_heads, max_len, cfg.head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        shape = (batch_size, cfg.num_kv_heads, max_len, cfg.head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
         # Host-side facts about the next forward, set by the engine so the model need not read
         # `positions` back from the GPU: slots in use after it (max position + 1), and whether
         # every row sits at the same position. None: the model computes them (one sync).
@@ -63,16 +66,16 @@ class KVCache:
 
     @property
     def batch_size(self) -> int:
-        return self.k.shape[1]
+        return self.k[0].shape[0]
 
     @property
     def max_len(self) -> int:
-        return self.k.shape[3]
+        return self.k[0].shape[2]
 
     def keep_rows(self, rows: torch.Tensor) -> None:
         """Keep only the batch rows `rows` (LongTensor of indices), in that order."""
-        self.k = self.k.index_select(1, rows)
-        self.v = self.v.index_select(1, rows)
+        self.k = [t.index_select(0, rows) for t in self.k]
+        self.v = [t.index_select(0, rows) for t in self.v]
 
 
 @dataclass
@@ -233,6 +236,30 @@ class _ToolHook:
         return out
 
 
+# --- the compiled decode step ---------------------------------------------------------------------
+def _decode_logits(model: torch.nn.Module, ids: torch.Tensor, positions: torch.Tensor,
+                   cache: KVCache) -> torch.Tensor:
+    """One decode step: ids [B, 1] at positions [B, 1] -> logits [B, V] (fp32); writes the cache."""
+    return model(ids, positions=positions, kv_cache=cache)[:, -1]
+
+
+_compiled_decode: Optional[Callable] = None
+
+
+def compiled_decode() -> Callable:
+    """`_decode_logits` under `torch.compile`, built once per process and shared by every call.
+
+    torch.compile guards on the model and the shapes: a new model compiles again, and so does the
+    first change of batch size (rows finishing) or cache length (another call), after which that
+    dimension is compiled as dynamic and reused. The first call of a new shape takes seconds to
+    tens of seconds (Inductor writes and compiles C++ on a CPU), so it pays on long generations.
+    """
+    global _compiled_decode
+    if _compiled_decode is None:
+        _compiled_decode = torch.compile(_decode_logits)
+    return _compiled_decode
+
+
 # --- generate -------------------------------------------------------------------------------------
 def _eval_mode(fn):
     """Run `fn` under inference_mode with the model in eval mode (no dropout), then restore."""
@@ -253,7 +280,8 @@ def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *,
              max_new_tokens: int = 256, temperature: float = 0.0, top_k: Optional[int] = None,
              top_p: Optional[float] = None, stop_ids: Sequence[int] = (), seed: Optional[int] = None,
              stream: Optional[StreamFn] = None, tools: Any = None, tokenizer: Any = None,
-             max_tool_calls: int = 8, interceptor: Optional[InterceptFn] = None) -> list[Generation]:
+             max_tool_calls: int = 8, interceptor: Optional[InterceptFn] = None,
+             compile: bool = False) -> list[Generation]:
     """Batched generation with a KV cache, optional tool execution and token forcing.
 
     Args:
@@ -278,6 +306,11 @@ def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *,
             ids are appended (engine_mask = engine_written) and prefilled with the next forward.
             If the sampled token was a stop id, returned ids REPLACE it and the row goes on (e.g.
             PRIME opening a missing `<answer>`). Forced ids never trigger a tool call.
+        compile: run the one-token decode steps through `compiled_decode()` (prefill and injection
+            stay eager, since their lengths vary). Each decode step then attends over all `max_len`
+            cache slots, masked by position, so its shapes stay fixed for the whole call; the
+            logits equal the eager path's to float rounding. Where Inductor cannot compile (no C++
+            compiler, say) one line goes to stderr and the call runs eagerly.
 
     The model runs in eval mode (no dropout) under `torch.inference_mode()`; its training flag
     is restored afterwards, so a trainer can sample mid-run.
@@ -300,6 +333,7 @@ def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *,
     stop = set(int(s) for s in stop_ids)
     device, dtype = _model_device_dtype(model)
     gen = _make_generator(seed, device)
+    decode = compiled_decode() if compile else None
 
     B = len(prompts)
     limits = [min(len(p) + max_new_tokens, cfg.max_seq_len) for p in prompts]
@@ -327,14 +361,24 @@ def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *,
             ids = torch.tensor(ids_l, device=device)
             last = torch.tensor([k - 1 for k in n], device=device)
         pos = torch.tensor(pos_l, device=device)
-        cache.filled = max(p[-1] for p in pos_l) + 1
-        cache.same_position = all(p == pos_l[0] for p in pos_l)
-        if last is None:
-            logits = model(ids, positions=pos, kv_cache=cache)[:, -1]
-        elif getattr(model, "supports_logits_index", False):   # the head runs on the last tokens only
-            logits = model(ids, positions=pos, kv_cache=cache, logits_index=last)
-        else:
-            logits = model(ids, positions=pos, kv_cache=cache)[torch.arange(len(active), device=device), last]
+        logits = None
+        if last is None and decode is not None:
+            cache.filled, cache.same_position = max_len, False   # fixed shapes: all slots, masked
+            try:
+                logits = decode(model, ids, pos, cache)
+            except torch._dynamo.exc.BackendCompilerFailed as e:   # compiling failed: nothing ran
+                print(f"[engine] torch.compile failed ({str(e).splitlines()[0][:160]}); "
+                      "generating without it", file=sys.stderr)
+                decode = None
+        if logits is None:
+            cache.filled = max(p[-1] for p in pos_l) + 1
+            cache.same_position = all(p == pos_l[0] for p in pos_l)
+            if last is None:
+                logits = model(ids, positions=pos, kv_cache=cache)[:, -1]
+            elif getattr(model, "supports_logits_index", False):   # the head runs on the last tokens only
+                logits = model(ids, positions=pos, kv_cache=cache, logits_index=last)
+            else:
+                logits = model(ids, positions=pos, kv_cache=cache)[torch.arange(len(active), device=device), last]
         next_ids = sample_next(logits, temperature, top_k, top_p, gen).tolist()
 
         # 2. run the tool calls this step closed, all at once (independent rows), then append the

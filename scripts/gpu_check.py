@@ -19,6 +19,9 @@ It runs, each part on its own (a part that fails prints FAILED with the error, t
   3. batched engine generation with tools: every row's prompt opens a calculator call; a logit
      bias closes it (the model is untrained), so the engine runs the tool and prefills its result
      in the batch. Tokens/s and calls that succeeded.
+  4. greedy decoding of the `50m` preset at batch 1 and 8, eager against the decode step under
+     `torch.compile` (`engine.generate(compile=True)`): tokens/s of each, the compile time, and
+     rows whose tokens agree (not with --no-compile).
 
 Exit code 0 when every part that ran passed, 1 otherwise.
 """
@@ -74,6 +77,11 @@ def _free():
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+
+
+def _sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def peak_flops(device: torch.device) -> tuple[float, str]:
@@ -234,6 +242,42 @@ def generation_run(device: torch.device, preset: str, *, batch: int, new_tokens:
             "first_call_right": right, "passed": right == batch}
 
 
+def decode_run(device: torch.device, preset: str, *, batch: int, new_tokens: int, prompt_len: int = 32,
+               overrides=None) -> dict:
+    """Greedy `engine.generate` of a random model, eager against the compiled decode step
+    (`compile=True`): tokens/s of each (the compile itself, the first call, timed apart) and whether
+    they chose the same tokens (bf16 rounding may flip a near-tie on a random model)."""
+    from dataclasses import replace
+
+    from havoc_lite import engine
+    from havoc_lite.loading import inference_dtype
+    _free()
+    cfg = replace(PRESETS[preset], **(overrides or {}))
+    torch.manual_seed(0)
+    dtype = getattr(torch, inference_dtype(device.type))
+    model = HavocModel(cfg).to(device=device, dtype=dtype).eval()
+    prompts = torch.randint(3, cfg.vocab_size, (batch, prompt_len)).tolist()
+
+    def timed(**kw):
+        _sync(device)
+        t0 = time.perf_counter()
+        outs = engine.generate(model, prompts, max_new_tokens=new_tokens, **kw)
+        _sync(device)
+        return time.perf_counter() - t0, [o.tokens for o in outs]
+
+    timed()                                        # warm-up
+    eager_s, eager = timed()
+    compile_s, _ = timed(compile=True)             # compiles
+    compiled_s, compiled = timed(compile=True)
+    same = sum(a == b for a, b in zip(eager, compiled))
+    return {"run": f"decode {preset}, eager vs compiled", "batch": batch, "new_tokens": new_tokens,
+            "dtype": str(dtype).replace("torch.", ""),
+            "eager_tokens_per_s": round(batch * new_tokens / eager_s, 1),
+            "compiled_tokens_per_s": round(batch * new_tokens / compiled_s, 1),
+            "speedup": round(eager_s / compiled_s, 2), "compile_s": round(compile_s, 1),
+            "rows_with_same_tokens": f"{same}/{batch}"}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python scripts/gpu_check.py", description=__doc__.split("\n")[0])
     ap.add_argument("--cpu-smoke", action="store_true",
@@ -282,6 +326,9 @@ def main(argv=None) -> int:
         parts.append(("LoRA SFT SmolLM2-135M", lambda: lora_run(
             device, args.lora_model or smollm2_source(), steps=10, warmup=3, batch=8, seq=512)))
         parts.append(("engine generation + tools (50m)", lambda: generation_run(device, "50m", batch=64, new_tokens=128)))
+        if not args.no_compile:
+            for b in (1, 8):
+                parts.append((f"decode 50m batch {b}", lambda b=b: decode_run(device, "50m", batch=b, new_tokens=256)))
 
     results, failed = [], 0
     for name, part in parts:

@@ -104,6 +104,39 @@ def test_stop_ids_end_rows_and_are_kept(model):
     assert outs[0].num_tokens <= 7
 
 
+def test_compiled_decode_gives_the_eager_tokens(model):
+    """generate(compile=True) against the eager path, greedy and seeded sampling: prompts of unequal
+    length, rows that stop at different steps (the batch shrinks, so the compiled step sees a new
+    batch size), and ids forced mid-answer (an eager multi-token prefill between compiled steps)."""
+    refs = [generate_reference(model, p, max_new_tokens=30) for p in PROMPTS]
+    stop = refs[0][6]
+
+    def force(row, ids):      # after the 5th new token of row 2, three forced ids (an injection)
+        return ([7, 8, 9], True) if row == 2 and len(ids) == 5 else None
+
+    for extra in ({}, {"temperature": 1.0, "seed": 3}):
+        kw = dict(max_new_tokens=30, stop_ids=[stop], interceptor=force, **extra)
+        want = generate(model, PROMPTS, **kw)
+        got = generate(model, PROMPTS, compile=True, **kw)
+        assert [(o.tokens, o.engine_mask, o.finish_reason) for o in got] == \
+            [(o.tokens, o.engine_mask, o.finish_reason) for o in want]
+    want = generate(model, PROMPTS, max_new_tokens=30, stop_ids=[stop], interceptor=force)
+    assert {o.finish_reason for o in want} == {"stop", "length"}     # the batch did shrink
+    assert want[2].engine_mask[5:8] == [1, 1, 1]
+
+
+def test_compile_failure_falls_back_to_eager(model, monkeypatch, capsys):
+    """Where Inductor cannot build the step (no C++ compiler, say), one line and the eager path."""
+    import havoc_lite.engine as engine
+
+    def broken(*args):
+        raise torch._dynamo.exc.BackendCompilerFailed("inductor", RuntimeError("no C++ compiler"), None)
+    monkeypatch.setattr(engine, "_compiled_decode", broken)
+    got = generate(model, PROMPTS, max_new_tokens=10, compile=True)
+    assert [o.tokens for o in got] == [o.tokens for o in generate(model, PROMPTS, max_new_tokens=10)]
+    assert capsys.readouterr().err.count("torch.compile failed") == 1
+
+
 def test_stream_sees_every_token_once_in_order(model):
     seen = {i: [] for i in range(len(PROMPTS))}
     outs = generate(model, PROMPTS, max_new_tokens=12, stream=lambda r, ids: seen[r].extend(ids))
@@ -184,7 +217,7 @@ class ScriptedModel(nn.Module):
                 if kv_cache is None:
                     hist = input_ids[b, :t + 1].tolist()
                 else:
-                    hist = [int(x) for x in kv_cache.k[0, b, 0, :int(positions[b, t]) + 1, 0]]
+                    hist = [int(x) for x in kv_cache.k[0][b, 0, :int(positions[b, t]) + 1, 0]]
                 logits[b, t, self.next_token(hist)] = 0.0
         return logits
 

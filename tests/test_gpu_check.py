@@ -37,3 +37,16 @@ def test_gpu_check_batch_is_what_the_planner_fits():
         b = gc.pick_batch(PRESETS["1b"], 2048, gpu, 8)
         assert b == 1 or memory.plan(PRESETS["1b"], "pretrain", gpu, b, 2048, suggest=False).fits
         assert b == 8 or not memory.plan(PRESETS["1b"], "pretrain", gpu, 2 * b, 2048, suggest=False).fits
+
+
+def test_gpu_check_decode_run_on_the_cpu():
+    """The GPU check's eager-against-compiled decode part (GPU only in the script), run here at a
+    toy size so that it cannot rot: both paths generate, and they pick the same greedy tokens."""
+    import torch
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    gc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gc)
+    r = gc.decode_run(torch.device("cpu"), "tiny", batch=2, new_tokens=8, prompt_len=5,
+                      overrides=dict(n_layers=2, vocab_size=256, max_seq_len=64))
+    assert r["dtype"] == "float32" and r["rows_with_same_tokens"] == "2/2"
+    assert r["eager_tokens_per_s"] > 0 and r["compiled_tokens_per_s"] > 0 and r["compile_s"] > 0

@@ -95,8 +95,8 @@ class ScriptedModel(nn.Module):
                     ctx = input_ids[b, :t + 1].tolist()
                 else:
                     p = int(positions[b, t])
-                    kv_cache.k[0, b, 0, p, 0] = float(input_ids[b, t])
-                    ctx = kv_cache.k[0, b, 0, :p + 1, 0].long().tolist()
+                    kv_cache.k[0][b, 0, p, 0] = float(input_ids[b, t])
+                    ctx = kv_cache.k[0][b, 0, :p + 1, 0].long().tolist()
                 logits[b, t, self.next_token(ctx)] = 100.0
         return logits
 
