@@ -40,6 +40,8 @@ class GrpoConfig:
     max_new_tokens: int = 128
     """length cap of an answer (engine-written tokens included)"""
     gen_batch_size: int = 64
+    compile_decode: bool = False
+    """sample with the engine's decode step under torch.compile (`engine.generate(compile=True)`)"""
     train_batch_size: int = 16
     """sequences per forward/backward (gradients accumulate over a minibatch)"""
     lr: float = 1e-4

@@ -302,7 +302,7 @@ class GrpoRunner:
         cfg, tok = self.cfg, self.tokenizer
         gen = make_generate_fn(self.model, tok, max_new_tokens=cfg.max_new_tokens,
                                temperature=cfg.temperature, top_p=cfg.top_p, tools=self.tools,
-                               batch_size=cfg.gen_batch_size)
+                               batch_size=cfg.gen_batch_size, compile_decode=cfg.compile_decode)
         items = [self.items[i] for i in indices]
         rows = []
         with self.autocast():

@@ -68,6 +68,17 @@ def test_eval_errors_are_one_line(model_dir, tmp_path, capsys, flags, needle):
     assert not (tmp_path / "r.json").exists()
 
 
+def test_eval_refuses_compiled_decode_with_prime(tmp_path):
+    """PRIME drives its own decoding, so --compile-decode with --prime is refused before loading."""
+    from havoc_lite.errors import ConfigError
+    from havoc_lite.eval.__main__ import EvalArgs, check_args
+    from havoc_lite.eval.runner import make_generate_fn
+    with pytest.raises(ConfigError, match="--compile-decode does not apply to --prime"):
+        check_args(EvalArgs(model="m", prime=True, compile_decode=True, output=str(tmp_path / "r.json")))
+    with pytest.raises(ValueError, match="compile_decode does not apply to prime"):
+        make_generate_fn(None, None, prime=True, compile_decode=True)
+
+
 def test_eval_and_chat_refuse_truncated_weights(model_dir, tmp_path, capsys):
     import shutil
     from havoc_lite.chat import main as chat

@@ -123,6 +123,17 @@ def test_compiled_decode_gives_the_eager_tokens(model):
     want = generate(model, PROMPTS, max_new_tokens=30, stop_ids=[stop], interceptor=force)
     assert {o.finish_reason for o in want} == {"stop", "length"}     # the batch did shrink
     assert want[2].engine_mask[5:8] == [1, 1, 1]
+    # weights changed in place (an optimizer step between two rollouts) reach the compiled step
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(5)) * 0.05)
+        moved = [o.tokens for o in generate(model, PROMPTS, max_new_tokens=30)]
+        assert moved != refs                                  # the new weights take another path
+        assert [o.tokens for o in generate(model, PROMPTS, max_new_tokens=30, compile=True)] == moved
+    finally:
+        model.load_state_dict(saved)
 
 
 def test_compile_failure_falls_back_to_eager(model, monkeypatch, capsys):

@@ -46,6 +46,8 @@ class EvalArgs:
     top_p: Optional[float] = None
     max_new_tokens: int = 256
     batch_size: int = 16
+    compile_decode: bool = False
+    """run the decode steps under torch.compile (seconds to compile; pays on long evaluations)"""
     no_tools: bool = False
     latency_probes: int = 5
     """batch-1 queries timed for the latency criterion (0 = skip)"""
@@ -81,8 +83,8 @@ def check_args(args: EvalArgs) -> None:
 
     Raises:
         ConfigError: one line naming the flag: an unknown benchmark, grader or dtype, a value
-            out of range (samples, k, batch size, temperature, top_p, ...), or --benchmarks prompts
-            without --prompts.
+            out of range (samples, k, batch size, temperature, top_p, ...), --benchmarks prompts
+            without --prompts, or --prime with --compile-decode.
         FileNotFoundError: --data, --prompts or --reward-model names nothing.
         HavocError: --output cannot be written.
     """
@@ -94,6 +96,8 @@ def check_args(args: EvalArgs) -> None:
         raise ConfigError(f"--benchmarks {args.benchmarks!r}: choose from {', '.join(BENCHMARKS)}")
     if "prompts" in benches and not args.prompts:
         raise ConfigError("--benchmarks prompts needs --prompts FILE")
+    if args.prime and args.compile_decode:
+        raise ConfigError("--compile-decode does not apply to --prime generation; drop one")
     if args.grader not in GRADERS:
         raise ConfigError(f"--grader {args.grader!r}: choose one of {', '.join(GRADERS)}")
     for name in ("samples", "batch_size", "max_new_tokens"):
@@ -136,7 +140,8 @@ def main(args: Optional[EvalArgs] = None) -> dict:
     model, tok, model_dir = load_model_and_tokenizer(args.model, args.tokenizer, args.device, args.dtype)
     tools = None if args.no_tools else "default"
     gen = make_generate_fn(model, tok, max_new_tokens=args.max_new_tokens, temperature=temperature,
-                           top_p=args.top_p, tools=tools, prime=args.prime, batch_size=args.batch_size)
+                           top_p=args.top_p, tools=tools, prime=args.prime, batch_size=args.batch_size,
+                           compile_decode=args.compile_decode)
     out = Path(args.output)
     results = {"model": str(model_dir), "args": vars(args), "benchmarks": {}}
     gsm = None

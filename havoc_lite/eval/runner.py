@@ -56,7 +56,7 @@ def _render(tokenizer, prompt) -> list[int]:
 def make_generate_fn(model, tokenizer, *, max_new_tokens: int = 256, temperature: float = 0.0,
                      top_k: Optional[int] = None, top_p: Optional[float] = None, tools: Any = "default",
                      prime: bool = False, batch_size: int = 16, stop_at_text: Sequence[str] = ("\n\nQ:",),
-                     **prime_kwargs) -> GenerateFn:
+                     compile_decode: bool = False, **prime_kwargs) -> GenerateFn:
     """A GenerateFn over a HavocModel: prompts rendered by the tokenizer (chat messages through
     `render_prompt`, plain strings through `encode(bos=True)`), generated `batch_size` at a time in
     one KV-cached `engine.generate` call each (stop at `<|end|>`/`<|eos|>`), tool calls executed.
@@ -64,7 +64,11 @@ def make_generate_fn(model, tokenizer, *, max_new_tokens: int = 256, temperature
     tools: "default" -> `tools.shared_registry()`, None -> no tools, else a ToolRegistry.
     prime: use `havoc_lite.prime.generate_with_prime` (extra keyword args go to it).
     stop_at_text: a plain-text prompt's output is cut at these strings (lm-eval's `until`).
+    compile_decode: the engine's decode step under torch.compile (`engine.generate(compile=True)`).
+    Raises ValueError for `prime` with `compile_decode` (PRIME drives its own decoding).
     """
+    if prime and compile_decode:
+        raise ValueError("compile_decode does not apply to prime generation")
     from .. import engine
     if tools == "default":    # one worker process per Python process, not one per call
         from ..tools import shared_registry
@@ -84,7 +88,8 @@ def make_generate_fn(model, tokenizer, *, max_new_tokens: int = 256, temperature
             else:
                 ids = [_render(tokenizer, p) for p in chunk]
                 gens = engine.generate(model, ids, stop_ids=stop_ids, tools=tools,
-                                       tokenizer=tokenizer if tools is not None else None, **kw)
+                                       tokenizer=tokenizer if tools is not None else None,
+                                       compile=compile_decode, **kw)
             for p, g in zip(chunk, gens):
                 tokens = list(getattr(g, "tokens", []))
                 text = tokenizer.decode(tokens)
