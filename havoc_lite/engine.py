@@ -18,6 +18,10 @@ never collide with real ones or leave the cache.
 
 Finished rows are dropped from the batch (the cache rows are compacted), so a long answer in a batch
 of short ones does not pay for the short ones.
+
+`generate(compile=True)` sends the one-token decode steps through `torch.compile` with fixed shapes
+(every cache slot, masked by position); prefill and injection stay eager. It pays where per-token
+overhead dominates (small models, small batches): see the README's speed section.
 """
 from __future__ import annotations
 
