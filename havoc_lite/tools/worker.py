@@ -191,6 +191,10 @@ def _pump(stream, lines: queue.Queue) -> None:
     except (OSError, ValueError):
         pass
     lines.put(None)
+    try:                 # this thread owns the pipe's read end: close it here, after EOF, not racing
+        stream.close()   # a read (an unclosed pipe is a ResourceWarning at interpreter exit)
+    except (OSError, ValueError):
+        pass
 
 
 def _serve(preload: list[str]) -> None:
