@@ -43,7 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without install
 
 from havoc_lite import memory  # noqa: E402
-from havoc_lite.bench import flops_per_token, measure_peak_flops  # noqa: E402
+from havoc_lite.bench import _sync, flops_per_token, measure_peak_flops  # noqa: E402
 from havoc_lite.colab import planner_gpu  # noqa: E402
 from havoc_lite.config import PRESETS, TrainConfig  # noqa: E402
 from havoc_lite.markup import TOOL, close_tag, open_tag  # noqa: E402
@@ -77,11 +77,6 @@ def _free():
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-
-
-def _sync(device: torch.device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def peak_flops(device: torch.device) -> tuple[float, str]:
