@@ -313,8 +313,10 @@ def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *,
         compile: run the one-token decode steps through `compiled_decode()` (prefill and injection
             stay eager, since their lengths vary). Each decode step then attends over all `max_len`
             cache slots, masked by position, so its shapes stay fixed for the whole call; the
-            logits equal the eager path's to float rounding. Where Inductor cannot compile (no C++
-            compiler, say) one line goes to stderr and the call runs eagerly.
+            logits equal the eager path's to float rounding (fp32: the same tokens in the tests;
+            bf16 weights: an ulp or two apart, which can flip a near-tie and so a sampled path).
+            Where Inductor cannot compile (no C++ compiler, say) one line goes to stderr and the
+            call runs eagerly.
 
     The model runs in eval mode (no dropout) under `torch.inference_mode()`; its training flag
     is restored afterwards, so a trainer can sample mid-run.
