@@ -42,6 +42,7 @@ class WorkerPool:
         self.preload: set[str] = set()
         self.starts = 0            # how many processes were started (tests and benchmarks read it)
         self._restarting = False   # the live process replaces one killed after a timeout or crash
+        self._pump: Optional[threading.Thread] = None   # reads the worker's stdout
         _POOLS.add(self)
 
     @staticmethod
@@ -159,7 +160,8 @@ class WorkerPool:
         self.starts += 1
         self._lines = queue.Queue()
         self._ready = False
-        threading.Thread(target=_pump, args=(self._proc.stdout, self._lines), daemon=True).start()
+        self._pump = threading.Thread(target=_pump, args=(self._proc.stdout, self._lines), daemon=True)
+        self._pump.start()
 
     def _kill(self) -> None:
         proc, self._proc = self._proc, None
@@ -170,8 +172,11 @@ class WorkerPool:
                 proc.stdin.close()
             except OSError:
                 pass
-            # stdout is left to the pump thread, which sees EOF and ends; closing it here races
-            # with that thread's read (fatal at interpreter shutdown)
+            # stdout belongs to the pump thread, which sees EOF now, closes it and ends; closing it
+            # here would race with that thread's read (fatal at interpreter shutdown), so wait
+            # for the thread instead (briefly: the process is dead)
+            if self._pump is not None:
+                self._pump.join(timeout=0.5)
 
 
 _POOLS: "weakref.WeakSet[WorkerPool]" = weakref.WeakSet()
