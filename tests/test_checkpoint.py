@@ -109,7 +109,7 @@ def test_sigkill_during_save_then_resume_finishes_from_last_complete(tmp_path):
         time.sleep(0.1)
     assert partial.exists(), child.communicate()[1][-2000:]
     child.send_signal(signal.SIGKILL)
-    child.wait()
+    child.communicate()                                 # reaps it and closes its pipes
     assert (out / "latest").read_text().strip() == "step_000004"
     assert ckpt.find_resumable(out).name == "step_000004"
 
