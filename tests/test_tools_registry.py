@@ -1,5 +1,6 @@
 """ToolRegistry: schema validation, time limits, result caps, the worker process, call markup."""
 import json
+import os
 import sys
 import textwrap
 import time
@@ -71,6 +72,26 @@ def _reg(helpers, timeout_s=1.0, max_result_chars=500, workers=1):
     reg.register("shout", helpers.shout, obj(text={"type": "string"}), "upper case", isolate=True)
     reg.register("span", helpers.span, obj(seconds={"type": "number"}), "sleeps, says when", isolate=True)
     return reg
+
+
+def test_a_registry_dropped_without_close_ends_its_worker(helpers):
+    """A registry (and its worker pool) garbage-collected without close() still ends its worker
+    process, so nothing is left running, and no pipe open, until the interpreter exits."""
+    import gc
+    reg = _reg(helpers, timeout_s=10.0)
+    pid = reg.execute("span", {"seconds": 0.0}).result["pid"]
+    os.kill(pid, 0)                                               # the worker is alive
+    del reg
+    gc.collect()
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
 
 
 def test_independent_calls_run_at_once_on_reused_workers(helpers):

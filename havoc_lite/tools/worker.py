@@ -162,6 +162,7 @@ class WorkerPool:
         self._ready = False
         self._pump = threading.Thread(target=_pump, args=(self._proc.stdout, self._lines), daemon=True)
         self._pump.start()
+        weakref.finalize(self, _reap, self._proc)   # a pool dropped without close() still ends its worker
 
     def _kill(self) -> None:
         proc, self._proc = self._proc, None
@@ -186,6 +187,18 @@ _POOLS: "weakref.WeakSet[WorkerPool]" = weakref.WeakSet()
 def _stop_all() -> None:
     for pool in list(_POOLS):
         pool.close()
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    """End the worker of a pool that was garbage-collected (or of every pool at exit): kill it and
+    close its stdin; its pump thread then reads EOF and closes stdout."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    try:
+        proc.stdin.close()
+    except OSError:
+        pass
 
 
 def _pump(stream, lines: queue.Queue) -> None:
