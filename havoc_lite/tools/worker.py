@@ -167,12 +167,7 @@ class WorkerPool:
     def _kill(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
-            proc.kill()
-            proc.wait()
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
+            _reap(proc)
             # stdout belongs to the pump thread, which sees EOF now, closes it and ends; closing it
             # here would race with that thread's read (fatal at interpreter shutdown), so wait
             # for the thread instead (briefly: the process is dead)
