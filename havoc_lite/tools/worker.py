@@ -13,7 +13,6 @@ starts a fresh one.
 """
 from __future__ import annotations
 
-import atexit
 import importlib
 import json
 import os
@@ -42,8 +41,7 @@ class WorkerPool:
         self.preload: set[str] = set()
         self.starts = 0            # how many processes were started (tests and benchmarks read it)
         self._restarting = False   # the live process replaces one killed after a timeout or crash
-        self._pump: Optional[threading.Thread] = None   # reads the worker's stdout
-        _POOLS.add(self)
+        self._end: Optional[weakref.finalize] = None   # ends the live worker, once (see _spawn)
 
     @staticmethod
     def ref(fn: Callable[..., Any]) -> str:
@@ -160,33 +158,22 @@ class WorkerPool:
         self.starts += 1
         self._lines = queue.Queue()
         self._ready = False
-        self._pump = threading.Thread(target=_pump, args=(self._proc.stdout, self._lines), daemon=True)
-        self._pump.start()
-        weakref.finalize(self, _reap, self._proc)   # a pool dropped without close() still ends its worker
+        pump = threading.Thread(target=_pump, args=(self._proc.stdout, self._lines), daemon=True)
+        pump.start()
+        # One way to end this worker, whichever comes first: `_kill` calls it, or the pool is
+        # garbage-collected without close(), or the interpreter exits (weakref.finalize runs then).
+        self._end = weakref.finalize(self, _end_worker, self._proc, pump)
 
     def _kill(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            _reap(proc)
-            # stdout belongs to the pump thread, which sees EOF now, closes it and ends; closing it
-            # here would race with that thread's read (fatal at interpreter shutdown), so wait
-            # for the thread instead (briefly: the process is dead)
-            if self._pump is not None:
-                self._pump.join(timeout=0.5)
+        self._proc = None
+        if self._end is not None:
+            self._end()          # a no-op when it already ran
 
 
-_POOLS: "weakref.WeakSet[WorkerPool]" = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for pool in list(_POOLS):
-        pool.close()
-
-
-def _reap(proc: subprocess.Popen) -> None:
-    """End the worker of a pool that was garbage-collected (or of every pool at exit): kill it and
-    close its stdin; its pump thread then reads EOF and closes stdout."""
+def _end_worker(proc: subprocess.Popen, pump: threading.Thread) -> None:
+    """Kill a worker and close its stdin. Its stdout belongs to the pump thread, which reads EOF
+    now, closes it and ends; closing it here would race with that thread's read (fatal at
+    interpreter shutdown), so wait for the thread instead (briefly: the process is dead)."""
     if proc.poll() is None:
         proc.kill()
     proc.wait()
@@ -194,6 +181,7 @@ def _reap(proc: subprocess.Popen) -> None:
         proc.stdin.close()
     except OSError:
         pass
+    pump.join(timeout=0.5)
 
 
 def _pump(stream, lines: queue.Queue) -> None:
