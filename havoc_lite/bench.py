@@ -7,6 +7,8 @@ or background load hits both alike), medians over `--reps`:
   - generation tokens/s: greedy, `--new-tokens` (256) new tokens, batch 1 and batch 8, ours through
     `engine.generate` and HF through `generate()` with its own KV cache; with `--compile`, ours
     again with its decode step under torch.compile (compile time reported apart);
+  - with `--compile`, training again with both models under torch.compile (the Trainer's
+    `compile: true`; compile time reported apart);
   - MFU: model FLOPs per second over the device's measured matmul peak. Training FLOPs per token
     are 6·N + 12·n_layers·n_heads·head_dim·T (Chowdhery et al. 2022, PaLM, appendix B), N the
     unique parameter count; generation uses a third of that (forward only). The peak is a timed
@@ -103,14 +105,16 @@ def build_pair(cfg: ModelConfig, device: torch.device, seed: int = 0):
     return ours.to(device).eval(), hf.to(device).eval()
 
 
-def _train_step_fn(model, hf: bool, x, y, dtype, device) -> Callable[[], None]:
+def _train_step_fn(model, hf: bool, x, y, dtype, device, compiled=None) -> Callable[[], None]:
+    """One training step of `model` (forward through `compiled`, its torch.compile wrapper, if given)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     amp = dtype != torch.float32
+    fwd = model if compiled is None else compiled
 
     def step():
         with torch.autocast(device.type, dtype=dtype, enabled=amp):
             # ours as the Trainer runs it: the loss chunked inside forward, no [B, T, V] logits
-            loss = model(input_ids=x, labels=x).loss if hf else model(x, targets=y)
+            loss = fwd(input_ids=x, labels=x).loss if hf else fwd(x, targets=y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -124,7 +128,9 @@ def run(preset: str = "tiny", device: str = "auto", steps: int | None = None,
         compile: bool = False) -> dict:
     """Run the benchmark and return the figures (tokens/s, ratios ours/HF, MFU) as a dict.
 
-    With `compile`, generation also times ours with the compiled decode step
+    With `compile`, training also times both models under torch.compile ("ours_compiled",
+    "hf_compiled"; `train_compiled_ratio` is theirs, `train_compiled_vs_hf_eager` ours compiled over
+    HF eager), and generation times ours with the compiled decode step
     (`engine.generate(compile=True)`) as a third contender, "ours_compiled"; its compile time (the
     first call) is reported apart, as `compile_s`, and is not in the tokens/s.
     """
@@ -156,9 +162,19 @@ def run(preset: str = "tiny", device: str = "auto", steps: int | None = None,
     x = torch.randint(0, cfg.vocab_size, (B, T), generator=g).to(dev)
     y = torch.cat([x[:, 1:], torch.full((B, 1), -100, device=dev)], dim=1)
     fns = {"ours": _train_step_fn(ours, False, x, y, dt, dev), "hf": _train_step_fn(hf, True, x, y, dt, dev)}
+    if compile:
+        # both models again under torch.compile (copies with the same weights): the fair pair for
+        # a compiled run, and the compiled one against HF as users run it (eager, the default)
+        import copy
+        for name, m in (("ours_compiled", ours), ("hf_compiled", hf)):
+            c = copy.deepcopy(m)
+            fns[name] = _train_step_fn(c, name == "hf_compiled", x, y, dt, dev, compiled=torch.compile(c))
     times: dict = {k: [] for k in fns}
-    for fn in fns.values():
-        fn()                                     # warm-up (allocator, kernels, optimizer state)
+    train_warm_s = {}
+    for name, fn in fns.items():                 # warm-up (allocator, kernels, optimizer state; compiling)
+        t_w = time.perf_counter()
+        fn()
+        train_warm_s[name] = time.perf_counter() - t_w
     for _ in range(reps):
         for name, fn in fns.items():
             times[name].append(_timed(fn, dev, steps, clock))
@@ -170,6 +186,14 @@ def run(preset: str = "tiny", device: str = "auto", steps: int | None = None,
     log(f"train  B={B} T={T}: ours {train['ours']:,.0f} tok/s, HF {train['hf']:,.0f} tok/s, "
         f"ratio {results['train_ratio']:.2f}x, MFU ours {results['train_mfu']['ours']:.1%} "
         f"HF {results['train_mfu']['hf']:.1%}")
+    if compile:
+        results["train_compiled_ratio"] = train["ours_compiled"] / train["hf_compiled"]
+        results["train_compiled_vs_hf_eager"] = train["ours_compiled"] / train["hf"]
+        results["train_compile_s"] = {k: train_warm_s[k] for k in ("ours_compiled", "hf_compiled")}
+        log(f"train  compiled: ours {train['ours_compiled']:,.0f} tok/s, HF {train['hf_compiled']:,.0f} tok/s, "
+            f"ratio {results['train_compiled_ratio']:.2f}x; compiled ours to eager HF "
+            f"{results['train_compiled_vs_hf_eager']:.2f}x (compiled in {train_warm_s['ours_compiled']:.0f} / "
+            f"{train_warm_s['hf_compiled']:.0f} s, not counted)")
     del fns
     ours.eval(), hf.eval()
     ours.zero_grad(set_to_none=True), hf.zero_grad(set_to_none=True)
@@ -322,7 +346,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--clock", default="wall", choices=sorted(_CLOCKS),
                     help="wall seconds, or this process's CPU seconds (steadier on a busy CPU box)")
     ap.add_argument("--compile", action="store_true",
-                    help="also time generation with the compiled decode step (engine.generate(compile=True))")
+                    help="also time training with both models under torch.compile, and generation with our "
+                         "compiled decode step (engine.generate(compile=True))")
     ap.add_argument("--json", default=None, help="write the figures to this JSON file")
     ap.add_argument("--memory", action="store_true",
                     help="instead: peak memory of one fp32 CPU training step, full logits vs chunked loss, "

@@ -101,14 +101,15 @@ def test_unsupported_configs_are_named():
 
 
 def test_bench_runs_and_reports_every_figure(tmp_path):
-    """The benchmark CLI end to end at toy sizes (figures printed, never asserted as speed)."""
+    """The benchmark CLI end to end at toy sizes, compiled contenders included (figures printed,
+    never asserted as speed)."""
     from havoc_lite import bench
     out = tmp_path / "b.json"
     threads = torch.get_num_threads()
     try:
         res = bench.main(["--preset", "tiny", "--steps", "1", "--seq-len", "16", "--batch-size", "2",
                           "--new-tokens", "4", "--gen-batches", "1", "2", "--reps", "1",
-                          "--clock", "cpu", "--threads", "1", "--json", str(out)])
+                          "--clock", "cpu", "--threads", "1", "--compile", "--json", str(out)])
     finally:
         torch.set_num_threads(threads)
     saved = json.loads(out.read_text())
@@ -116,6 +117,8 @@ def test_bench_runs_and_reports_every_figure(tmp_path):
     for fig in (saved["train_tokens_per_s"], saved["generate"]["batch_2"]["tokens_per_s"]):
         assert fig["ours"] > 0 and fig["hf"] > 0
     assert saved["num_parameters"] == ModelConfig.from_preset("tiny").num_parameters()
+    assert saved["train_tokens_per_s"].keys() == {"ours", "hf", "ours_compiled", "hf_compiled"}
+    assert saved["train_compiled_ratio"] > 0 and saved["generate"]["batch_1"]["compiled_ratio"] > 0
     assert res["train_ratio"] == pytest.approx(saved["train_tokens_per_s"]["ours"]
                                                / saved["train_tokens_per_s"]["hf"])
 

@@ -82,6 +82,23 @@ def test_resume_is_bitwise_identical_to_uninterrupted(tmp_path):
         assert torch.equal(st["exp_avg_sq"], sb["optimizer"]["state"][k]["exp_avg_sq"])
 
 
+def test_compiled_training_follows_eager_and_resumes(tmp_path):
+    """`compile: true` (the model under torch.compile, as `bench --compile` times it): the same
+    losses as eager to fp32 rounding, checkpoints keyed by HavocModel names (no `_orig_mod.`), and a
+    compiled run resumed from its checkpoint ends on the uninterrupted compiled run's weights."""
+    kw = dict(max_steps=6, save_every=3)
+    _, eager = run(make_cfg(tmp_path / "eager", **kw))
+    _, full = run(make_cfg(tmp_path / "full", compile=True, **kw))
+    assert full["loss"] == pytest.approx(eager["loss"], rel=1e-4, abs=1e-5)
+    _, first = run(make_cfg(tmp_path / "split", compile=True, stop_at_step=3, **kw))
+    _, second = run(make_cfg(tmp_path / "split", compile=True, **kw))
+    assert first["loss"] + second["loss"] == pytest.approx(full["loss"], rel=1e-5)
+    a = load_file(str(tmp_path / "full/run/step_000006/model.safetensors"))
+    b = load_file(str(tmp_path / "split/run/step_000006/model.safetensors"))
+    assert a.keys() == load_file(str(tmp_path / "eager/run/step_000006/model.safetensors")).keys()
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a)
+
+
 def test_tiny_model_learns_and_eval_reports_perplexity(tmp_path):
     tokens = pattern_tokens(8000)
     cfg = make_cfg(tmp_path, max_steps=150, batch_size=8, seq_len=32, eval_every=75, eval_batches=2,
