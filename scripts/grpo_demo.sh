@@ -5,7 +5,7 @@
 # (200 templated test problems, seed 2, scored by nothing else) is nearest 0.45. Where in those 400
 # steps a given accuracy falls moves with rounding-level changes to the code (0.47 at step 300 in
 # one version, 0.76 at step 400 in the next), so the start is picked by accuracy, not by step. Then
-#   GRPO: 75 steps x 8 prompts x 8 answers at T = 0.5 (havoc_lite/configs/rl/grpo_tiny.yaml), calculator in the loop;
+#   GRPO: 75 steps x 8 prompts x 8 answers at T = 0.5, four clipped passes over each step (havoc_lite/configs/rl/grpo_tiny.yaml), calculator in the loop;
 #   RAFT: 2 cycles x 300 prompts x 8 answers, as scripts/raft_demo.sh.
 # Both are scored greedily on 300 held-out templated problems (and 300 more); the tables give pass@1
 # with its 95 % Wilson interval. One thread; about 25 minutes on an idle 2-core box.
