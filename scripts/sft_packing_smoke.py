@@ -60,7 +60,10 @@ def main() -> None:
                      "padding_efficiency": round(loader.padding_efficiency, 3),
                      "examples_seen": loader.num_examples, "truncated": loader.num_truncated,
                      "eval_loss": smoke.results["stages"]["sft"].get("eval_loss"),
-                     "accuracy_with_tool": prime.get("with_tool", {}).get("accuracy"), "ok": ok})
+                     # the PRIME stage's templated test problems (held-out problems from the training
+                     # templates) and its other phrasings, both with the calculator
+                     "accuracy_with_tool": prime.get("in_template", {}).get("accuracy"),
+                     "accuracy_other_phrasings": prime.get("heldout", {}).get("accuracy"), "ok": ok})
         print(json.dumps(rows[-1]), flush=True)
     print("\nvariant               sft_s  sft_cpu_s  loss_share  pad_eff  examples  truncated  acc_tool")
     for r in rows:
