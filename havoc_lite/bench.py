@@ -340,7 +340,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--new-tokens", type=int, default=256, help="tokens generated per row")
     ap.add_argument("--gen-batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions (median reported)")
-    ap.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: bf16 on cuda)")
+    ap.add_argument("--dtype", default=None,
+                    help="float32 | bfloat16 (default: bf16 on cuda; with --vs trl: float32 on both sides)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (1 gives steadier figures on a shared machine)")
     ap.add_argument("--clock", default="wall", choices=sorted(_CLOCKS),
@@ -365,8 +366,8 @@ def main(argv=None) -> dict:
         from .bench_trl import run as run_trl
         try:
             res = run_trl(a.preset, a.seq_len or 160, a.batch_size or 16, a.steps or 20, reps=a.reps,
-                          clock=a.clock)
-        except ImportError as e:
+                          clock=a.clock, dtype=a.dtype or "float32")
+        except (ImportError, ValueError) as e:
             raise SystemExit(f"havoc_lite.bench: {e}")
     else:
         res = run(a.preset, a.device, a.steps, a.seq_len, a.batch_size, a.new_tokens,

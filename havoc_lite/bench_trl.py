@@ -3,7 +3,10 @@
 Both sides train the same model shape from the same weights (ours exported to a Hugging Face
 `LlamaForCausalLM` with `export.to_hf_llama`) on the same calculator traces, tokenised once by our
 tokenizer with the same loss mask (assistant tokens, never `<tool_result>`), packed best-fit into
-rows of `seq_len` tokens, AdamW at the same lr, batch size and gradient clip:
+rows of `seq_len` tokens, AdamW at the same lr, batch size, gradient clip and precision (`dtype`:
+fp32 on both sides, or bf16 autocast on both; TRL's `SFTConfig` turns bf16 on by default, which on a
+CPU with bf16 matmuls made its side of the first version of this comparison run in bf16 against our
+fp32):
   - ours: `data.PackedSFTLoader` + `HavocModel(x, positions=..., targets=...)` (block-diagonal SDPA,
     chunked loss), as `havoc_lite.train` runs packed SFT;
   - TRL: `SFTTrainer` with `packing=True` (its default "bfd" strategy: best-fit decreasing, which
@@ -51,8 +54,10 @@ def _hf_tokenizer(vocab_size: int, pad_id: int, eos_id: int):
     return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token=f"<id{pad_id}>", eos_token=f"<id{eos_id}>")
 
 
-def _ours(model, loader, steps: int, warmup: int, lr: float, grad_clip: float, clock) -> tuple[float, int, float]:
-    """(seconds, loss-bearing tokens, last loss) of `steps` timed packed SFT steps after `warmup`."""
+def _ours(model, loader, steps: int, warmup: int, lr: float, grad_clip: float, clock,
+          bf16: bool = False) -> tuple[float, int, float]:
+    """(seconds, loss-bearing tokens, last loss) of `steps` timed packed SFT steps after `warmup`,
+    under bf16 autocast if `bf16` (as `havoc_lite.train` runs with dtype bfloat16)."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     model.train()
     t0, tokens, loss = None, 0, float("nan")
@@ -60,7 +65,8 @@ def _ours(model, loader, steps: int, warmup: int, lr: float, grad_clip: float, c
         if i == warmup:
             t0 = clock()
         x, y, pos = loader.next_batch()
-        loss_t = model(x, positions=pos, targets=y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss_t = model(x, positions=pos, targets=y)
         loss_t.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
@@ -72,8 +78,9 @@ def _ours(model, loader, steps: int, warmup: int, lr: float, grad_clip: float, c
 
 
 def _trl(hf_dir: str, dataset, hf_tok, seq_len: int, batch_size: int, steps: int, warmup: int, lr: float,
-         grad_clip: float, out_dir: str, clock) -> tuple[float, int, float]:
-    """(seconds, loss-bearing tokens, last loss) of TRL SFTTrainer's steps after `warmup`."""
+         grad_clip: float, out_dir: str, clock, bf16: bool = False) -> tuple[float, int, float, bool]:
+    """(seconds, loss-bearing tokens, last loss, whether TRL trained in bf16) of TRL SFTTrainer's
+    steps after `warmup`; `bf16` is passed to `SFTConfig` explicitly (its default is True)."""
     import transformers
     from transformers import PrinterCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
@@ -82,7 +89,7 @@ def _trl(hf_dir: str, dataset, hf_tok, seq_len: int, batch_size: int, steps: int
     args = SFTConfig(output_dir=out_dir, max_steps=warmup + steps, per_device_train_batch_size=batch_size,
                      learning_rate=lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
                      max_grad_norm=grad_clip, packing=True, max_length=seq_len, completion_only_loss=True,
-                     logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
+                     bf16=bf16, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
                      dataloader_num_workers=0, disable_tqdm=True, seed=0)
     counted = {"tokens": 0, "calls": 0}
 
@@ -114,17 +121,22 @@ def _trl(hf_dir: str, dataset, hf_tok, seq_len: int, batch_size: int, steps: int
         return batch
     trainer.data_collator = counting
     trainer.train()
-    return Clock.t1 - Clock.t0, counted["tokens"], Clock.loss
+    return Clock.t1 - Clock.t0, counted["tokens"], Clock.loss, bool(trainer.args.bf16)
 
 
 def run(preset: str = "tiny", seq_len: int = 160, batch_size: int = 16, steps: int = 20, warmup: int = 3,
         reps: int = 3, num_traces: int = 3000, vocab_size: int = 2048, lr: float = 1e-4, grad_clip: float = 1.0,
-        clock: str = "cpu", seed: int = 0, verbose: bool = True) -> dict:
-    """Loss-bearing tokens/s of packed SFT, ours and TRL's, medians over `reps` alternating runs.
+        clock: str = "cpu", seed: int = 0, verbose: bool = True, dtype: str = "float32") -> dict:
+    """Loss-bearing tokens/s of packed SFT, ours and TRL's, medians over `reps` alternating runs,
+    both sides in `dtype` ("float32", or "bfloat16": autocast on both).
 
-    Returns {"tokens_per_s": {"ours", "trl"}, "ratio" (ours / TRL), "loss_tokens_per_step", ...}.
-    Raises ImportError (with the pip command) when `trl` is not installed.
+    Returns {"tokens_per_s": {"ours", "trl"}, "ratio" (ours / TRL), "loss_tokens_per_step",
+    "trl_bf16" (what TRL's trainer ran with), ...}.
+    Raises ImportError (with the pip command) when `trl` is not installed; ValueError for another dtype.
     """
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"--vs trl: dtype must be float32 or bfloat16, got {dtype!r}")
+    bf16 = dtype == "bfloat16"
     try:
         import trl
     except ImportError as e:
@@ -156,7 +168,8 @@ def run(preset: str = "tiny", seq_len: int = 160, batch_size: int = 16, steps: i
         hf_tok = _hf_tokenizer(tok.vocab_size, tok.pad_id, tok.eos_id)
         log(f"havoc_lite.bench --vs trl {trl.__version__}: preset {preset} ({init.num_parameters():,} params, "
             f"vocab {tok.vocab_size}), {len(rendered)} traces, packed rows of {seq_len} tokens, batch "
-            f"{batch_size}, {steps} timed steps after {warmup}, {torch.get_num_threads()} threads, {clock} clock")
+            f"{batch_size}, {steps} timed steps after {warmup}, {dtype} on both sides, "
+            f"{torch.get_num_threads()} threads, {clock} clock")
         res = {"ours": [], "trl": []}
         per_step = {"ours": [], "trl": []}
         losses = {}
@@ -164,17 +177,18 @@ def run(preset: str = "tiny", seq_len: int = 160, batch_size: int = 16, steps: i
             model = HavocModel(cfg)
             model.load_state_dict(state)
             loader = PackedSFTLoader(examples, tok, seq_len, batch_size, seed=seed + r)
-            s, n, losses["ours"] = _ours(model, loader, steps, warmup, lr, grad_clip, now)
+            s, n, losses["ours"] = _ours(model, loader, steps, warmup, lr, grad_clip, now, bf16=bf16)
             res["ours"].append(n / s)
             per_step["ours"].append(n / steps)
-            s, n, losses["trl"] = _trl(str(work / "hf"), dataset.shuffle(seed=seed + r), hf_tok, seq_len,
-                                       batch_size, steps, warmup, lr, grad_clip, str(work / "trl"), now)
+            s, n, losses["trl"], trl_bf16 = _trl(str(work / "hf"), dataset.shuffle(seed=seed + r), hf_tok,
+                                                 seq_len, batch_size, steps, warmup, lr, grad_clip,
+                                                 str(work / "trl"), now, bf16=bf16)
             res["trl"].append(n / s)
             per_step["trl"].append(n / steps)
             log(f"  rep {r + 1}: ours {res['ours'][-1]:,.0f}, TRL {res['trl'][-1]:,.0f} loss tokens/s")
     tps = {k: statistics.median(v) for k, v in res.items()}
     out = {"preset": preset, "vocab_size": cfg.vocab_size, "seq_len": seq_len, "batch_size": batch_size, "steps": steps, "reps": reps,
-           "clock": clock, "trl": trl.__version__, "tokens_per_s": tps, "ratio": tps["ours"] / tps["trl"],
+           "clock": clock, "dtype": dtype, "trl_bf16": trl_bf16, "trl": trl.__version__, "tokens_per_s": tps, "ratio": tps["ours"] / tps["trl"],
            "loss_tokens_per_step": {k: statistics.median(v) for k, v in per_step.items()},
            "last_loss": losses}
     log(f"packed SFT, loss-bearing tokens/s: ours {tps['ours']:,.0f}, TRL SFTTrainer {tps['trl']:,.0f}, "

@@ -140,6 +140,7 @@ def test_bench_vs_trl_trains_both_on_the_same_work():
         torch.set_num_threads(threads)
     per_step = res["loss_tokens_per_step"]
     assert 0.75 < per_step["ours"] / per_step["trl"] < 1.33
+    assert res["dtype"] == "float32" and res["trl_bf16"] is False    # TRL's SFTConfig defaults to bf16
     assert all(v > 0 for v in res["tokens_per_s"].values())
     for loss in res["last_loss"].values():      # untrained: about ln V
         assert loss < math.log(res["vocab_size"]) - 0.5
