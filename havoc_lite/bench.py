@@ -21,6 +21,7 @@ or background load hits both alike), medians over `--reps`:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -165,7 +166,6 @@ def run(preset: str = "tiny", device: str = "auto", steps: int | None = None,
     if compile:
         # both models again under torch.compile (copies with the same weights): the fair pair for
         # a compiled run, and the compiled one against HF as users run it (eager, the default)
-        import copy
         for name, m in (("ours_compiled", ours), ("hf_compiled", hf)):
             c = copy.deepcopy(m)
             fns[name] = _train_step_fn(c, name == "hf_compiled", x, y, dt, dev, compiled=torch.compile(c))
