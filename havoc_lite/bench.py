@@ -35,6 +35,7 @@ import torch
 from .config import ModelConfig
 from .engine import generate
 from .model import HavocModel, lm_loss
+from .optim import adamw
 
 MiB = 2 ** 20
 
@@ -108,7 +109,7 @@ def build_pair(cfg: ModelConfig, device: torch.device, seed: int = 0):
 
 def _train_step_fn(model, hf: bool, x, y, dtype, device, compiled=None) -> Callable[[], None]:
     """One training step of `model` (forward through `compiled`, its torch.compile wrapper, if given)."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    opt = adamw(model.parameters(), device, lr=1e-4)     # fused, as both trainers run it
     amp = dtype != torch.float32
     fwd = model if compiled is None else compiled
 
@@ -272,7 +273,7 @@ def _step_memory_child(preset: str, batch_size: int, seq_len: int, loss: str) ->
     bytes; the libraries' own resident pages cancel out. Linux only."""
     torch.manual_seed(0)
     model = HavocModel(ModelConfig.from_preset(preset)).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = adamw(model.parameters(), "cpu", lr=1e-4)      # as the Trainer runs it
     x = torch.randint(0, model.config.vocab_size, (batch_size, seq_len))
     y = torch.roll(x, -1, dims=1)
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from .config import ModelConfig
+from .optim import adamw
 
 
 def build_traces(num_traces: int, vocab_size: int, seed: int, workdir: Path):
@@ -58,7 +59,7 @@ def _ours(model, loader, steps: int, warmup: int, lr: float, grad_clip: float, c
           bf16: bool = False) -> tuple[float, int, float]:
     """(seconds, loss-bearing tokens, last loss) of `steps` timed packed SFT steps after `warmup`,
     under bf16 autocast if `bf16` (as `havoc_lite.train` runs with dtype bfloat16)."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    opt = adamw(model.parameters(), "cpu", lr=lr, weight_decay=0.0)  # fused, as TRL's default optim
     model.train()
     t0, tokens, loss = None, 0, float("nan")
     for i in range(warmup + steps):

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from .config import ModelConfig
 from .model import HavocModel
+from .optim import adamw
 
 Triple = tuple  # (question: str, solution: str, correct: bool)
 
@@ -156,7 +157,7 @@ def train_reward_model(rm: RewardModel, tokenizer, triples: Sequence[Triple], *,
     device = next(rm.parameters()).device
     seqs = [rm.encode(tokenizer, q, s) for q, s, _ in triples]
     ys = torch.tensor([float(ok) for _, _, ok in triples])
-    opt = torch.optim.AdamW(rm.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
+    opt = adamw(rm.parameters(), device, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
     gen = torch.Generator().manual_seed(seed)
     warmup = max(1, steps // 10)
     rm.train()

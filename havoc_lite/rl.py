@@ -52,6 +52,7 @@ from .grpo import (
     token_logprobs,
 )
 from .grpo_config import GrpoConfig
+from .optim import adamw
 
 
 # --- prompt order ---------------------------------------------------------------------------------
@@ -236,8 +237,8 @@ class GrpoRunner:
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameters")
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                           weight_decay=cfg.weight_decay)
+        self.optimizer = adamw(params, self.device, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                               weight_decay=cfg.weight_decay)
         self.order = PromptOrder(len(self.items), cfg.seed, cfg.skip_zero_variance)
         self.step, self.history, self.wandb_id = 0, [], None
         self.resumed_from = ckpt.resolve_resume(cfg.resume, cfg.out_dir)

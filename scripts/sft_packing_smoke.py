@@ -4,7 +4,8 @@
         --variants padded:600:160:16 packed:300:160:16
 
 Runs the smoke tokenizer and pretrain stages once, then for each variant `name:steps:seq_len:batch`
-("padded" = SFTLoader, "packed" = PackedSFTLoader) the SFT stage from the same pretrained
+("padded" = SFTLoader, "packed" = PackedSFTLoader), optionally `:lr` (peak lr; min_lr stays a tenth
+of it; `sft_smoke.yaml`'s 3e-3 otherwise) the SFT stage from the same pretrained
 checkpoint and the PRIME stage (held-out calculator problems, accuracy with the tool). Prints per
 variant: SFT seconds (wall and this process's CPU; on a shared machine the CPU seconds are the
 steadier figure), loss-bearing token share per step, padding efficiency, held-out accuracy.
@@ -34,13 +35,15 @@ def main() -> None:
     base_config = smoke.train_config
     rows = []
     for spec in args.variants:
-        name, steps, seq_len, batch = spec.split(":")
+        name, steps, seq_len, batch, *lr = spec.split(":")
         smoke.sizes.sft_steps = int(steps)
 
         def config(config="sft_smoke", max_steps=None, **fields):
             if config == "sft_smoke":
                 fields.update(packing=name == "packed", batch_size=int(batch), seq_len=int(seq_len),
                               out_dir=str(smoke.out / f"sft_{spec.replace(':', '_')}"))
+                if lr:
+                    fields.update(lr=float(lr[0]), min_lr=float(lr[0]) / 10)
             return base_config(config, max_steps, **fields)
 
         smoke.train_config = config

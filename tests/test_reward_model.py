@@ -67,9 +67,13 @@ def test_reward_model_catches_planted_errors(tok_and_traces, tmp_path):
     again = RewardModel.from_pretrained(tmp_path / "rm")
     pairs = [(q, s) for q, s, _ in held_out[:8]]
     assert again.score(tok, pairs) == pytest.approx(rm.score(tok, pairs), abs=1e-5)
-    q, s, _ = next(t for t in held_out if t[2])
-    wrong = s.replace("<answer>", "<answer>9").replace("</answer>", "9</answer>")
-    assert rm.rank(tok, q, [wrong, s])[0] == 1  # best-of-n prefers the right one
+    # best-of-n between a right solution and the same one with its answer changed: the model must
+    # prefer the right one far more often than a coin (0.5) over 40 held-out pairs
+    right = [(q, s) for q, s, ok in held_out if ok][:40]
+    picks = [rm.rank(tok, q, [s.replace("<answer>", "<answer>9").replace("</answer>", "9</answer>"), s])[0]
+             for q, s in right]
+    print("best-of-2 prefers the right solution in", sum(picks), "of", len(picks))
+    assert sum(picks) / len(picks) > 0.7
 
 
 def test_train_command_learns_saves_and_refuses_bad_rows(tok_and_traces, tmp_path, capsys):
