@@ -25,6 +25,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 # The seven linear layers of a Llama block (HavocModel uses the Hugging Face names).
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -115,28 +116,74 @@ def is_adapter_name(name: str) -> bool:
     return "lora_A" in name or "lora_B" in name or "trainable_tokens_delta" in name
 
 
-def head_weight(head: nn.Module) -> Optional[torch.Tensor]:
-    """The [V, d] matrix an LM head multiplies by, for the fused chunked loss
-    (`loss.linear_cross_entropy`), or None when the head is something else (then the caller
-    computes the logits through the module).
+def token_rows(module: nn.Module) -> Optional[tuple[nn.Module, Optional[torch.Tensor], Optional[torch.Tensor]]]:
+    """For peft's `TrainableTokensWrapper` (the markup rows a pretrained vocabulary gained, trained
+    beside LoRA): (its frozen nn.Embedding or nn.Linear, the trained rows [k, d], their token ids
+    LongTensor [k] in ascending order); the rows and ids are None while its adapter is disabled or
+    merged. None for any other module, or a wrapper with several active adapters.
 
-    A plain bias-free nn.Linear gives its weight. peft's `TrainableTokensWrapper` (the markup rows
-    a pretrained vocabulary gains, trained beside LoRA) gives peft's own merged matrix: the frozen
-    rows with the trained rows copied in (`TrainableTokensLayer.get_merged_weights`), which is
-    differentiable in the trained rows, so the logits [B, T, V] are never materialised here either.
-    """
-    if type(head) is nn.Linear:
-        return head.weight if head.bias is None else None
+    Why not call the wrapper: peft writes the k rows into a copy of the whole [V, d] matrix on
+    every call (`get_merged_weights`), for the embedding and again for a tied head. On SmolLM2
+    (V 49,168, d 576, bf16) one copy took 24 ms on this CPU, against 6.5 ms for the head's whole
+    product at batch 1, so every decode step paid for two; and in training the fused loss then
+    built the head's gradient as a full [V, d] fp32 matrix to keep k rows of it. `embed`,
+    `head_logits` and `head_parts` use the k rows directly (the same values: tests/test_lora.py)."""
     from peft.utils.other import TrainableTokensWrapper
-    if not isinstance(head, TrainableTokensWrapper):
+    if not isinstance(module, TrainableTokensWrapper):
         return None
-    layer = head.token_adapter
+    layer = module.token_adapter
     base = layer.base_layer
-    if type(base) is not nn.Linear or base.bias is not None:
-        return None
     if layer.disable_adapters or layer.merged or not layer.active_adapters:
-        return base.weight
-    return layer.get_merged_weights(layer.active_adapters)
+        return base, None, None
+    if len(layer.active_adapters) != 1:
+        return None
+    name = layer.active_adapters[0]
+    rows = layer.trainable_tokens_delta[name]
+    index = torch.as_tensor(layer.token_indices[name], dtype=torch.long, device=rows.device)
+    order = index.argsort()
+    return base, rows[order], index[order]
+
+
+def embed(module: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """`module(ids)` for an embedding, [B, T] -> [B, T, d]; for a trainable-token wrapper
+    (`token_rows`), the frozen table's rows with the trained ones put in where `ids` hold them."""
+    parts = token_rows(module)
+    if parts is None:
+        return module(ids)
+    base, rows, index = parts
+    out = base(ids)
+    if rows is None:
+        return out
+    slot = torch.searchsorted(index, ids).clamp_(max=index.numel() - 1)    # [B, T] into rows
+    hit = index[slot] == ids
+    return torch.where(hit[..., None], rows.to(out.dtype)[slot], out)
+
+
+def head_logits(module: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """`module(h)` for an LM head, [..., d] -> [..., V]; for a trainable-token wrapper
+    (`token_rows`), the frozen head's logits with the columns of the trained rows replaced."""
+    parts = token_rows(module)
+    if parts is None:
+        return module(h)
+    base, rows, index = parts
+    out = base(h)
+    if rows is None:
+        return out
+    return out.index_copy(-1, index, F.linear(h, rows.to(base.weight.dtype)).to(out.dtype))
+
+
+def head_parts(head: nn.Module) -> Optional[tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]]:
+    """(weight [V, d], rows [k, d] or None, index [k] or None) for the fused chunked loss
+    (`loss.linear_cross_entropy(h, weight, y, rows=rows, index=index)`), or None when the head is
+    something else (then the caller computes the logits through the module). A plain bias-free
+    nn.Linear gives its weight; a trainable-token wrapper its frozen weight and trained rows
+    (`token_rows`), so neither the logits [B, T, V] nor a merged [V, d] copy is built."""
+    if type(head) is nn.Linear:
+        return (head.weight, None, None) if head.bias is None else None
+    parts = token_rows(head)
+    if parts is None or type(parts[0]) is not nn.Linear or parts[0].bias is not None:
+        return None
+    return parts[0].weight, parts[1], parts[2]
 
 
 def has_lora(model: nn.Module) -> bool:

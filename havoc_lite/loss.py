@@ -12,6 +12,8 @@ plain PyTorch ops.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -31,17 +33,21 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """loss = mean CE(h @ W.T, y) over y != -100, gradients computed chunk by chunk in forward."""
+    """loss = mean CE(h @ W.T, y) over y != -100, gradients computed chunk by chunk in forward.
+    With `rows` [k, d] (weight's dtype) and `index` [k]: W is `weight` with rows `index` replaced."""
 
     @staticmethod
-    def forward(ctx, h, weight, targets, chunk):
+    def forward(ctx, h, weight, rows, index, targets, chunk):
         n = (targets != IGNORE_INDEX).sum().clamp(min=1)
-        want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        want_h, want_w, want_r = ctx.needs_input_grad[:3]
         # fp16 cannot hold per-token gradients of size ~1/n before the GradScaler's scale reaches
         # them (they would underflow to 0), so under fp16 the hidden-state gradient is kept in fp32
         gh_dtype = torch.float32 if h.dtype == torch.float16 else h.dtype
         grad_h = torch.empty(h.shape, dtype=gh_dtype, device=h.device) if want_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
+        grad_r = torch.zeros(rows.shape, dtype=torch.float32, device=rows.device) if want_r else None
+        # the replaced rows' share of d loss / d h: g[:, index] @ (rows - weight[index]), [k, d]
+        fix = rows - weight.index_select(0, index) if rows is not None and want_h else None
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         # equal chunks (523 tokens: 3 x 175, not 256 + 256 + 11): a short last chunk still pays a
         # whole [V, d] product and copy for the head's gradient
@@ -50,11 +56,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for s in range(0, h.size(0), chunk):
             hc, yc = h[s:s + chunk], targets[s:s + chunk]
             # one log-softmax serves both the loss and (exponentiated in place) the gradient
-            logp = F.log_softmax(F.linear(hc, weight).float(), dim=-1)   # [c, V] fp32
+            z = F.linear(hc, weight)                                     # [c, V]
+            if rows is not None:
+                z.index_copy_(1, index, F.linear(hc, rows))
+            logp = F.log_softmax(z.float(), dim=-1)                       # [c, V] fp32
             valid = (yc != IGNORE_INDEX).float()[:, None]
             picked = yc.clamp(min=0)[:, None]                            # no boolean indexing: no host sync
             total -= (logp.gather(1, picked) * valid).sum()
-            if not (want_h or want_w):
+            if not (want_h or want_w or want_r):
                 continue
             # d(sum CE)/d logits = softmax − one_hot on counted rows, 0 on ignored ones; the 1/n of
             # the mean is applied after the loop, to the accumulated results
@@ -68,32 +77,45 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if want_h:
                 if grad_h.dtype == weight.dtype:
                     torch.mm(g, weight, out=grad_h[s:s + chunk])
+                    if fix is not None:
+                        grad_h[s:s + chunk].addmm_(g.index_select(1, index), fix)
                 else:
-                    grad_h[s:s + chunk] = (g @ weight).to(gh_dtype)
+                    gc = g @ weight
+                    if fix is not None:
+                        gc += g.index_select(1, index) @ fix
+                    grad_h[s:s + chunk] = gc.to(gh_dtype)
             if want_w:
                 if weight.dtype == torch.float32:
                     grad_w.addmm_(g.t(), hc)
                 else:
                     grad_w += (g.t() @ hc.to(weight.dtype)).float()
+            if want_r:
+                grad_r += (g.index_select(1, index).t() @ hc.to(rows.dtype)).float()
         if want_h:
             grad_h.div_(n)
         if want_w:
+            if rows is not None:
+                grad_w.index_fill_(0, index, 0.0)       # those rows of weight are not in the head
             grad_w.div_(n)
-        ctx.save_for_backward(grad_h, grad_w)
-        ctx.dtypes = (h.dtype, weight.dtype)
+        if want_r:
+            grad_r.div_(n)
+        ctx.save_for_backward(grad_h, grad_w, grad_r)
+        ctx.dtypes = (h.dtype, weight.dtype, rows.dtype if rows is not None else None)
         return total / n
 
     @staticmethod
     def backward(ctx, grad_out):
-        grad_h, grad_w = ctx.saved_tensors
-        h_dtype, w_dtype = ctx.dtypes
+        grad_h, grad_w, grad_r = ctx.saved_tensors
+        h_dtype, w_dtype, r_dtype = ctx.dtypes
         gh = (grad_h * grad_out).to(h_dtype) if grad_h is not None else None
         gw = (grad_w * grad_out).to(w_dtype) if grad_w is not None else None
-        return gh, gw, None, None
+        gr = (grad_r * grad_out).to(r_dtype) if grad_r is not None else None
+        return gh, gw, gr, None, None, None
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         chunk: int = CHUNK_TOKENS) -> torch.Tensor:
+                         chunk: int = CHUNK_TOKENS, rows: Optional[torch.Tensor] = None,
+                         index: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean next-token cross-entropy of `hidden @ weight.T` against aligned `targets`, -100 ignored,
     without materialising the logits [B, T, V] (see the module docstring). Only the rows with a
     counted target enter the head (one host sync for the index; under torch.compile all rows do,
@@ -104,6 +126,10 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
         weight: [V, d], the LM head (tied or not).
         targets: LongTensor [B, T] / [N]; targets[t] is the token after hidden[t].
         chunk: tokens per logits chunk; peak extra memory is about chunk × V × 4 bytes × 3.
+        rows, index: optional [k, d] rows that replace `weight`'s rows `index` (LongTensor [k]),
+            as the markup rows a pretrained vocabulary gained are trained over a frozen head
+            (`lora.token_rows`). The head is then that merged matrix, without building it: `rows`
+            get their gradient, `weight`'s rows at `index` none, and no [V, d] copy is made.
 
     Returns:
         a scalar fp32 loss, equal to `lm_loss(F.linear(hidden, weight), targets)` up to fp32
@@ -121,10 +147,14 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
         keep = (y != IGNORE_INDEX).nonzero().squeeze(1)
         if keep.numel() < y.numel():
             h, y = h.index_select(0, keep), y.index_select(0, keep)
+    if (rows is None) != (index is None):
+        raise ValueError("linear_cross_entropy: rows and index go together")
     if torch.is_autocast_enabled(h.device.type):
         # the head runs in the autocast dtype, as nn.Linear would under autocast
         dt = torch.get_autocast_dtype(h.device.type)
         h, weight = h.to(dt), weight.to(dt)
+        rows = rows.to(dt) if rows is not None else None
         with torch.autocast(h.device.type, enabled=False):
-            return _LinearCrossEntropy.apply(h, weight, y, chunk)
-    return _LinearCrossEntropy.apply(h, weight, y, chunk)
+            return _LinearCrossEntropy.apply(h, weight, rows, index, y, chunk)
+    rows = rows.to(weight.dtype) if rows is not None else None
+    return _LinearCrossEntropy.apply(h, weight, rows, index, y, chunk)

@@ -254,12 +254,11 @@ def _lora_parts(cfg: ModelConfig, batch_size: int, seq_len: int, dtype: str, gra
     frozen_head = (4 + a) * cfg.d_model      # final norm's normalised output + the frozen head's input
     parts["activations"] = (activation_bytes(cfg, batch_size, seq_len, dtype, grad_checkpointing)
                             + batch_size * seq_len * (layers_holding * extra - frozen_head))
-    # the fused chunked loss either way (`lora.head_weight`): a frozen head gets no weight gradient;
-    # new token rows (peft TrainableTokensWrapper) make it multiply by peft's merged copy of the
-    # head (V·d in the frozen dtype), whose gradient logits_bytes counts
+    # the fused chunked loss either way (`lora.head_parts`): a frozen head gets no [V, d] weight
+    # gradient, which logits_bytes counts; new token rows are read directly (`lora.token_rows`:
+    # no merged [V, d] copy), their k·d gradient is in the adapters' rows above
     head = cfg.vocab_size * cfg.d_model
-    parts["logits + loss"] = logits_bytes(cfg, batch_size, seq_len, dtype) + (
-        frozen_bytes * head if new_tokens else -8 * head)
+    parts["logits + loss"] = logits_bytes(cfg, batch_size, seq_len, dtype) - 8 * head
     return parts
 
 

@@ -300,7 +300,12 @@ class HavocModel(nn.Module):
                 mask = (slots[None, None, :] <= positions[:, :, None])[:, None]
             cache_meta = (rows, length, mask)
 
-        x = self.drop(self.embed_tokens(input_ids))
+        if type(self.embed_tokens) is nn.Embedding:
+            x = self.embed_tokens(input_ids)
+        else:                             # peft's wrapper of the markup rows of a pretrained vocab
+            from .lora import embed
+            x = embed(self.embed_tokens, input_ids)
+        x = self.drop(x)
         for i, layer in enumerate(self.layers):
             kc = kv_cache.k[i] if kv_cache is not None else None
             vc = kv_cache.v[i] if kv_cache is not None else None
@@ -313,14 +318,19 @@ class HavocModel(nn.Module):
         h = self.norm(x)
         if return_hidden:
             return h
+        plain = type(self.lm_head) is nn.Linear
         if targets is None:
-            return self.lm_head(h).float()
-        if type(self.lm_head) is nn.Linear:
+            if plain:
+                return self.lm_head(h).float()
+            from .lora import head_logits     # a wrapped head: the markup rows of a pretrained vocab
+            return head_logits(self.lm_head, h).float()
+        if plain:
             return linear_cross_entropy(h, self.lm_head.weight, targets)
-        from .lora import head_weight     # a wrapped head: the markup rows of a pretrained vocab
-        weight = head_weight(self.lm_head)
-        if weight is not None:
-            return linear_cross_entropy(h, weight, targets)
+        from .lora import head_parts
+        parts = head_parts(self.lm_head)
+        if parts is not None:
+            weight, rows, index = parts
+            return linear_cross_entropy(h, weight, targets, rows=rows, index=index)
         return lm_loss(self.lm_head(h), targets)   # any other head: logits first
 
     def loss(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

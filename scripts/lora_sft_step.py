@@ -7,6 +7,10 @@ Builds the run exactly as `python -m havoc_lite.pretrained_demo` does (`lora_tra
 `--warmup` steps, times `--steps` more (median seconds a step), then records `--profile` steps
 with `torch.profiler` and prints the ops with the most self CPU time, with their input shapes.
 To compare two versions of the code, run it at each commit on an otherwise idle machine.
+
+`--vs-peft-copies` instead alternates steps between the markup rows read directly (`lora.token_rows`,
+the default) and peft's own modules, which copy the whole [V, d] matrix per call, and prints the
+median CPU seconds of each (CPU time: steadier on a shared machine; the batches differ step to step).
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--profile", type=int, default=2, help="steps under torch.profiler (0: none)")
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--vs-peft-copies", action="store_true", help="A/B against peft's merged-copy path")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     gguf = demo.smollm2_gguf_path()
@@ -51,6 +56,22 @@ def main() -> int:
 
         for _ in range(a.warmup):
             step()
+        if a.vs_peft_copies:
+            from havoc_lite import lora
+            direct = lora.token_rows
+            cpu: dict[str, list[float]] = {"rows read directly": [], "peft's merged copies": []}
+            for i in range(2 * a.steps):
+                name = list(cpu)[i % 2]
+                lora.token_rows = direct if i % 2 == 0 else (lambda module: None)
+                c = time.process_time()
+                step()
+                cpu[name].append(time.process_time() - c)
+            lora.token_rows = direct
+            ours, peft = (statistics.median(v) for v in cpu.values())
+            print(f"LoRA SFT step, SmolLM2-135M, batch {args.train_batch_size}, {a.threads} thread(s), "
+                  f"median CPU s over {a.steps} steps each: rows read directly {ours:.2f}, "
+                  f"peft's merged copies {peft:.2f} ({peft / ours:.2f}x)")
+            return 0
         times = [step() for _ in range(a.steps)]
         print(f"LoRA SFT step, SmolLM2-135M, batch {args.train_batch_size}, {a.threads} thread(s): "
               f"median {statistics.median(times):.2f} s over {a.steps} steps "

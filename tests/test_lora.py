@@ -139,35 +139,45 @@ def test_new_token_rows_train_and_merge(tie):
 
 
 @pytest.mark.parametrize("tie", [True, False])
-def test_fused_loss_through_trained_token_rows_equals_logits_first(tie):
-    """With markup rows wrapped by peft, `model(x, targets=...)` takes the chunked fused loss on
-    peft's merged head matrix: same loss and same gradients (adapters and token rows) as the
-    logits-first path, after the rows have moved away from their start."""
-    from havoc_lite.loss import lm_loss as logits_first
-    model = apply_lora(small_model(tie_embeddings=tie), r=4, alpha=8, dropout=0.0, train_tokens=[60, 61, 62, 63])
+def test_trained_token_rows_without_peft_copies_equal_peft(tie, monkeypatch):
+    """With markup rows wrapped by peft, the model reads the k trained rows directly (`lora.embed`,
+    `head_logits`, and the fused loss with `rows`), never peft's merged [V, d] copy. Reference: the
+    same model through peft's own modules (`token_rows` switched off), logits first. Same logits,
+    loss and gradients (adapters and token rows), after the rows have moved away from their start."""
+    import havoc_lite.lora as lora_mod
+    model = apply_lora(small_model(tie_embeddings=tie), r=4, alpha=8, dropout=0.0, train_tokens=[61, 63, 60, 62])
     x = batch()
     x[:, 5] = 61
+    x[1, 7] = 63
     train_adapters_on(model, x)                       # the rows and B are no longer at their start
     y = x.clone()
     y[:, ::3] = -100
+    y[0, 4] = 62                                      # a markup token as a target
     trained = [p for p in model.parameters() if p.requires_grad]
 
-    def loss_and_grads(fused: bool):
-        loss = model(x, targets=y) if fused else logits_first(model(x), y)
+    def loss_logits_grads():
+        loss = model(x, targets=y)
         grads = torch.autograd.grad(loss, trained)
-        return loss.detach(), grads
+        with torch.no_grad():
+            logits = model(x)
+        return loss.detach(), logits, grads
 
-    (l1, g1), (l2, g2) = loss_and_grads(True), loss_and_grads(False)
-    torch.testing.assert_close(l1, l2, rtol=1e-6, atol=1e-6)
-    for a, b in zip(g1, g2):
+    ours = loss_logits_grads()
+    calls = []
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+    original = TrainableTokensLayer.get_merged_weights
+    monkeypatch.setattr(TrainableTokensLayer, "get_merged_weights",
+                        lambda self, *a: calls.append(1) or original(self, *a))
+    assert model(x, targets=y) is not None and not calls    # our path builds no merged copy
+    monkeypatch.setattr(lora_mod, "token_rows", lambda module: None)
+    ref = loss_logits_grads()
+    assert calls                                            # the reference went through peft's copy
+    torch.testing.assert_close(ours[0], ref[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ours[1], ref[1], rtol=1e-5, atol=1e-5)
+    for a, b in zip(ours[2], ref[2]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
-    assert any(g.abs().sum() > 0 for n, g in zip(names, g1) if "trainable_tokens" in n)
-    from havoc_lite.lora import head_weight
-    w = head_weight(model.lm_head)                    # the fused path was the one taken
-    assert w is not None and w.requires_grad
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), model(x, return_hidden=True) @ w.T, rtol=1e-5, atol=1e-5)
+    assert any(g.abs().sum() > 0 for n, g in zip(names, ours[2]) if "trainable_tokens" in n)
 
 
 def train_adapters_on(model: HavocModel, x: torch.Tensor, steps: int = 5) -> None:

@@ -84,6 +84,29 @@ def test_chunked_loss_matches_full_logits_value_and_gradients(tied):
     assert linear_cross_entropy(h, w, torch.full((50,), -100)).item() == 0.0
 
 
+def test_chunked_loss_with_replaced_rows_equals_the_merged_head():
+    """`rows`/`index` (trained markup rows over a frozen head): the same loss and gradients as the
+    head with those rows written in, and no gradient for the replaced rows of `weight`."""
+    torch.manual_seed(0)
+    h = torch.randn(50, 32, requires_grad=True)
+    w = torch.randn(300, 32, requires_grad=True)
+    rows = torch.randn(4, 32, requires_grad=True)
+    index = torch.tensor([3, 17, 250, 299])
+    t = torch.randint(0, 300, (50,))
+    t[:12] = -100
+    t[12:16] = index                                   # the replaced rows as targets too
+    got = linear_cross_entropy(h, w, t, chunk=7, rows=rows, index=index)
+    got_grads = torch.autograd.grad(got, (h, w, rows))
+    ref = lm_loss(h @ w.index_copy(0, index, rows).T, t)
+    ref_grads = torch.autograd.grad(ref, (h, w, rows))
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+    for a, b in zip(got_grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert got_grads[1][index].abs().sum() == 0 and got_grads[2].abs().sum() > 0
+    with pytest.raises(ValueError, match="together"):
+        linear_cross_entropy(h, w, t, rows=rows)
+
+
 def test_packed_loader_fills_rows_keeps_examples_whole_and_resumes(tok, examples):
     plain = SFTLoader(examples, tok, seq_len=512, batch_size=4, seed=3)
     packed = PackedSFTLoader(examples, tok, seq_len=512, batch_size=4, seed=3, pad_to_seq_len=True)
