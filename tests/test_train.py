@@ -54,6 +54,31 @@ def test_no_weight_decay_on_norms_and_embeddings():
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
 
 
+def test_trainer_adamw_is_fused_on_the_cpu_and_matches_the_for_loop_version():
+    """`make_optimizer` takes torch's fused kernel on the CPU (HF's Trainer default; 4.5x faster at
+    50m) and makes the same updates as torch's for-loop AdamW, weight decay groups included."""
+    import copy
+    from havoc_lite.config import ModelConfig
+    from havoc_lite.optim import make_optimizer
+    torch.manual_seed(0)
+    model = HavocModel(ModelConfig(**SMALL))
+    ref_model, start = copy.deepcopy(model), copy.deepcopy(model)
+    cfg = TrainConfig(lr=1e-2, weight_decay=0.1)
+    opt = make_optimizer(model, cfg, torch.device("cpu"))
+    ref = torch.optim.AdamW(param_groups(ref_model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                            eps=cfg.eps, foreach=False)
+    assert opt.defaults["fused"] and not ref.defaults["fused"]
+    x = torch.randint(0, SMALL["vocab_size"], (2, 16), generator=torch.Generator().manual_seed(1))
+    for _ in range(5):
+        for m, o in ((model, opt), (ref_model, ref)):
+            m(x[:, :-1], targets=x[:, 1:]).backward()
+            o.step()
+            o.zero_grad()
+    for (n, p), q in zip(model.named_parameters(), ref_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=n)
+    assert all((p - p0).abs().max() > 1e-3 for p, p0 in zip(model.parameters(), start.parameters()))
+
+
 def test_same_seed_same_losses(tmp_path):
     _, h1 = run(make_cfg(tmp_path / "a", max_steps=5))
     _, h2 = run(make_cfg(tmp_path / "b", max_steps=5))
