@@ -144,14 +144,20 @@ def token_rows(module: nn.Module) -> Optional[tuple[nn.Module, Optional[torch.Te
     return base, rows[order], index[order]
 
 
+def _base_output(module: nn.Module, x: torch.Tensor):
+    """(output of the frozen layer under `module` for x, trained rows, their ids) for a
+    trainable-token wrapper with rows to put in; (module(x), None, None) for anything else."""
+    parts = token_rows(module)
+    if parts is None:
+        return module(x), None, None
+    base, rows, index = parts
+    return base(x), rows, index
+
+
 def embed(module: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """`module(ids)` for an embedding, [B, T] -> [B, T, d]; for a trainable-token wrapper
     (`token_rows`), the frozen table's rows with the trained ones put in where `ids` hold them."""
-    parts = token_rows(module)
-    if parts is None:
-        return module(ids)
-    base, rows, index = parts
-    out = base(ids)
+    out, rows, index = _base_output(module, ids)
     if rows is None:
         return out
     slot = torch.searchsorted(index, ids).clamp_(max=index.numel() - 1)    # [B, T] into rows
@@ -162,14 +168,10 @@ def embed(module: nn.Module, ids: torch.Tensor) -> torch.Tensor:
 def head_logits(module: nn.Module, h: torch.Tensor) -> torch.Tensor:
     """`module(h)` for an LM head, [..., d] -> [..., V]; for a trainable-token wrapper
     (`token_rows`), the frozen head's logits with the columns of the trained rows replaced."""
-    parts = token_rows(module)
-    if parts is None:
-        return module(h)
-    base, rows, index = parts
-    out = base(h)
+    out, rows, index = _base_output(module, h)
     if rows is None:
         return out
-    return out.index_copy(-1, index, F.linear(h, rows.to(base.weight.dtype)).to(out.dtype))
+    return out.index_copy(-1, index, F.linear(h, rows.to(out.dtype)))
 
 
 def head_parts(head: nn.Module) -> Optional[tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]]:
