@@ -76,6 +76,17 @@ def _timed(fn: Callable[[], None], device: torch.device, repeat: int = 1, clock:
     return now() - t0
 
 
+def _warm_up(fns: dict[str, Callable[[], None]]) -> dict[str, float]:
+    """Call each contender once, untimed by the benchmark; return each call's wall seconds (a
+    compiled contender's compile time)."""
+    seconds = {}
+    for name, fn in fns.items():
+        t = time.perf_counter()
+        fn()
+        seconds[name] = time.perf_counter() - t
+    return seconds
+
+
 def measure_peak_flops(device: torch.device, dtype: torch.dtype, n: int | None = None,
                        reps: int = 5, clock: str = "wall") -> float:
     """Best FLOP/s of an n×n @ n×n matmul (2·n³ FLOPs) in `dtype`: the device's practical peak."""
@@ -171,11 +182,7 @@ def run(preset: str = "tiny", device: str = "auto", steps: int | None = None,
             c = copy.deepcopy(m)
             fns[name] = _train_step_fn(c, name == "hf_compiled", x, y, dt, dev, compiled=torch.compile(c))
     times: dict = {k: [] for k in fns}
-    train_warm_s = {}
-    for name, fn in fns.items():                 # warm-up (allocator, kernels, optimizer state; compiling)
-        t_w = time.perf_counter()
-        fn()
-        train_warm_s[name] = time.perf_counter() - t_w
+    train_warm_s = _warm_up(fns)                 # allocator, kernels, optimizer state; compiling
     for _ in range(reps):
         for name, fn in fns.items():
             times[name].append(_timed(fn, dev, steps, clock))
@@ -227,12 +234,7 @@ def run(preset: str = "tiny", device: str = "auto", steps: int | None = None,
         gfns = {"ours": run_ours, "hf": run_hf}
         if compile:
             gfns["ours_compiled"] = run_ours_compiled
-        warm_s = {}
-        for name, fn in gfns.items():            # warm-up; the compiled contender compiles here
-            t_w = time.perf_counter()
-            fn()
-            warm_s[name] = time.perf_counter() - t_w
-        compile_s = warm_s.get("ours_compiled")
+        compile_s = _warm_up(gfns).get("ours_compiled")   # the compiled contender compiles here
         gtimes: dict = {k: [] for k in gfns}
         for _ in range(reps):
             for name, fn in gfns.items():
