@@ -29,6 +29,25 @@ from torch.profiler import ProfilerActivity, profile
 from havoc_lite import pretrained_demo as demo
 
 
+def alternate(fn, rounds: int) -> dict[str, float]:
+    """Median CPU seconds of `rounds` calls each of fn("direct") with the markup rows read directly
+    (`lora.token_rows`) and fn("peft") through peft's own modules (token_rows switched off),
+    alternating."""
+    from havoc_lite import lora
+    direct = lora.token_rows
+    cpu: dict[str, list[float]] = {"direct": [], "peft": []}
+    try:
+        for i in range(2 * rounds):
+            name = "direct" if i % 2 == 0 else "peft"
+            lora.token_rows = direct if name == "direct" else (lambda module: None)
+            c = time.process_time()
+            fn(name)
+            cpu[name].append(time.process_time() - c)
+    finally:
+        lora.token_rows = direct
+    return {k: statistics.median(v) for k, v in cpu.items()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
@@ -59,40 +78,25 @@ def main() -> int:
         for _ in range(a.warmup):
             step()
         if a.vs_peft_copies:
-            from havoc_lite import lora
-            direct = lora.token_rows
-            cpu: dict[str, list[float]] = {"rows read directly": [], "peft's merged copies": []}
-            for i in range(2 * a.steps):
-                name = list(cpu)[i % 2]
-                lora.token_rows = direct if i % 2 == 0 else (lambda module: None)
-                c = time.process_time()
-                step()
-                cpu[name].append(time.process_time() - c)
-            lora.token_rows = direct
-            ours, peft = (statistics.median(v) for v in cpu.values())
+            step_s = alternate(lambda _: step(), a.steps)
             print(f"LoRA SFT step, SmolLM2-135M, batch {args.train_batch_size}, {a.threads} thread(s), "
-                  f"median CPU s over {a.steps} steps each: rows read directly {ours:.2f}, "
-                  f"peft's merged copies {peft:.2f} ({peft / ours:.2f}x)")
+                  f"median CPU s over {a.steps} steps each: rows read directly {step_s['direct']:.2f}, "
+                  f"peft's merged copies {step_s['peft']:.2f} ({step_s['peft'] / step_s['direct']:.2f}x)")
             from havoc_lite.engine import generate
             model = trainer.raw_model.eval()
-            g = torch.Generator().manual_seed(0)
-            prompts = torch.randint(0, 49152, (8, 32), generator=g).tolist()
-            dec: dict[str, list[float]] = {"direct": [], "peft": []}
-            tokens = {}
-            for i in range(6):
-                name = list(dec)[i % 2]
-                lora.token_rows = direct if name == "direct" else (lambda module: None)
-                c = time.process_time()
+            prompts = torch.randint(0, 49152, (8, 32), generator=torch.Generator().manual_seed(0)).tolist()
+            tokens: dict[str, list] = {}
+
+            def decode(name: str) -> None:
                 with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-                    out = generate(model, prompts, max_new_tokens=64)
-                dec[name].append(time.process_time() - c)
-                tokens[name] = [o.tokens for o in out]
-            lora.token_rows = direct
-            ours, peft = (statistics.median(v) for v in dec.values())
+                    tokens[name] = [o.tokens for o in generate(model, prompts, max_new_tokens=64)]
+
+            dec_s = alternate(decode, 3)
             n = sum(len(t) for t in tokens["direct"])
             print(f"greedy decoding, batch 8, 64 new tokens, median CPU s of 3 each: rows read directly "
-                  f"{ours:.2f} ({n / ours:.0f} tok/s), peft's merged copies {peft:.2f} ({n / peft:.0f} tok/s), "
-                  f"{peft / ours:.2f}x; same tokens: {tokens['direct'] == tokens['peft']}")
+                  f"{dec_s['direct']:.2f} ({n / dec_s['direct']:.0f} tok/s), peft's merged copies "
+                  f"{dec_s['peft']:.2f} ({n / dec_s['peft']:.0f} tok/s), {dec_s['peft'] / dec_s['direct']:.2f}x; "
+                  f"same tokens: {tokens['direct'] == tokens['peft']}")
             return 0
         times = [step() for _ in range(a.steps)]
         print(f"LoRA SFT step, SmolLM2-135M, batch {args.train_batch_size}, {a.threads} thread(s): "
