@@ -271,6 +271,7 @@ class TrainConfig:
     dtype: str = "auto"                       # autocast dtype: "auto" | "float32" | "bfloat16" | "float16"
     compile: bool = False                     # torch.compile the model
     gradient_checkpointing: bool = False
+    neftune_noise_alpha: float = 0.0          # NEFTune noise on input embeddings in training (arXiv:2310.05914); 0 = off
     distributed: str = "auto"                 # under torchrun: "auto" | "ddp" | "fsdp"
     wandb_mode: str = "auto"                  # "auto" (online iff WANDB_API_KEY) | "disabled" | "offline" | "online"
     wandb_project: str = "havoc_lite"
@@ -303,8 +304,8 @@ class TrainConfig:
         if not (self.lr > 0 and 0 <= self.min_lr <= self.lr):
             raise ValueError(f"{source}: need lr > 0 and 0 <= min_lr <= lr, got lr={self.lr}, "
                              f"min_lr={self.min_lr}")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError(f"{source}: weight_decay and grad_clip must be >= 0")
+        if self.weight_decay < 0 or self.grad_clip < 0 or self.neftune_noise_alpha < 0:
+            raise ValueError(f"{source}: weight_decay, grad_clip and neftune_noise_alpha must be >= 0")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"{source}: eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if not 0 <= self.max_drop_fraction <= 1:

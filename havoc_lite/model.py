@@ -176,6 +176,9 @@ class HavocModel(nn.Module):
 
     Set `model.gradient_checkpointing = True` to recompute each block in the backward pass
     (activation memory drops from O(layers) to O(1) blocks at ~1/3 more compute).
+    Set `model.neftune_noise_alpha = a > 0` to add NEFTune noise to the input embeddings in
+    training mode (Jain et al. 2023, arXiv:2310.05914: uniform in [-1, 1] scaled by a / sqrt(T * d),
+    T the row's length in tokens, as in Hugging Face's `neftune_noise_alpha`); 0 (default) adds none.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -189,6 +192,7 @@ class HavocModel(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         self.drop = nn.Dropout(cfg.dropout)
         self.gradient_checkpointing = False
+        self.neftune_noise_alpha = 0.0
         self.supports_logits_index = True   # engine.generate: prefill asks for the last logits only
         cos, sin = rope_cache(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
         self.register_buffer("rope_cos", cos, persistent=False)
@@ -306,6 +310,9 @@ class HavocModel(nn.Module):
             from .lora import embed
             x = embed(self.embed_tokens, input_ids)
         x = self.drop(x)
+        if self.training and self.neftune_noise_alpha > 0:   # NEFTune: noisy embeddings while tuning
+            scale = self.neftune_noise_alpha / math.sqrt(T * x.size(-1))
+            x = x + torch.empty_like(x).uniform_(-scale, scale)
         for i, layer in enumerate(self.layers):
             kc = kv_cache.k[i] if kv_cache is not None else None
             vc = kv_cache.v[i] if kv_cache is not None else None

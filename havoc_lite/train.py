@@ -127,6 +127,7 @@ class Trainer:
                        and self.device.type == "cuda" else None)
 
         model.gradient_checkpointing = cfg.gradient_checkpointing
+        model.neftune_noise_alpha = cfg.neftune_noise_alpha
         if self.device.type == "cuda":
             enable_tf32()
         # FSDP shards first and moves only each rank's shard to the GPU (fully_shard moves a CPU

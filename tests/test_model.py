@@ -262,3 +262,28 @@ def test_engine_decode_reads_nothing_back_and_bad_ids_are_caught_at_entry(monkey
     assert len(calls) == 1
     with pytest.raises(ValueError, match=r"prompt 1 has token id 97 outside the vocabulary \[0, 97\)"):
         generate(m, [[1, 2], [3, 97]], max_new_tokens=2)
+
+
+def test_neftune_noise_equals_hugging_face_hook_and_only_in_training():
+    """NEFTune (arXiv:2310.05914) against transformers' own hook on the embedding: the first
+    block receives the same noisy embeddings from the same RNG state."""
+    from transformers.integrations.neftune import neftune_post_forward_hook
+    m = build()
+    x = torch.randint(0, 97, (3, 11))
+    seen = []
+    m.layers[0].register_forward_hook(lambda mod, args, out: seen.append(args[0].detach()))
+    m.train()
+    m(x)                                              # alpha 0: no noise
+    assert torch.equal(seen[-1], m.embed_tokens(x))
+    m.neftune_noise_alpha = 5.0
+    torch.manual_seed(3)
+    m(x)
+    m.embed_tokens.neftune_noise_alpha = 5.0
+    torch.manual_seed(3)
+    ref = neftune_post_forward_hook(m.embed_tokens, (x,), m.embed_tokens(x))
+    assert torch.allclose(seen[-1], ref, atol=1e-6, rtol=0) and not torch.equal(seen[-1], m.embed_tokens(x))
+    noise = (seen[-1] - m.embed_tokens(x)).abs().max().item()
+    assert 0.5 * 5.0 / (11 * 64) ** 0.5 < noise <= 5.0 / (11 * 64) ** 0.5 + 1e-6
+    m.eval()                                          # evaluation and generation: never noisy
+    m(x)
+    assert torch.equal(seen[-1], m.embed_tokens(x))

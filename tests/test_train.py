@@ -85,9 +85,12 @@ def test_same_seed_same_losses(tmp_path):
     assert h1["loss"] == h2["loss"] and len(h1["loss"]) == 5
 
 
-def test_resume_is_bitwise_identical_to_uninterrupted(tmp_path):
-    kw = dict(max_steps=8, save_every=4, grad_accum_steps=2)
-    _, full = run(make_cfg(tmp_path / "full", **kw))
+@pytest.mark.parametrize("neftune", [0.0, 5.0])
+def test_resume_is_bitwise_identical_to_uninterrupted(tmp_path, neftune):
+    # with NEFTune the embedding noise comes from the RNG state the checkpoint restores
+    kw = dict(max_steps=8, save_every=4, grad_accum_steps=2, neftune_noise_alpha=neftune)
+    trainer, full = run(make_cfg(tmp_path / "full", **kw))
+    assert trainer.raw_model.neftune_noise_alpha == neftune
     _, first = run(make_cfg(tmp_path / "split", stop_at_step=4, **kw))
     assert first["stopped"] == "stop_at_step" and first["final_step"] == 4
     # A fresh Trainer (new model, new loader with a different seed) must pick up everything.
