@@ -110,21 +110,22 @@ TRAIN_DATA = ("mixed", "phrasings", "templates")
 
 
 def training_examples(n_calc: int, n_gsm8k: int, tok, max_tokens: int, seed: int = 0,
-                      train_data: str = "mixed") -> dict[str, list]:
+                      train_data: str = "mixed", gsm8k_train: Optional[str] = None) -> dict[str, list]:
     """Conversations for tool SFT: `n_calc` calculator traces and up to `n_gsm8k` converted GSM8K
-    train traces (`synth.gsm8k`, from the bundled 500-problem train slice) that render to at most
-    `max_tokens` tokens. `train_data` picks the calculator traces: "mixed" (three quarters the
-    varied grammar of `synth.arith_phrasings`, training family, then a quarter `synth.offline`'s
+    train traces (`synth.gsm8k`) that render to at most `max_tokens` tokens, from `gsm8k_train`
+    (a JSONL of GSM8K records, "hub" for `openai/gsm8k`'s train split, None for the bundled
+    500-problem slice, of which 69 fit 225 tokens; of the full 7,473, 1,185 do). `train_data`
+    picks the calculator traces: "mixed" (three quarters the varied grammar of `synth.arith_phrasings`, training family, then a quarter `synth.offline`'s
     nine arithmetic templates: two families of sentences), "phrasings" (the grammar alone) or
     "templates" (the nine templates alone, the demo's first data). The system turn is the one the
     evaluation uses, so the tuned model is asked the way it was taught. Raises ValueError for
-    another `train_data`."""
+    another `train_data`; FileNotFoundError for a missing `gsm8k_train` (`eval.gsm8k.load_gsm8k`)."""
     from synth.arith_phrasings import generate_phrasings
-    from synth.gsm8k import convert, read_jsonl
+    from synth.gsm8k import convert
     from synth.offline import generate_offline
 
     from .data import trace_to_messages
-    from .eval.gsm8k import SYSTEM_PROMPT
+    from .eval.gsm8k import SYSTEM_PROMPT, load_gsm8k
     from .tools import default_registry
     registry = default_registry()
     if train_data not in TRAIN_DATA:
@@ -133,8 +134,9 @@ def training_examples(n_calc: int, n_gsm8k: int, tok, max_tokens: int, seed: int
     traces = generate_phrasings(n_grammar, seed=seed) if n_grammar else []
     traces += generate_offline("arithmetic", n_calc - n_grammar, seed=seed) if n_calc > n_grammar else []
     calc = [trace_to_messages(t, system=SYSTEM_PROMPT) for t in traces]
-    train_file = Path(__file__).parent / "assets" / "gsm8k_train_500.jsonl"
-    gsm = [trace_to_messages(t, system=SYSTEM_PROMPT) for t in convert(read_jsonl(train_file), registry).traces]
+    train_file = gsm8k_train or Path(__file__).parent / "assets" / "gsm8k_train_500.jsonl"
+    records = load_gsm8k(train_file, split="train")
+    gsm = [trace_to_messages(t, system=SYSTEM_PROMPT) for t in convert(records, registry).traces]
     gsm = [m for m in gsm if len(tok.render_chat(m)[0]) <= max_tokens][:n_gsm8k]
     return {"calculator": calc, "gsm8k": gsm}
 
@@ -156,16 +158,17 @@ def lora_trainer(model, tok, out: Path, args):
     model.save_pretrained(init_dir)
     tok.save(init_dir)
     sources = training_examples(args.calc_traces, args.gsm8k_traces, tok, args.seq_len + 1,
-                                seed=args.seed, train_data=args.train_data)
+                                seed=args.seed, train_data=args.train_data, gsm8k_train=args.gsm8k_train)
     mixture = SFTMixture({"calculator": (sources["calculator"], 1 - args.gsm8k_weight),
                           "gsm8k": (sources["gsm8k"], args.gsm8k_weight)}, seed=args.seed)
     loader = SFTLoader(mixture, tok, seq_len=args.seq_len, batch_size=args.train_batch_size, seed=args.seed)
     cfg = TrainConfig(phase="sft", init_from=str(init_dir), tokenizer=str(init_dir), lora_r=args.lora_r,
-                      lora_alpha=2.0 * args.lora_r, lora_dropout=0.0, lr=args.lr, min_lr=args.lr / 10,
+                      lora_alpha=2.0 * args.lora_r, lora_dropout=args.lora_dropout, lr=args.lr, min_lr=args.lr / 10,
                       warmup_steps=min(3, args.max_steps - 1), max_steps=args.max_steps, weight_decay=0.0,
                       batch_size=args.train_batch_size, seq_len=args.seq_len, out_dir=str(out / "run"),
                       resume="none", eval_every=0, save_every=10**9, log_every=1, wandb_mode="disabled",
-                      progress=False, device="cpu", dtype=args.dtype, seed=args.seed)
+                      progress=False, device="cpu", dtype=args.dtype, seed=args.seed,
+                      neftune_noise_alpha=args.neftune_noise_alpha)
     return Trainer(cfg, tokenizer=tok, train_loader=loader), {k: len(v) for k, v in sources.items()}
 
 
@@ -205,8 +208,10 @@ def tune(model, tok, out: Path, args) -> dict:
     return {"steps": trainer.step, "train_seconds": round(train_s, 1), "first_loss": losses[0],
             "last_loss": losses[-1], "losses": losses, "examples_seen": trainer.step * args.train_batch_size,
             "sources": sources, "train_data": args.train_data,
-            "gsm8k_weight": args.gsm8k_weight, "seed": args.seed,
-            "lora_r": args.lora_r, "lr": args.lr, "batch_size": args.train_batch_size, "seq_len": args.seq_len,
+            "gsm8k_weight": args.gsm8k_weight, "gsm8k_train": args.gsm8k_train, "seed": args.seed,
+            "lora_r": args.lora_r, "lora_dropout": args.lora_dropout,
+            "neftune_noise_alpha": args.neftune_noise_alpha, "lr": args.lr,
+            "batch_size": args.train_batch_size, "seq_len": args.seq_len,
             "threads": torch.get_num_threads(), "total_seconds": round(time.perf_counter() - t_start, 1)}
 
 
@@ -263,12 +268,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seq-len", type=int, default=224, help="SFT tokens per example (longer GSM8K traces are left out)")
     ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (adapters and markup rows)")
     ap.add_argument("--lora-r", type=int, default=16, help="LoRA rank (alpha = 2r)")
+    ap.add_argument("--lora-dropout", type=float, default=0.0, help="dropout on the adapters' input")
+    ap.add_argument("--neftune-noise-alpha", type=float, default=0.0,
+                    help="NEFTune noise on the input embeddings while tuning (arXiv:2310.05914); 0 = off")
     ap.add_argument("--train-data", default="mixed", choices=TRAIN_DATA,
                     help="calculator traces: mixed (3/4 varied phrasings from synth.arith_phrasings, "
                          "1/4 the nine synth.offline templates; chosen on the validation set), "
                          "phrasings or templates alone")
     ap.add_argument("--calc-traces", type=int, default=2000, help="calculator traces")
     ap.add_argument("--gsm8k-traces", type=int, default=500, help="converted GSM8K train traces (at most)")
+    ap.add_argument("--gsm8k-train", default=None, help="GSM8K train JSONL for the converted traces, or 'hub' "
+                    "(openai/gsm8k); default: the bundled 500-problem slice")
     ap.add_argument("--gsm8k-weight", type=float, default=0.0, help="share of SFT examples drawn from GSM8K "
                     "(0 chosen on the validation set: 0.469 against 0.438 with 0.15)")
     ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"],
@@ -311,6 +321,13 @@ def main(argv=None) -> int:
     budgets = {"heldout": args.max_new_tokens, "validation": args.max_new_tokens,
                "gsm8k": int(args.max_new_tokens * 1.5)}
 
+    if "tune" in stages and args.gsm8k_train not in (None, "hub"):   # read it before hours of work
+        from .eval.gsm8k import load_gsm8k
+        try:
+            load_gsm8k(args.gsm8k_train, split="train")
+        except (OSError, ValueError) as e:   # missing file, a line that is not a GSM8K record
+            print(f"pretrained_demo: --gsm8k-train: {str(e).splitlines()[0]}", file=sys.stderr)
+            return 2
     if "base" in stages or "tune" in stages:
         try:
             model, tok = load_base(base)

@@ -75,6 +75,29 @@ def test_training_data_mixes_the_grammar_and_the_nine_templates_unless_asked(tin
         pretrained_demo.training_examples(3, 1, tok, 224, train_data="heldout")
 
 
+def test_gsm8k_traces_come_from_the_file_given(tiny_base, tmp_path, capsys):
+    from havoc_lite.eval.gsm8k import load_gsm8k
+    from synth.gsm8k import convert
+    from havoc_lite.tools import default_registry
+    records = load_gsm8k(pretrained_demo.Path(pretrained_demo.__file__).parent / "assets" / "gsm8k_train_500.jsonl",
+                         split="train")[200:260]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n" for r in records))
+    _, tok = pretrained_demo.load_base(tiny_base)
+    got = pretrained_demo.training_examples(4, 1000, tok, 4096, gsm8k_train=str(path))["gsm8k"]
+    bundled = pretrained_demo.training_examples(4, 1000, tok, 4096)["gsm8k"]
+    # every kept trace is one of the file's problems, in order, with its calculator steps re-run
+    assert [m[1]["content"] for m in got] == [t["question"] for t in convert(records, default_registry()).traces]
+    assert 40 <= len(got) <= 60 and len(bundled) > 400
+    # a file that is not GSM8K is refused before any model is loaded: one line naming it, exit 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q"}\n')
+    assert pretrained_demo.main(["--base", str(tmp_path / "missing.gguf"), "--stages", "tune",
+                                 "--gsm8k-train", str(bad), "--out-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pretrained_demo: --gsm8k-train:") and "bad.jsonl" in err and "\n" not in err
+
+
 def test_markup_rows_start_at_the_mean_of_their_pieces(tiny_base):
     model, tok = pretrained_demo.load_base(tiny_base)
     model.resize_token_embeddings(len(tok))
