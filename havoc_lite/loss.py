@@ -34,20 +34,25 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 class _LinearCrossEntropy(torch.autograd.Function):
     """loss = mean CE(h @ W.T, y) over y != -100, gradients computed chunk by chunk in forward.
-    With `rows` [k, d] (weight's dtype) and `index` [k]: W is `weight` with rows `index` replaced."""
+    With `rows` [k, d] and `index` [k]: W is `weight` with rows `index` replaced. The products run
+    in `dtype` (autocast's, or the weight's); the weight's and rows' gradients are summed in fp32
+    and returned in their own dtype, so an fp32 master weight under bf16 autocast gets an fp32
+    gradient without a round trip through bf16."""
 
     @staticmethod
-    def forward(ctx, h, weight, rows, index, targets, chunk):
+    def forward(ctx, h, weight, rows, index, targets, chunk, dtype):
         n = (targets != IGNORE_INDEX).sum().clamp(min=1)
+        inv_n = 1.0 / n.float()       # folded into each chunk's gradient: no [V, d] division after
         want_h, want_w, want_r = ctx.needs_input_grad[:3]
+        w = weight.to(dtype)                                 # no copy when already in dtype
+        r = rows.to(dtype) if rows is not None else None
         # fp16 cannot hold per-token gradients of size ~1/n before the GradScaler's scale reaches
         # them (they would underflow to 0), so under fp16 the hidden-state gradient is kept in fp32
         gh_dtype = torch.float32 if h.dtype == torch.float16 else h.dtype
         grad_h = torch.empty(h.shape, dtype=gh_dtype, device=h.device) if want_h else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
-        grad_r = torch.zeros(rows.shape, dtype=torch.float32, device=rows.device) if want_r else None
+        grad_w = grad_r = None     # fp32 sums, started by the first chunk (no zero fill)
         # the replaced rows' share of d loss / d h: g[:, index] @ (rows - weight[index]), [k, d]
-        fix = rows - weight.index_select(0, index) if rows is not None and want_h else None
+        fix = r - w.index_select(0, index) if r is not None and want_h else None
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         # equal chunks (523 tokens: 3 x 175, not 256 + 256 + 11): a short last chunk still pays a
         # whole [V, d] product and copy for the head's gradient
@@ -56,49 +61,44 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for s in range(0, h.size(0), chunk):
             hc, yc = h[s:s + chunk], targets[s:s + chunk]
             # one log-softmax serves both the loss and (exponentiated in place) the gradient
-            z = F.linear(hc, weight)                                     # [c, V]
-            if rows is not None:
-                z.index_copy_(1, index, F.linear(hc, rows))
+            z = F.linear(hc, w)                                          # [c, V]
+            if r is not None:
+                z.index_copy_(1, index, F.linear(hc, r))
             logp = F.log_softmax(z.float(), dim=-1)                       # [c, V] fp32
             valid = (yc != IGNORE_INDEX).float()[:, None]
             picked = yc.clamp(min=0)[:, None]                            # no boolean indexing: no host sync
             total -= (logp.gather(1, picked) * valid).sum()
             if not (want_h or want_w or want_r):
                 continue
-            # d(sum CE)/d logits = softmax − one_hot on counted rows, 0 on ignored ones; the 1/n of
-            # the mean is applied after the loop, to the accumulated results
+            # d(mean CE)/d logits = (softmax − one_hot) / n on counted rows, 0 on ignored ones
             g = logp.exp_()
             g.scatter_add_(1, picked, -valid)
-            g = g.mul_(valid).to(weight.dtype)
-            # Accumulate in place and divide by n once at the end: a fresh [V, d] temporary per
-            # chunk (the product, then its quotient) cost 50m a sixth of its CPU step, most of it
-            # page faults on 64 MB buffers that malloc hands back to the OS each time
-            # (scripts/profile_train.py).
+            g = g.mul_(valid * inv_n).to(dtype)
+            # Accumulate in place: a fresh [V, d] temporary per chunk (the product, then its
+            # quotient) cost 50m a sixth of its CPU step, most of it page faults on 64 MB buffers
+            # that malloc hands back to the OS each time (scripts/profile_train.py).
             if want_h:
-                if grad_h.dtype == weight.dtype:
-                    torch.mm(g, weight, out=grad_h[s:s + chunk])
+                if grad_h.dtype == dtype:
+                    torch.mm(g, w, out=grad_h[s:s + chunk])
                     if fix is not None:
                         grad_h[s:s + chunk].addmm_(g.index_select(1, index), fix)
                 else:
-                    gc = g @ weight
+                    gc = g @ w
                     if fix is not None:
                         gc += g.index_select(1, index) @ fix
                     grad_h[s:s + chunk] = gc.to(gh_dtype)
             if want_w:
-                if weight.dtype == torch.float32:
+                if grad_w is None:
+                    grad_w = (g.t() @ hc).float()             # no copy in fp32
+                elif dtype == torch.float32:
                     grad_w.addmm_(g.t(), hc)
                 else:
-                    grad_w += (g.t() @ hc.to(weight.dtype)).float()
+                    grad_w += g.t() @ hc                      # bf16 product, summed into fp32
             if want_r:
-                grad_r += (g.index_select(1, index).t() @ hc.to(rows.dtype)).float()
-        if want_h:
-            grad_h.div_(n)
-        if want_w:
-            if rows is not None:
-                grad_w.index_fill_(0, index, 0.0)       # those rows of weight are not in the head
-            grad_w.div_(n)
-        if want_r:
-            grad_r.div_(n)
+                part = g.index_select(1, index).t() @ hc
+                grad_r = part.float() if grad_r is None else grad_r.add_(part)
+        if want_w and rows is not None:
+            grad_w.index_fill_(0, index, 0.0)       # those rows of weight are not in the head
         ctx.save_for_backward(grad_h, grad_w, grad_r)
         ctx.dtypes = (h.dtype, weight.dtype, rows.dtype if rows is not None else None)
         return total / n
@@ -110,7 +110,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         gh = (grad_h * grad_out).to(h_dtype) if grad_h is not None else None
         gw = (grad_w * grad_out).to(w_dtype) if grad_w is not None else None
         gr = (grad_r * grad_out).to(r_dtype) if grad_r is not None else None
-        return gh, gw, gr, None, None, None
+        return gh, gw, gr, None, None, None, None
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
@@ -150,11 +150,9 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     if (rows is None) != (index is None):
         raise ValueError("linear_cross_entropy: rows and index go together")
     if torch.is_autocast_enabled(h.device.type):
-        # the head runs in the autocast dtype, as nn.Linear would under autocast
+        # the head runs in the autocast dtype, as nn.Linear would under autocast; the weight is
+        # cast inside, so its gradient comes back in its own dtype (fp32) without a bf16 detour
         dt = torch.get_autocast_dtype(h.device.type)
-        h, weight = h.to(dt), weight.to(dt)
-        rows = rows.to(dt) if rows is not None else None
         with torch.autocast(h.device.type, enabled=False):
-            return _LinearCrossEntropy.apply(h, weight, rows, index, y, chunk)
-    rows = rows.to(weight.dtype) if rows is not None else None
-    return _LinearCrossEntropy.apply(h, weight, rows, index, y, chunk)
+            return _LinearCrossEntropy.apply(h.to(dt), weight, rows, index, y, chunk, dt)
+    return _LinearCrossEntropy.apply(h, weight, rows, index, y, chunk, weight.dtype)

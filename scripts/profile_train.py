@@ -1,6 +1,7 @@
 """Per-op CPU time of one training step, ours against HF LlamaForCausalLM (same shape and weights).
 
     OMP_NUM_THREADS=1 python scripts/profile_train.py --preset 50m --batch-size 4 --seq-len 128
+    OMP_NUM_THREADS=1 python scripts/profile_train.py --preset 50m --dtype bfloat16   # under autocast
 
 Builds the pair as `havoc_lite.bench` does, warms each up, then records `--steps` steps of each
 with `torch.profiler` (forward + backward + AdamW, ours with the chunked loss as the Trainer runs
@@ -38,19 +39,21 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="autocast dtype")
     a = ap.parse_args()
     cfg = ModelConfig.from_preset(a.preset)
     ours, hf = build_pair(cfg, torch.device("cpu"))
     ours.train(), hf.train()
     x = torch.randint(0, cfg.vocab_size, (a.batch_size, a.seq_len), generator=torch.Generator().manual_seed(0))
     y = torch.cat([x[:, 1:], torch.full((a.batch_size, 1), -100)], dim=1)
-    fns = {"ours": _train_step_fn(ours, False, x, y, torch.float32, torch.device("cpu")),
-           "hf": _train_step_fn(hf, True, x, y, torch.float32, torch.device("cpu"))}
+    dt = getattr(torch, a.dtype)
+    fns = {"ours": _train_step_fn(ours, False, x, y, dt, torch.device("cpu")),
+           "hf": _train_step_fn(hf, True, x, y, dt, torch.device("cpu"))}
     for fn in fns.values():
         fn()
     times = {k: op_times(fn, a.steps) for k, fn in fns.items()}
     total = {k: sum(t for t, _ in v.values()) for k, v in times.items()}
-    print(f"{a.preset}, batch {a.batch_size} x {a.seq_len}, {a.steps} steps, {torch.get_num_threads()} thread(s): "
+    print(f"{a.preset}, {a.dtype}, batch {a.batch_size} x {a.seq_len}, {a.steps} steps, {torch.get_num_threads()} thread(s): "
           f"self CPU ours {total['ours']:.2f} s, HF {total['hf']:.2f} s ({total['ours'] / total['hf']:.2f}x)")
     keys = set(times["ours"]) | set(times["hf"])
     rows = sorted(keys, key=lambda k: -abs(times["ours"].get(k, (0, 0))[0] - times["hf"].get(k, (0, 0))[0]))

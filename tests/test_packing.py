@@ -153,3 +153,7 @@ def test_chunked_loss_under_bf16_autocast_matches_the_plain_head():
     torch.testing.assert_close(got_grads[0], h.grad, rtol=0.02, atol=2e-3)   # bf16 matmuls
     torch.testing.assert_close(got_grads[1], w.grad, rtol=0.02, atol=2e-3)
     assert got_grads[1].dtype == torch.float32
+    # the fp32 weight's gradient is summed over the chunks in fp32 and never rounded to bf16 on
+    # its way back (it was once cast down and up again: every entry on the bf16 grid)
+    on_bf16_grid = got_grads[1] == got_grads[1].bfloat16().float()
+    assert on_bf16_grid.float().mean() < 0.5
