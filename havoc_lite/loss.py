@@ -42,7 +42,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, weight, rows, index, targets, chunk, dtype):
         n = (targets != IGNORE_INDEX).sum().clamp(min=1)
-        inv_n = 1.0 / n.float()       # folded into each chunk's gradient: no [V, d] division after
+        # 1/n goes into each chunk's gradient (no [V, d] division after), except in fp16, whose
+        # range cannot hold (softmax − one_hot) / n for large n: there the sums are divided at the end
+        fold = dtype != torch.float16
+        inv_n = 1.0 / n.float()
         want_h, want_w, want_r = ctx.needs_input_grad[:3]
         w = weight.to(dtype)                                 # no copy when already in dtype
         r = rows.to(dtype) if rows is not None else None
@@ -73,10 +76,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
             # d(mean CE)/d logits = (softmax − one_hot) / n on counted rows, 0 on ignored ones
             g = logp.exp_()
             g.scatter_add_(1, picked, -valid)
-            g = g.mul_(valid * inv_n).to(dtype)
-            # Accumulate in place: a fresh [V, d] temporary per chunk (the product, then its
-            # quotient) cost 50m a sixth of its CPU step, most of it page faults on 64 MB buffers
-            # that malloc hands back to the OS each time (scripts/profile_train.py).
+            g = g.mul_(valid * inv_n if fold else valid).to(dtype)
+            # Accumulate in place (addmm_ in fp32): a fresh [V, d] temporary per chunk cost 50m a
+            # sixth of its CPU step, most of it page faults on 64 MB buffers that malloc hands
+            # back to the OS each time (scripts/profile_train.py).
             if want_h:
                 if grad_h.dtype == dtype:
                     torch.mm(g, w, out=grad_h[s:s + chunk])
@@ -99,6 +102,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad_r = part.float() if grad_r is None else grad_r.add_(part)
         if want_w and rows is not None:
             grad_w.index_fill_(0, index, 0.0)       # those rows of weight are not in the head
+        if not fold:
+            for grad in (grad_h, grad_w, grad_r):
+                if grad is not None:
+                    grad.div_(n)
         ctx.save_for_backward(grad_h, grad_w, grad_r)
         ctx.dtypes = (h.dtype, weight.dtype, rows.dtype if rows is not None else None)
         return total / n

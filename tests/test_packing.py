@@ -157,3 +157,20 @@ def test_chunked_loss_under_bf16_autocast_matches_the_plain_head():
     # its way back (it was once cast down and up again: every entry on the bf16 grid)
     on_bf16_grid = got_grads[1] == got_grads[1].bfloat16().float()
     assert on_bf16_grid.float().mean() < 0.5
+
+
+def test_chunked_loss_under_fp16_autocast_keeps_small_gradients():
+    # fp16's smallest normal is 6e-5: with many counted tokens, (softmax − one_hot) / n would sink
+    # into its subnormals before the GradScaler's scale reached it, so fp16 divides by n at the end
+    torch.manual_seed(0)
+    h = torch.randn(4096, 32, requires_grad=True)
+    w = (torch.randn(300, 32) * 0.1).requires_grad_()
+    t = torch.randint(0, 300, (4096,))
+    with torch.autocast("cpu", dtype=torch.float16):
+        got = linear_cross_entropy(h, w, t, chunk=512)
+    got.backward()
+    got_grads = h.grad.clone(), w.grad.clone()
+    h.grad = w.grad = None
+    lm_loss(torch.nn.functional.linear(h, w), t).backward()          # fp32 reference
+    torch.testing.assert_close(got_grads[1], w.grad, rtol=0.02, atol=1e-6)
+    torch.testing.assert_close(got_grads[0], h.grad, rtol=0.02, atol=1e-7)
