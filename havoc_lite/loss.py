@@ -42,15 +42,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, weight, rows, index, targets, chunk, dtype):
         n = (targets != IGNORE_INDEX).sum().clamp(min=1)
-        # 1/n goes into each chunk's gradient (no [V, d] division after), except in fp16, whose
-        # range cannot hold (softmax − one_hot) / n for large n: there the sums are divided at the end
-        fold = dtype != torch.float16
-        inv_n = 1.0 / n.float()
         want_h, want_w, want_r = ctx.needs_input_grad[:3]
         w = weight.to(dtype)                                 # no copy when already in dtype
         r = rows.to(dtype) if rows is not None else None
-        # fp16 cannot hold per-token gradients of size ~1/n before the GradScaler's scale reaches
-        # them (they would underflow to 0), so under fp16 the hidden-state gradient is kept in fp32
+        # 1/n goes into each chunk's gradient (no [V, d] division after), except in fp16: it cannot
+        # hold per-token gradients of size ~1/n before the GradScaler's scale reaches them (they
+        # would underflow to 0), so there the sums are divided at the end and the hidden-state
+        # gradient is kept in fp32
+        fold = dtype != torch.float16
         gh_dtype = torch.float32 if h.dtype == torch.float16 else h.dtype
         grad_h = torch.empty(h.shape, dtype=gh_dtype, device=h.device) if want_h else None
         grad_w = grad_r = None     # fp32 sums, started by the first chunk (no zero fill)
@@ -76,7 +75,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             # d(mean CE)/d logits = (softmax − one_hot) / n on counted rows, 0 on ignored ones
             g = logp.exp_()
             g.scatter_add_(1, picked, -valid)
-            g = g.mul_(valid * inv_n if fold else valid).to(dtype)
+            g = g.mul_(valid / n if fold else valid).to(dtype)
             # Accumulate in place (addmm_ in fp32): a fresh [V, d] temporary per chunk cost 50m a
             # sixth of its CPU step, most of it page faults on 64 MB buffers that malloc hands
             # back to the OS each time (scripts/profile_train.py).
